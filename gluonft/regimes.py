@@ -1,0 +1,237 @@
+"""Training regimes as data, and `apply_regime`, which sets what trains and returns a `Plan`.
+
+    head     backbone frozen (a feature extractor); only the new head trains
+    last_k   the last k natural blocks of the backbone train (see `feature_blocks`), and the head
+    full     everything trains, starting from the loaded (pretrained) weights
+    scratch  everything trains, starting from random weights (the backbone is re-initialised)
+
+BatchNorm is handled explicitly: ``grad_req='null'`` freezes gamma/beta but not the running
+statistics, which a forward pass in training mode keeps updating. With ``bn='frozen'`` (the
+default) every BatchNorm in a frozen block runs with ``use_global_stats=True``: it normalises
+with, and keeps, its pretrained statistics, hybridized or not. ``bn='train'`` lets frozen blocks'
+BatchNorm layers follow the new data's batch statistics (their gamma/beta stay frozen).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import List, Optional, Tuple
+
+import mxnet as mx
+
+from .backbones import TransferNet, feature_blocks
+
+__all__ = ["Regime", "Plan", "BlockPlan", "apply_regime", "parse_regime", "REGIMES",
+           "BN_POLICIES", "frozen_prefix"]
+
+REGIMES = ("head", "last_k", "full", "scratch")
+BN_POLICIES = ("frozen", "train")
+
+
+@dataclass(frozen=True)
+class Regime:
+    """A training regime: its name, ``k`` for ``last_k``, and the BatchNorm policy."""
+    name: str
+    k: Optional[int] = None
+    bn: str = "frozen"
+
+    def __post_init__(self):
+        if self.name not in REGIMES:
+            raise ValueError(f"unknown regime {self.name!r}: expected one of {', '.join(REGIMES)}"
+                             f" (last_k as 'last_k:K')")
+        if self.bn not in BN_POLICIES:
+            raise ValueError(f"unknown BatchNorm policy bn={self.bn!r}: expected one of "
+                             f"{', '.join(BN_POLICIES)}")
+        if self.name == "last_k":
+            if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
+                raise ValueError(f"regime last_k needs k, a positive int number of blocks, got "
+                                 f"k={self.k!r}")
+        elif self.k is not None:
+            raise ValueError(f"k={self.k!r} only applies to the last_k regime, not {self.name!r}")
+
+    @property
+    def label(self) -> str:
+        """Short form used on the command line and in charts: ``head``, ``last_k:2`` ..."""
+        return f"last_k:{self.k}" if self.name == "last_k" else self.name
+
+
+def parse_regime(text: str, *, bn: str = "frozen") -> Regime:
+    """``"head"``, ``"full"``, ``"scratch"`` or ``"last_k:K"`` -> `Regime`."""
+    if not isinstance(text, str):
+        raise ValueError(f"regime must be a string such as 'head' or 'last_k:2', got {text!r}")
+    name, sep, k_text = text.strip().partition(":")
+    if name == "last_k":
+        try:
+            k = int(k_text)
+        except ValueError:
+            raise ValueError(f"regime {text!r}: last_k needs a block count, e.g. 'last_k:2'") \
+                from None
+        return Regime("last_k", k, bn)
+    if sep:
+        raise ValueError(f"regime {text!r}: only last_k takes a number ('last_k:2')")
+    return Regime(name, None, bn)
+
+
+@dataclass(frozen=True)
+class BlockPlan:
+    label: str
+    steps: Tuple[int, ...]
+    params: int
+    trainable: bool
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What `apply_regime` made trainable, as data.
+
+    Attributes:
+        regime: the regime's label; ``bn``: the BatchNorm policy.
+        blocks: every backbone block, in order, with its parameter count and trainability.
+        head_params: parameters of the new head (always trainable).
+        trainable_params / frozen_params: counts of weights (running statistics excluded).
+        frozen_steps: leading ``features`` steps that are frozen with frozen BatchNorm; the
+            training loop runs them outside ``autograd.record()``.
+        frozen_batchnorms: BatchNorm layers that keep their running statistics.
+        reinitialised: True for ``scratch``: the backbone was re-initialised at random.
+    """
+    regime: str
+    bn: str
+    blocks: Tuple[BlockPlan, ...]
+    head_params: int
+    trainable_params: int
+    frozen_params: int
+    frozen_steps: int
+    frozen_batchnorms: int
+    reinitialised: bool
+
+    @property
+    def trainable_blocks(self) -> List[str]:
+        return [b.label for b in self.blocks if b.trainable]
+
+    @property
+    def frozen_blocks(self) -> List[str]:
+        return [b.label for b in self.blocks if not b.trainable]
+
+    def describe(self) -> str:
+        """One line for logs: what trains."""
+        trained = self.trainable_blocks
+        what = ("the new head only" if not trained else
+                f"the new head and {len(trained)} of {len(self.blocks)} backbone blocks "
+                f"({trained[0]} .. {trained[-1]})")
+        return (f"{self.regime}: {what}; {self.trainable_params:,} trainable, "
+                f"{self.frozen_params:,} frozen parameters; BatchNorm {self.bn}"
+                + ("; backbone re-initialised at random" if self.reinitialised else ""))
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["trainable_blocks"] = self.trainable_blocks
+        out["frozen_blocks"] = self.frozen_blocks
+        return out
+
+
+def _is_running_stat(param) -> bool:
+    return param.name.endswith(("running_mean", "running_var", "moving_mean", "moving_var"))
+
+
+def _weights(block):
+    return [p for p in block.collect_params().values() if not _is_running_stat(p)]
+
+
+def _count(params) -> int:
+    return int(sum(p.data().size if p.shape and 0 not in p.shape else 0 for p in params))
+
+
+def _batchnorms(block) -> list:
+    found = []
+    block.apply(lambda b: found.append(b) if "use_global_stats" in getattr(b, "_kwargs", {})
+                else None)
+    return found
+
+
+def apply_regime(net: TransferNet, regime, *, k: Optional[int] = None,
+                 bn: str = "frozen", seed: Optional[int] = None) -> Plan:
+    """Set which parameters of ``net`` train, and how BatchNorm behaves, for ``regime``.
+
+    Args:
+        net: a `TransferNet` from `load_backbone`.
+        regime: ``"head"``, ``"last_k"`` (with ``k``), ``"full"``, ``"scratch"``, a string like
+            ``"last_k:2"``, or a `Regime`.
+        k: number of backbone blocks to train for ``last_k``: 1..len(feature_blocks(net)).
+        bn: ``"frozen"`` or ``"train"`` (see the module docstring).
+        seed: for ``scratch``, seeds the random re-initialisation.
+
+    Returns:
+        A `Plan`.
+
+    Example:
+        >>> plan = gluonft.apply_regime(net, "last_k", k=2)
+        >>> plan.trainable_blocks
+        ['features.6 (HybridSequential)', 'features.7 (HybridSequential)']
+    """
+    if not isinstance(net, TransferNet):
+        raise ValueError(f"apply_regime needs a net from gluonft.load_backbone, got "
+                         f"{type(net).__name__}")
+    if isinstance(regime, Regime):
+        if k is not None and k != regime.k:
+            raise ValueError(f"k={k!r} contradicts {regime!r}")
+    elif isinstance(regime, str) and ":" in regime:
+        regime = parse_regime(regime, bn=bn)
+    else:
+        regime = Regime(regime, k, bn)
+    blocks = feature_blocks(net)
+    n_blocks = len(blocks)
+    if regime.name == "last_k" and regime.k > n_blocks:
+        raise ValueError(f"last_k with k={regime.k} is out of range for {net.backbone}: it has "
+                         f"{n_blocks} blocks ({net.family.blocks_doc}); expected 1 <= k <= "
+                         f"{n_blocks}")
+    n_trainable = {"head": 0, "last_k": regime.k, "full": n_blocks, "scratch": n_blocks}[regime.name]
+    first_trainable = n_blocks - n_trainable
+
+    steps = list(net.features._children.values())
+    if regime.name == "scratch":
+        if seed is not None:
+            mx.random.seed(seed)
+        # Parameters with an initialiser of their own (BatchNorm's gamma, beta and running
+        # statistics) get it back; conv and dense weights get Xavier.
+        net.features.initialize(mx.init.Xavier(), force_reinit=True)
+
+    block_plans = []
+    frozen_batchnorms = 0
+    for index, (label, step_ids) in enumerate(blocks):
+        trainable = index >= first_trainable
+        params = []
+        for i in step_ids:
+            params += _weights(steps[i])
+            for norm in _batchnorms(steps[i]):
+                frozen = not trainable and regime.bn == "frozen"
+                norm._kwargs["use_global_stats"] = frozen
+                frozen_batchnorms += frozen
+        for p in params:
+            p.grad_req = "write" if trainable else "null"
+        block_plans.append(BlockPlan(label, tuple(step_ids), _count(params), trainable))
+    for p in _weights(net.output):
+        p.grad_req = "write"
+    # A hybridized graph has the old use_global_stats baked in: drop the cached graphs.
+    net.apply(lambda b: b._clear_cached_op() if hasattr(b, "_clear_cached_op") else None)
+
+    trainable_params = sum(b.params for b in block_plans if b.trainable)
+    head_params = _count(_weights(net.output))
+    return Plan(regime=regime.label, bn=regime.bn, blocks=tuple(block_plans),
+                head_params=head_params, trainable_params=trainable_params + head_params,
+                frozen_params=sum(b.params for b in block_plans if not b.trainable),
+                frozen_steps=frozen_prefix(net), frozen_batchnorms=frozen_batchnorms,
+                reinitialised=regime.name == "scratch")
+
+
+def frozen_prefix(net: TransferNet) -> int:
+    """How many leading ``features`` steps are frozen with frozen BatchNorm, read off the net.
+
+    Derived from the parameters themselves, so it is right whoever set them.
+    """
+    count = 0
+    for step in net.features._children.values():
+        weights_frozen = all(p.grad_req == "null" for p in _weights(step))
+        norms_frozen = all(n._kwargs.get("use_global_stats") for n in _batchnorms(step))
+        if not (weights_frozen and norms_frozen):
+            break
+        count += 1
+    return count

@@ -1,0 +1,344 @@
+"""`fit` and `evaluate`: one plain training loop for every regime, device and script.
+
+Per batch: uint8 images go to each device, are augmented and normalised there, the frozen
+prefix of the backbone runs outside ``autograd.record()`` (no graph, no backward through it),
+and only the trainable rest is recorded. Augmentation and shuffling draw from numpy generators
+seeded by (seed, epoch), so a run is repeatable and does not depend on the number of devices.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence
+
+import mxnet as mx
+import numpy as np
+from mxnet import autograd, gluon
+from mxnet.gluon import nn
+
+from .backbones import TransferNet, check_image_size
+from .data.imageset import ImageSet, iterate_batches
+from .devices import as_contexts
+from .regimes import frozen_prefix
+from .schedules import Schedule
+from .transforms import Augment, BatchTransform, sample_affine
+
+__all__ = ["fit", "evaluate", "History", "StopTraining", "OPTIMIZERS", "predict_proba"]
+
+OPTIMIZERS = ("sgd", "nag", "adam")
+
+
+class StopTraining(Exception):
+    """Raise from a callback to end training after the current epoch (e.g. early stopping)."""
+
+
+@dataclass
+class History:
+    """What `fit` measured, epoch by epoch, and the settings that produced it.
+
+    ``history["val_acc"]`` gives one metric as a list, as Keras' ``History.history`` does.
+    """
+    epochs: List[Dict[str, float]] = field(default_factory=list)
+    settings: Dict[str, object] = field(default_factory=dict)
+    stopped_early: bool = False
+
+    def __getitem__(self, key: str) -> List[float]:
+        return [row.get(key) for row in self.epochs]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "History":
+        return cls(epochs=list(data["epochs"]), settings=dict(data["settings"]),
+                   stopped_early=bool(data.get("stopped_early", False)))
+
+
+def _smoothed_cross_entropy(logits, labels, smoothing: float, classes: int):
+    """Cross-entropy against ``(1 - s) * one_hot + s / classes`` (s = 0: the usual loss)."""
+    log_p = mx.nd.log_softmax(logits, axis=-1)
+    nll = -mx.nd.pick(log_p, labels, axis=-1)
+    if smoothing == 0:
+        return nll
+    return (1 - smoothing) * nll - smoothing * log_p.mean(axis=-1)
+
+
+def _validate_fit_args(net, train, val, epochs, batch_size, lr, optimizer, label_smoothing):
+    if not isinstance(net, TransferNet):
+        raise ValueError(f"fit needs a net from gluonft.load_backbone, got {type(net).__name__}")
+    for name, data in (("train", train), ("val", val)):
+        if data is None and name == "val":
+            continue
+        if not isinstance(data, ImageSet):
+            raise ValueError(f"{name} must be a gluonft ImageSet (e.g. from "
+                             f"gluonft.datasets.cifar10), got {type(data).__name__}")
+        if len(data) == 0:
+            raise ValueError(f"{name} holds no images")
+        if len(data.classes) > net.classes:
+            raise ValueError(f"{name} has {len(data.classes)} classes but the net has "
+                             f"{net.classes} outputs; load the backbone with "
+                             f"classes={len(data.classes)}")
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if not (isinstance(lr, (int, float)) and lr > 0):
+        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}: expected one of {', '.join(OPTIMIZERS)}")
+    if not (0 <= label_smoothing < 1):
+        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
+
+
+def _optimizer_params(optimizer, lr, momentum, wd) -> dict:
+    params = {"learning_rate": lr, "wd": wd}
+    if optimizer in ("sgd", "nag"):
+        params["momentum"] = momentum
+    return params
+
+
+def _split(batch: np.ndarray, n: int) -> List[np.ndarray]:
+    """Split a batch over ``n`` devices the way `gluon.utils.split_and_load` does."""
+    return np.array_split(batch, n) if n > 1 else [batch]
+
+
+class _Parts:
+    """The frozen prefix and the trainable rest of a net, each hybridized on its own."""
+
+    def __init__(self, net: TransferNet, hybridize: bool):
+        steps = list(net.features._children.values())
+        cut = frozen_prefix(net)
+        self.frozen = nn.HybridSequential(prefix="")
+        self.trainable = nn.HybridSequential(prefix="")
+        for step in steps[:cut]:
+            self.frozen.add(step)
+        for step in steps[cut:]:
+            self.trainable.add(step)
+        self.trainable.add(net.output)
+        self.frozen_steps = cut
+        if hybridize:
+            for part in (self.frozen, self.trainable):
+                part.hybridize(static_alloc=True, static_shape=True)
+
+    def prefix(self, x):
+        return self.frozen(x) if self.frozen_steps else x
+
+
+def fit(net: TransferNet, train: ImageSet, val: Optional[ImageSet] = None, *, epochs: int,
+        batch_size: int, lr: float, optimizer: str = "sgd", momentum: float = 0.9,
+        wd: float = 1e-4, schedule: Schedule = Schedule(), label_smoothing: float = 0.0,
+        augment: Augment = Augment(), image_size: Optional[int] = None, ctx=None, seed: int = 0,
+        callbacks: Sequence[Callable] = (), checkpoint: Optional[str] = None,
+        progress: bool = True, hybridize: bool = True) -> History:
+    """Train ``net`` (as set up by `apply_regime`) on ``train``; evaluate on ``val`` each epoch.
+
+    Args:
+        net: a `TransferNet`; its parameters with ``grad_req != 'null'`` are trained.
+        train, val: `ImageSet`s (uint8 images; resized, augmented and normalised on the device).
+        epochs, batch_size, lr: the usual; ``batch_size`` is split over the contexts.
+        optimizer: ``sgd`` (with ``momentum``), ``nag`` or ``adam``; ``wd``: weight decay.
+        schedule: a `Schedule` (cosine by default; step, constant, onecycle; warm-up).
+        label_smoothing: in [0, 1).
+        augment: training augmentation (`Augment`); ``Augment.none()`` disables it.
+        image_size: input side (default: the backbone's pretrained size).
+        ctx: a context or a list (each batch is split across them); default `devices()`.
+        seed: seeds shuffling, augmentation and MXNet's generator.
+        callbacks: callables ``(epoch, logs)`` run after each epoch; raise `StopTraining` to end.
+        checkpoint: a file path; after each epoch the parameters, optimizer state and history
+            are saved there (atomically), and a run started with an existing checkpoint of the
+            same settings resumes after its last epoch.
+        progress: show a tqdm bar per epoch.
+        hybridize: compile the net (static memory) for speed.
+
+    Returns:
+        A `History`.
+
+    Example:
+        >>> plan = gluonft.apply_regime(net, "head")
+        >>> history = gluonft.fit(net, train, val, epochs=3, batch_size=64, lr=0.05)
+        >>> history["val_acc"][-1]
+        0.81
+    """
+    _validate_fit_args(net, train, val, epochs, batch_size, lr, optimizer, label_smoothing)
+    if not isinstance(schedule, Schedule):
+        raise ValueError(f"schedule must be a gluonft.Schedule, got {schedule!r}")
+    contexts = as_contexts(ctx)
+    image_size = check_image_size(net.backbone, image_size or net.family.input_size)
+    net.collect_params().reset_ctx(contexts)
+    mx.random.seed(seed)
+    trainable = [p for p in net.collect_params().values() if p.grad_req != "null"]
+    if not trainable:
+        raise ValueError("nothing to train: every parameter is frozen; call apply_regime first")
+    trainer = gluon.Trainer(trainable, optimizer,
+                            _optimizer_params(optimizer, lr, momentum, wd))
+    settings = {
+        "backbone": net.backbone, "classes": net.classes, "epochs": epochs,
+        "batch_size": batch_size, "lr": lr, "optimizer": optimizer,
+        "optimizer_params": _optimizer_params(optimizer, lr, momentum, wd),
+        "schedule": schedule.to_dict(), "label_smoothing": label_smoothing,
+        "augment": asdict(augment), "image_size": image_size, "seed": seed,
+        "contexts": [str(c) for c in contexts], "train_images": len(train),
+        "val_images": len(val) if val is not None else 0,
+        "trainable_params": int(sum(p.data(contexts[0]).size for p in trainable)),
+    }
+    history = History(settings=settings)
+    start_epoch = _resume(checkpoint, net, trainer, history, settings)
+
+    parts = _Parts(net, hybridize)
+    transform = BatchTransform(image_size, net.family.mean, net.family.std)
+    per_epoch = -(-len(train) // batch_size)
+    for epoch in range(start_epoch, epochs):
+        begin = time.perf_counter()
+        rng = np.random.RandomState((seed * 100003 + epoch) % (2 ** 32))
+        totals = np.zeros(3)  # loss sum, correct, seen
+        bar = _progress(progress, per_epoch, f"epoch {epoch + 1}/{epochs}")
+        for step, (images, labels) in enumerate(iterate_batches(
+                train, batch_size, shuffle=True, seed=seed, epoch=epoch)):
+            trainer.set_learning_rate(schedule.lr(lr, iteration=epoch * per_epoch + step,
+                                                  per_epoch=per_epoch, epochs=epochs))
+            affine = sample_affine(len(images), augment, rng)
+            totals += _train_step(parts, trainer, transform, images, labels, affine, contexts,
+                                  label_smoothing, net.classes)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{totals[0] / totals[2]:.3f}",
+                                acc=f"{totals[1] / totals[2]:.3f}")
+        seconds = time.perf_counter() - begin
+        if bar is not None:
+            bar.close()
+        logs = {"epoch": epoch + 1, "train_loss": totals[0] / totals[2],
+                "train_acc": totals[1] / totals[2], "lr": trainer.learning_rate,
+                "seconds": seconds, "images_per_s": totals[2] / seconds}
+        if val is not None:
+            result = evaluate(net, val, ctx=contexts, batch_size=batch_size,
+                              image_size=image_size, hybridize=hybridize)
+            logs.update(val_loss=result["loss"], val_acc=result["accuracy"])
+        history.epochs.append({k: float(v) for k, v in logs.items()})
+        if checkpoint:
+            _save_checkpoint(checkpoint, net, trainer, history)
+        try:
+            for callback in callbacks:
+                callback(epoch + 1, dict(logs))
+        except StopTraining:
+            history.stopped_early = True
+            break
+    return history
+
+
+def _train_step(parts, trainer, transform, images, labels, affine, contexts, smoothing, classes):
+    """One optimiser step over a batch split across ``contexts``; returns loss, correct, seen."""
+    inputs = []
+    for ctx, x, y, a in zip(contexts, _split(images, len(contexts)),
+                            _split(labels, len(contexts)), _split(affine, len(contexts))):
+        if len(x) == 0:  # a last batch smaller than the number of devices
+            continue
+        x = transform(mx.nd.array(x, ctx=ctx, dtype="uint8"), mx.nd.array(a, ctx=ctx))
+        inputs.append((parts.prefix(x), mx.nd.array(y, ctx=ctx, dtype="int32")))
+    losses, outputs = [], []
+    with autograd.record():
+        for features, y in inputs:
+            out = parts.trainable(features)
+            losses.append(_smoothed_cross_entropy(out, y, smoothing, classes))
+            outputs.append(out)
+    autograd.backward(losses)
+    trainer.step(len(images))
+    loss_sum = sum(float(l.sum().asscalar()) for l in losses)
+    correct = sum(float((o.argmax(axis=1) == y.astype("float32")).sum().asscalar())
+                  for o, (_, y) in zip(outputs, inputs))
+    return np.array([loss_sum, correct, len(images)])
+
+
+def _progress(enabled, total, description):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+    return tqdm(total=total, desc=description, leave=False, unit="batch")
+
+
+def predict_proba(net: TransferNet, data: ImageSet, *, ctx=None, batch_size: int = 64,
+                  image_size: Optional[int] = None, hybridize: bool = True) -> np.ndarray:
+    """Class probabilities (N, classes) for every image of ``data``, in order."""
+    contexts = as_contexts(ctx)
+    image_size = check_image_size(net.backbone, image_size or net.family.input_size)
+    if hybridize:
+        net.hybridize(static_alloc=True, static_shape=True)
+    transform = BatchTransform(image_size, net.family.mean, net.family.std)
+    out = []
+    for images, _ in iterate_batches(data, batch_size, shuffle=False):
+        for ctx, x in zip(contexts, _split(images, len(contexts))):
+            if len(x) == 0:
+                continue
+            logits = net(transform(mx.nd.array(x, ctx=ctx, dtype="uint8"), None))
+            out.append(mx.nd.softmax(logits, axis=-1).asnumpy())
+    return np.concatenate(out) if out else np.zeros((0, net.classes), np.float32)
+
+
+def evaluate(net: TransferNet, data: ImageSet, *, ctx=None, batch_size: int = 64,
+             image_size: Optional[int] = None, hybridize: bool = True) -> Dict[str, float]:
+    """Accuracy and mean cross-entropy of ``net`` on ``data`` (inference mode).
+
+    Returns:
+        ``{"accuracy": ..., "loss": ..., "count": N}``.
+
+    Example:
+        >>> gluonft.evaluate(net, test, ctx=mx.cpu(), batch_size=128)["accuracy"]
+        0.938
+    """
+    if not isinstance(data, ImageSet):
+        raise ValueError(f"data must be a gluonft ImageSet, got {type(data).__name__}")
+    if len(data) == 0:
+        raise ValueError("data holds no images")
+    proba = predict_proba(net, data, ctx=ctx, batch_size=batch_size, image_size=image_size,
+                          hybridize=hybridize)
+    labels = data.labels.astype(np.int64)
+    picked = proba[np.arange(len(labels)), labels]
+    return {"accuracy": float((proba.argmax(axis=1) == labels).mean()),
+            "loss": float(-np.log(np.maximum(picked, 1e-12)).mean()),
+            "count": int(len(labels))}
+
+
+# --- checkpoints ------------------------------------------------------------------------------
+
+def _atomic_write(path: str, write: Callable[[str], None]) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def _save_checkpoint(path: str, net, trainer, history: History) -> None:
+    """Parameters, optimizer state and history; the JSON is written last, so a checkpoint is
+    complete exactly when its JSON names the epoch the parameters hold."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    _atomic_write(path + ".params", net.save_parameters)
+    _atomic_write(path + ".states", trainer.save_states)
+    _atomic_write(path + ".json", lambda tmp: _write_json(tmp, history.to_dict()))
+
+
+def _write_json(path, data):
+    with open(path, "w") as f:
+        json.dump(data, f, indent=1)
+
+
+def _comparable(settings: dict) -> dict:
+    return {k: v for k, v in settings.items() if k not in ("contexts",)}
+
+
+def _resume(path, net, trainer, history: History, settings: dict) -> int:
+    """Load a checkpoint of the same settings; returns the epoch to start from."""
+    if not path or not os.path.exists(path + ".json"):
+        return 0
+    with open(path + ".json") as f:
+        saved = History.from_dict(json.load(f))
+    if _comparable(saved.settings) != _comparable(settings):
+        raise ValueError(f"checkpoint {path}.json was written with other settings; remove it or "
+                         f"choose another checkpoint path")
+    net.load_parameters(path + ".params", ctx=[c for c in _contexts_of(net)])
+    trainer.load_states(path + ".states")
+    history.epochs[:] = saved.epochs
+    return len(saved.epochs)
+
+
+def _contexts_of(net):
+    return next(iter(net.collect_params().values())).list_ctx()
