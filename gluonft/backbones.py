@@ -215,10 +215,10 @@ class TransferNet(nn.HybridBlock):
     """
 
     def __init__(self, *, backbone: str, steps: Sequence[mx.gluon.Block], head: mx.gluon.Block,
-                 classes: int, **kwargs):
+                 classes: int, family: Optional[Family] = None, **kwargs):
         super().__init__(**kwargs)
         self.backbone = backbone
-        self.family = family_of(backbone)
+        self.family = family or family_of(backbone)
         self.classes = classes
         with self.name_scope():
             self.features = nn.HybridSequential(prefix="")
@@ -331,9 +331,9 @@ def _ensure_pooled(steps: List[mx.gluon.Block]) -> List[mx.gluon.Block]:
     return list(steps)
 
 
-def check_image_size(name: str, image_size) -> int:
+def check_image_size(name: str, image_size, *, family: Optional[Family] = None) -> int:
     """Validate an input side for a backbone; returns it as int."""
-    family = family_of(name)
+    family = family or family_of(name)
     if isinstance(image_size, bool) or not isinstance(image_size, int):
         raise ValueError(f"image_size must be an int number of pixels, got {image_size!r}")
     if family.fixed_size and image_size != family.input_size:

@@ -8,8 +8,10 @@
 BatchNorm is handled explicitly: ``grad_req='null'`` freezes gamma/beta but not the running
 statistics, which a forward pass in training mode keeps updating. With ``bn='frozen'`` (the
 default) every BatchNorm in a frozen block runs with ``use_global_stats=True``: it normalises
-with, and keeps, its pretrained statistics, hybridized or not. ``bn='train'`` lets frozen blocks'
-BatchNorm layers follow the new data's batch statistics (their gamma/beta stay frozen).
+with, and keeps, its pretrained statistics, hybridized or not, while BatchNorm in trainable
+blocks learns as usual. ``bn='global'`` does the same for every BatchNorm, trainable blocks
+included (gamma and beta still train): GluonCV's ``freeze_bn``, for batches too small to give
+good statistics.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ __all__ = ["Regime", "Plan", "BlockPlan", "apply_regime", "parse_regime", "REGIM
            "BN_POLICIES", "frozen_prefix"]
 
 REGIMES = ("head", "last_k", "full", "scratch")
-BN_POLICIES = ("frozen", "train")
+BN_POLICIES = ("frozen", "global")
 
 
 @dataclass(frozen=True)
@@ -156,7 +158,7 @@ def apply_regime(net: TransferNet, regime, *, k: Optional[int] = None,
         regime: ``"head"``, ``"last_k"`` (with ``k``), ``"full"``, ``"scratch"``, a string like
             ``"last_k:2"``, or a `Regime`.
         k: number of backbone blocks to train for ``last_k``: 1..len(feature_blocks(net)).
-        bn: ``"frozen"`` or ``"train"`` (see the module docstring).
+        bn: ``"frozen"`` or ``"global"`` (see the module docstring).
         seed: for ``scratch``, seeds the random re-initialisation.
 
     Returns:
@@ -202,7 +204,7 @@ def apply_regime(net: TransferNet, regime, *, k: Optional[int] = None,
         for i in step_ids:
             params += _weights(steps[i])
             for norm in _batchnorms(steps[i]):
-                frozen = not trainable and regime.bn == "frozen"
+                frozen = regime.bn == "global" or not trainable
                 norm._kwargs["use_global_stats"] = frozen
                 frozen_batchnorms += frozen
         for p in params:

@@ -164,7 +164,8 @@ def fit(net: TransferNet, train: ImageSet, val: Optional[ImageSet] = None, *, ep
     if not isinstance(schedule, Schedule):
         raise ValueError(f"schedule must be a gluonft.Schedule, got {schedule!r}")
     contexts = as_contexts(ctx)
-    image_size = check_image_size(net.backbone, image_size or net.family.input_size)
+    image_size = check_image_size(net.backbone, image_size or net.family.input_size,
+                                  family=net.family)
     net.collect_params().reset_ctx(contexts)
     mx.random.seed(seed)
     trainable = [p for p in net.collect_params().values() if p.grad_req != "null"]
@@ -260,7 +261,8 @@ def predict_proba(net: TransferNet, data: ImageSet, *, ctx=None, batch_size: int
                   image_size: Optional[int] = None, hybridize: bool = True) -> np.ndarray:
     """Class probabilities (N, classes) for every image of ``data``, in order."""
     contexts = as_contexts(ctx)
-    image_size = check_image_size(net.backbone, image_size or net.family.input_size)
+    image_size = check_image_size(net.backbone, image_size or net.family.input_size,
+                                  family=net.family)
     if hybridize:
         net.hybridize(static_alloc=True, static_shape=True)
     transform = BatchTransform(image_size, net.family.mean, net.family.std)

@@ -96,8 +96,8 @@ def resolve_weights(name: str, weights, *, family, root=None) -> WeightsSource:
 
 
 def _file_in_folder(name: str, folder: str) -> str:
-    found = sorted(set(glob.glob(os.path.join(folder, f"{glob.escape(name)}.params"))
-                       | set(glob.glob(os.path.join(folder, f"{glob.escape(name)}-*.params")))))
+    pattern = os.path.join(glob.escape(folder), glob.escape(name))
+    found = sorted(set(glob.glob(pattern + ".params")) | set(glob.glob(pattern + "-*.params")))
     if len(found) == 1:
         return found[0]
     if not found:
