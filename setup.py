@@ -17,6 +17,9 @@ CORE = [
     "tqdm>=4.60",
     "Pillow>=9",
 ]
+# Both MXNet builds install the same `mxnet` module, and an extra can only add requirements,
+# never replace one; so the build is chosen by an extra: `[cpu]` (what `make` picks when there
+# is no nvidia-smi) or `[gpu]` (CUDA 11.2). Importing gluonft without either says which to add.
 MXNET_CPU = "mxnet==1.9.1"
 MXNET_GPU = "mxnet-cu112==1.9.1"
 
@@ -28,10 +31,9 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.8,<3.12",
     packages=find_packages(include=["gluonft", "gluonft.*", "bench", "bench.*"]),
-    install_requires=CORE + [MXNET_CPU],
+    install_requires=CORE,
     extras_require={
-        # pip cannot swap one requirement for another through an extra, so the GPU install is
-        # `pip install --no-deps mxnet-cu112==1.9.1` after this package; README shows it.
+        "cpu": [MXNET_CPU],
         "gpu": [MXNET_GPU],
         "test": ["pytest>=7", "nbformat>=5", "nbclient>=0.7", "ipykernel>=6"],
         "notebook": ["jupyter", "nbconvert>=7", "nbformat>=5", "nbclient>=0.7", "ipykernel>=6"],

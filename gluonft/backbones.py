@@ -346,7 +346,7 @@ def check_image_size(name: str, image_size, *, family: Optional[Family] = None) 
 
 
 def load_backbone(name: str, *, classes: int, weights="default", ctx=None,
-                  root=None) -> TransferNet:
+                  root=None, seed: Optional[int] = 0) -> TransferNet:
     """A GluonCV model-zoo backbone with its output layer replaced by ``Dense(classes)``.
 
     Args:
@@ -360,6 +360,8 @@ def load_backbone(name: str, *, classes: int, weights="default", ctx=None,
             backbone parameter must load; a head of another shape is skipped.
         ctx: a context or list of contexts (default: `gluonft.devices()`).
         root: folder of GluonCV's weight store.
+        seed: seeds the random initialisation (the new head; everything for ``weights=None``),
+            so that the same call gives the same net; ``None`` leaves MXNet's generator alone.
 
     Returns:
         A `TransferNet`. Its new head is freshly initialised (Xavier), unless the weights file
@@ -389,6 +391,8 @@ def load_backbone(name: str, *, classes: int, weights="default", ctx=None,
     net = TransferNet(backbone=name, steps=steps, classes=classes, head=make_head(classes),
                       prefix=f"{name.replace('.', '_')}_ft_")
     head_loaded = False
+    if seed is not None:
+        mx.random.seed(seed)
     if source.path is None:
         zoo_net.initialize(mx.init.Xavier(), ctx=contexts)
         stored = {}

@@ -324,7 +324,8 @@ def _write_json(path, data):
 
 
 def _comparable(settings: dict) -> dict:
-    return {k: v for k, v in settings.items() if k not in ("contexts",)}
+    """Settings as they read back from JSON (tuples become lists); devices may differ."""
+    return json.loads(json.dumps({k: v for k, v in settings.items() if k != "contexts"}))
 
 
 def _resume(path, net, trainer, history: History, settings: dict) -> int:

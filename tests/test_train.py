@@ -1,0 +1,171 @@
+"""fit / evaluate: real learning on real images, determinism, devices, checkpoints, hooks."""
+import numpy as np
+import mxnet as mx
+import pytest
+
+import gluonft
+from gluonft.data import ImageSet, cifar10
+
+CPU = mx.cpu()
+
+
+@pytest.fixture(scope="module")
+def cifar(shared):
+    root = str(shared / "data" / "cifar-10-subset")
+    return cifar10(root, train=True), cifar10(root, train=False)
+
+
+def _mobilenet(shared, **kw):
+    return gluonft.load_backbone("mobilenet0.75", classes=10, ctx=CPU,
+                                 weights=str(shared / "weights" / "mobilenet0.75-imagenet.params"),
+                                 **kw)
+
+
+def test_head_only_on_imagenet_features_learns_real_cifar_far_above_chance(shared, cifar):
+    train, test = cifar
+    net = _mobilenet(shared)
+    gluonft.apply_regime(net, "head")
+    history = gluonft.fit(net, train.subset(n_per_class=100, seed=0), test, epochs=3,
+                          batch_size=64, lr=0.01, image_size=96, ctx=CPU, seed=0, progress=False)
+    assert history["val_acc"][-1] > 0.40  # chance is 0.10
+    assert history["train_loss"][-1] < history["train_loss"][0]
+    assert gluonft.evaluate(net, test, ctx=CPU, batch_size=128, image_size=96)["accuracy"] \
+        == pytest.approx(history["val_acc"][-1])
+
+
+def test_scratch_training_on_the_real_subset_beats_chance(cifar):
+    train, test = cifar
+    net = gluonft.load_backbone("cifar_resnet20_v1", classes=10, weights=None, ctx=CPU)
+    gluonft.apply_regime(net, "scratch", seed=0)
+    history = gluonft.fit(net, train.subset(n_per_class=150, seed=0), test, epochs=2,
+                          batch_size=64, lr=0.1, ctx=CPU, seed=0, progress=False)
+    assert history["val_acc"][-1] > 0.2  # chance is 0.10
+
+
+def _tiny_run(net_factory, data, **kw):
+    net = net_factory()
+    gluonft.apply_regime(net, "head")
+    args = dict(epochs=2, batch_size=32, lr=0.02, image_size=32, seed=7, progress=False)
+    args.update(kw)
+    return net, gluonft.fit(net, data, **args)
+
+
+def _strip_timing(history):
+    return [{k: v for k, v in row.items() if k not in ("seconds", "images_per_s")}
+            for row in history.epochs]
+
+
+def test_same_seed_same_history_and_two_devices_match_one(shared, cifar):
+    data = cifar[0].subset(n_per_class=12, seed=1)
+    factory = lambda: _mobilenet(shared, )  # noqa: E731
+    net_a, first = _tiny_run(factory, data, ctx=CPU)
+    net_b, second = _tiny_run(factory, data, ctx=CPU)
+    assert _strip_timing(first) == _strip_timing(second)
+    assert np.array_equal(net_a.output.weight.data().asnumpy(), net_b.output.weight.data().asnumpy())
+
+    net_c, split = _tiny_run(lambda: gluonft.load_backbone(
+        "mobilenet0.75", classes=10, weights=str(shared / "weights" / "mobilenet0.75-imagenet.params"),
+        ctx=[mx.cpu(0), mx.cpu(1)]), data, ctx=[mx.cpu(0), mx.cpu(1)])
+    for one, two in zip(first.epochs, split.epochs):
+        assert two["train_loss"] == pytest.approx(one["train_loss"], rel=1e-4)
+        assert two["train_acc"] == pytest.approx(one["train_acc"])
+    np.testing.assert_allclose(net_c.output.weight.data(mx.cpu(1)).asnumpy(),
+                               net_a.output.weight.data().asnumpy(), rtol=1e-4, atol=1e-6)
+    assert split.settings["contexts"] == ["cpu(0)", "cpu(1)"]
+
+
+def test_history_hooks_schedule_and_early_stop(cifar):
+    data = cifar[0].subset(n_per_class=5, seed=0)
+    seen = []
+
+    def stop_after_two(epoch, logs):
+        seen.append((epoch, sorted(logs)))
+        if epoch == 2:
+            raise gluonft.StopTraining()
+
+    net = gluonft.load_backbone("cifar_resnet20_v1", classes=10, weights=None, ctx=CPU)
+    gluonft.apply_regime(net, "full")
+    history = gluonft.fit(net, data, cifar[1].subset(n_per_class=3, seed=0), epochs=5,
+                          batch_size=25, lr=0.1, optimizer="nag", wd=5e-4, label_smoothing=0.1,
+                          schedule=gluonft.Schedule("step", steps=(1,), factor=0.1), ctx=CPU,
+                          callbacks=[stop_after_two], progress=False)
+    assert [epoch for epoch, _ in seen] == [1, 2] and history.stopped_early
+    assert {"train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds",
+            "images_per_s"} <= set(seen[0][1])
+    assert history["lr"] == pytest.approx([0.1, 0.01])  # step at epoch 1
+    assert history.settings["optimizer_params"] == {"learning_rate": 0.1, "wd": 5e-4,
+                                                    "momentum": 0.9}
+    assert gluonft.History.from_dict(history.to_dict()) == history
+
+
+def test_schedules_warmup_cosine_onecycle():
+    cosine = gluonft.Schedule("cosine", warmup_epochs=1)
+    assert cosine.lr(0.1, iteration=0, per_epoch=10, epochs=5) == pytest.approx(0.01)
+    assert cosine.lr(0.1, iteration=10, per_epoch=10, epochs=5) == pytest.approx(0.1)
+    assert cosine.lr(0.1, iteration=50, per_epoch=10, epochs=5) == pytest.approx(0.0)
+    cycle = gluonft.Schedule("onecycle")
+    peak = max(cycle.lr(0.1, iteration=i, per_epoch=10, epochs=5) for i in range(50))
+    assert peak == pytest.approx(0.1) and cycle.lr(0.1, iteration=0, per_epoch=10, epochs=5) < 0.01
+    with pytest.raises(ValueError, match="unknown schedule 'linear'"):
+        gluonft.Schedule("linear")
+
+
+def test_adam_and_label_smoothing_reduce_the_loss(cifar):
+    data = cifar[0].subset(n_per_class=10, seed=2)
+    net = gluonft.load_backbone("cifar_resnet20_v1", classes=10, weights=None, ctx=CPU)
+    gluonft.apply_regime(net, "full")
+    history = gluonft.fit(net, data, epochs=4, batch_size=50, lr=1e-3, optimizer="adam",
+                          label_smoothing=0.1, augment=gluonft.Augment.none(), ctx=CPU,
+                          progress=False)
+    assert history["train_loss"][-1] < history["train_loss"][0]
+    assert "momentum" not in history.settings["optimizer_params"]
+
+
+def test_interrupted_fit_resumes_from_its_checkpoint_and_ends_where_a_full_run_ends(
+        shared, cifar, tmp_path):
+    data = cifar[0].subset(n_per_class=8, seed=3)
+    checkpoint = str(tmp_path / "ckpt" / "run")
+
+    def crash_after_first(epoch, logs):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    net = _mobilenet(shared)
+    gluonft.apply_regime(net, "head")
+    kwargs = dict(epochs=3, batch_size=40, lr=0.02, image_size=32, ctx=CPU, seed=5,
+                  progress=False, checkpoint=checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        gluonft.fit(net, data, callbacks=[crash_after_first], **kwargs)
+    resumed_net = _mobilenet(shared)
+    gluonft.apply_regime(resumed_net, "head")
+    resumed = gluonft.fit(resumed_net, data, **kwargs)
+
+    full_net = _mobilenet(shared)
+    gluonft.apply_regime(full_net, "head")
+    full = gluonft.fit(full_net, data, **dict(kwargs, checkpoint=None))
+    assert len(resumed.epochs) == 3
+    assert resumed["train_loss"] == pytest.approx(full["train_loss"], rel=1e-5)
+    assert resumed["train_acc"] == full["train_acc"] and resumed["lr"] == full["lr"]
+    np.testing.assert_allclose(resumed_net.output.weight.data().asnumpy(),
+                               full_net.output.weight.data().asnumpy(), rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="other settings"):
+        gluonft.fit(resumed_net, data, **dict(kwargs, lr=0.5))
+
+
+def test_bad_fit_arguments_are_clear_errors(cifar):
+    net = gluonft.load_backbone("cifar_resnet20_v1", classes=2, weights=None, ctx=CPU)
+    gluonft.apply_regime(net, "head")
+    data = cifar[1].subset(n_per_class=2, seed=0)
+    with pytest.raises(ValueError, match="10 classes but the net has 2 outputs"):
+        gluonft.fit(net, data, epochs=1, batch_size=4, lr=0.1)
+    two = ImageSet(data.images[:4], np.array([0, 1, 0, 1], np.int32), ("a", "b"), "x")
+    with pytest.raises(ValueError, match="train must be a gluonft ImageSet"):
+        gluonft.fit(net, data.images, epochs=1, batch_size=4, lr=0.1)
+    with pytest.raises(ValueError, match="epochs must be a positive int, got 0"):
+        gluonft.fit(net, two, epochs=0, batch_size=4, lr=0.1)
+    with pytest.raises(ValueError, match="unknown optimizer 'rmsprop'"):
+        gluonft.fit(net, two, epochs=1, batch_size=4, lr=0.1, optimizer="rmsprop")
+    with pytest.raises(ValueError, match="lr must be a positive number"):
+        gluonft.fit(net, two, epochs=1, batch_size=4, lr=-1)
+    with pytest.raises(ValueError, match="ctx must be"):
+        gluonft.fit(net, two, epochs=1, batch_size=4, lr=0.1, ctx="gpu0")
