@@ -21,6 +21,7 @@ from mxnet.gluon import nn
 from .backbones import TransferNet, check_image_size
 from .data.imageset import ImageSet, iterate_batches
 from .devices import as_contexts
+from .features import Features, batch_indices, cached_features, feature_key
 from .regimes import frozen_prefix
 from .schedules import Schedule
 from .transforms import Augment, BatchTransform, sample_affine
@@ -103,6 +104,14 @@ def _split(batch: np.ndarray, n: int) -> List[np.ndarray]:
     return np.array_split(batch, n) if n > 1 else [batch]
 
 
+# The largest feature cache `fit` builds on its own (cache_features=None), over train and val
+# together; above it the frozen prefix runs every epoch. cache_features=True has no limit.
+AUTO_CACHE_MAX_BYTES = 2 * 1024 ** 3
+# Steps between two reads of the running loss and accuracy for the progress bar: each read
+# waits for the device, so it is not done every step.
+_REPORT_EVERY = 25
+
+
 class _Parts:
     """The frozen prefix and the trainable rest of a net, each hybridized on its own."""
 
@@ -124,13 +133,73 @@ class _Parts:
     def prefix(self, x):
         return self.frozen(x) if self.frozen_steps else x
 
+    def prefix_shape(self, image_size: int) -> tuple:
+        """Shape of the prefix output for one image, by symbolic shape inference (no compute)."""
+        _, shapes, _ = self.frozen(mx.sym.var("data")).infer_shape(
+            data=(1, 3, image_size, image_size))
+        return tuple(shapes[0][1:])
+
+
+class _Meter:
+    """Loss sum and correct count, accumulated on each device in float64.
+
+    Reading a value waits for the device; keeping the sums there lets the host queue the next
+    batch while the device still computes this one. float64 on the device adds exactly what the
+    host added before (float32 per-batch sums, float64 running total).
+    """
+
+    def __init__(self, contexts):
+        self.sums = {ctx: mx.nd.zeros((2,), ctx=ctx, dtype="float64") for ctx in contexts}
+        self.seen = 0
+
+    def add(self, losses, outputs, labels, count: int) -> None:
+        for loss, out, y in zip(losses, outputs, labels):
+            correct = (out.argmax(axis=1) == y.astype("float32")).sum()
+            self.sums[loss.context] += mx.nd.concat(loss.sum(), correct, dim=0).astype("float64")
+        self.seen += count
+
+    def read(self) -> np.ndarray:
+        """[loss sum, correct, seen] (waits for the device)."""
+        total = sum(s.asnumpy() for s in self.sums.values())
+        return np.array([total[0], total[1], self.seen], dtype=np.float64)
+
+
+def _cache_plan(cache_features, parts: _Parts, augment: Augment, image_size: int,
+                n_images: int):
+    """(use the feature cache?, why) for fit's ``cache_features`` argument."""
+    if cache_features not in (None, True, False):
+        raise ValueError(f"cache_features must be None (automatic), True or False, got "
+                         f"{cache_features!r}")
+    if cache_features is False:
+        return False, "cache_features=False"
+    if not parts.frozen_steps:
+        problem = "the regime leaves no frozen prefix (every backbone step trains)"
+    elif not augment.is_identity:
+        problem = (f"training augmentation is on ({augment}); features are only cached for "
+                   f"augment=Augment.none()")
+    else:
+        problem = None
+    if problem:
+        if cache_features:
+            raise ValueError(f"cache_features=True but {problem}")
+        return False, problem
+    if cache_features is None:
+        nbytes = 4 * int(np.prod(parts.prefix_shape(image_size))) * n_images
+        if nbytes > AUTO_CACHE_MAX_BYTES:
+            return False, (f"the features would take {nbytes / 2 ** 30:.1f} GiB, more than the "
+                           f"automatic limit of {AUTO_CACHE_MAX_BYTES / 2 ** 30:.1f} GiB; pass "
+                           f"cache_features=True to cache them anyway")
+    return True, (f"the first {parts.frozen_steps} backbone steps are frozen and there is no "
+                  f"augmentation")
+
 
 def fit(net: TransferNet, train: ImageSet, val: Optional[ImageSet] = None, *, epochs: int,
         batch_size: int, lr: float, optimizer: str = "sgd", momentum: float = 0.9,
         wd: float = 1e-4, schedule: Schedule = Schedule(), label_smoothing: float = 0.0,
         augment: Augment = Augment(), image_size: Optional[int] = None, ctx=None, seed: int = 0,
         callbacks: Sequence[Callable] = (), checkpoint: Optional[str] = None,
-        progress: bool = True, hybridize: bool = True) -> History:
+        progress: bool = True, hybridize: bool = True, cache_features: Optional[bool] = None,
+        cache_dir: Optional[str] = None) -> History:
     """Train ``net`` (as set up by `apply_regime`) on ``train``; evaluate on ``val`` each epoch.
 
     Args:
@@ -150,19 +219,31 @@ def fit(net: TransferNet, train: ImageSet, val: Optional[ImageSet] = None, *, ep
             same settings resumes after its last epoch.
         progress: show a tqdm bar per epoch.
         hybridize: compile the net (static memory) for speed.
+        cache_features: compute the frozen prefix's features of ``train`` and ``val`` once and
+            train the rest on them (`gluonft.features`); the result equals the uncached run
+            within float tolerance. ``None`` (default): cache when the regime leaves a frozen
+            prefix, ``augment`` is the identity and the features fit in
+            ``AUTO_CACHE_MAX_BYTES``; ``True``: cache (an error when impossible); ``False``:
+            never. ``history.settings["cache_features"]`` records what was done.
+        cache_dir: a folder where features are also kept on disk (``<sha1 key>.npz``) and
+            reused by later runs with the same frozen weights, data, size and prefix; an
+            unreadable or stale file is rebuilt with a warning.
 
     Returns:
         A `History`.
 
     Example:
         >>> plan = gluonft.apply_regime(net, "head")
-        >>> history = gluonft.fit(net, train, val, epochs=3, batch_size=64, lr=0.05)
-        >>> history["val_acc"][-1]
-        0.81
+        >>> history = gluonft.fit(net, train, val, epochs=3, batch_size=64, lr=0.05,
+        ...                       augment=gluonft.Augment.none())  # features computed once
+        >>> history["val_acc"][-1], history.settings["cache_features"]
+        (0.81, True)
     """
     _validate_fit_args(net, train, val, epochs, batch_size, lr, optimizer, label_smoothing)
     if not isinstance(schedule, Schedule):
         raise ValueError(f"schedule must be a gluonft.Schedule, got {schedule!r}")
+    if not isinstance(augment, Augment):
+        raise ValueError(f"augment must be a gluonft.Augment, got {augment!r}")
     contexts = as_contexts(ctx)
     image_size = check_image_size(net.backbone, image_size or net.family.input_size,
                                   family=net.family)
@@ -184,27 +265,61 @@ def fit(net: TransferNet, train: ImageSet, val: Optional[ImageSet] = None, *, ep
         "trainable_params": int(sum(p.data(contexts[0]).size for p in trainable)),
     }
     history = History(settings=settings)
-    start_epoch = _resume(checkpoint, net, trainer, history, settings)
-
     parts = _Parts(net, hybridize)
     transform = BatchTransform(image_size, net.family.mean, net.family.std)
+    use_cache, why = _cache_plan(cache_features, parts, augment, image_size,
+                                 len(train) + (len(val) if val is not None else 0))
+    start_epoch = _resume(checkpoint, net, trainer, history, settings)
+    train_features = val_features = None
+    if use_cache and start_epoch < epochs:
+        make = lambda data: _frozen_features(parts, data, net, image_size, transform,  # noqa: E731
+                                             contexts, batch_size, cache_dir)
+        train_features = make(train)
+        val_features = make(val) if val is not None else None
+    # Not compared on resume: caching changes how, not what, is computed.
+    settings["cache_features"] = use_cache
+    settings["feature_cache"] = {
+        "reason": why, "cache_dir": cache_dir,
+        "train": train_features.info() if train_features is not None else None,
+        "val": val_features.info() if val_features is not None else None}
+
     per_epoch = -(-len(train) // batch_size)
     for epoch in range(start_epoch, epochs):
         begin = time.perf_counter()
         rng = np.random.RandomState((seed * 100003 + epoch) % (2 ** 32))
-        totals = np.zeros(3)  # loss sum, correct, seen
+        meter = _Meter(contexts)
         bar = _progress(progress, per_epoch, f"epoch {epoch + 1}/{epochs}")
-        for step, (images, labels) in enumerate(iterate_batches(
-                train, batch_size, shuffle=True, seed=seed, epoch=epoch)):
+        if train_features is not None:
+            batches = ((idx, None) for idx in batch_indices(
+                len(train), batch_size, shuffle=True, seed=seed, epoch=epoch))
+        else:
+            batches = ((None, batch) for batch in iterate_batches(
+                train, batch_size, shuffle=True, seed=seed, epoch=epoch))
+        pending = None
+        for step, (idx, batch) in enumerate(batches):
             trainer.set_learning_rate(schedule.lr(lr, iteration=epoch * per_epoch + step,
                                                   per_epoch=per_epoch, epochs=epochs))
-            affine = sample_affine(len(images), augment, rng)
-            totals += _train_step(parts, trainer, transform, images, labels, affine, contexts,
-                                  label_smoothing, net.classes)
+            if train_features is not None:
+                inputs = _cached_inputs(train_features, idx, contexts)
+            else:
+                images, labels = batch
+                # The identity needs no resampling: the images stay exact (see transforms).
+                affine = None if augment.is_identity else sample_affine(len(images), augment,
+                                                                        rng)
+                inputs = _image_inputs(parts, transform, images, labels, affine, contexts)
+            losses = _train_step(parts, trainer, inputs, label_smoothing, net.classes, meter)
+            # Wait for the previous batch only: the host prepares the next batch while the
+            # device computes, and at most two batches are queued.
+            if pending is not None:
+                pending.wait_to_read()
+            pending = losses[-1]
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{totals[0] / totals[2]:.3f}",
-                                acc=f"{totals[1] / totals[2]:.3f}")
+                if (step + 1) % _REPORT_EVERY == 0 or step + 1 == per_epoch:
+                    totals = meter.read()
+                    bar.set_postfix(loss=f"{totals[0] / totals[2]:.3f}",
+                                    acc=f"{totals[1] / totals[2]:.3f}", refresh=False)
+        totals = meter.read()
         seconds = time.perf_counter() - begin
         if bar is not None:
             bar.close()
@@ -212,8 +327,7 @@ def fit(net: TransferNet, train: ImageSet, val: Optional[ImageSet] = None, *, ep
                 "train_acc": totals[1] / totals[2], "lr": trainer.learning_rate,
                 "seconds": seconds, "images_per_s": totals[2] / seconds}
         if val is not None:
-            result = evaluate(net, val, ctx=contexts, batch_size=batch_size,
-                              image_size=image_size, hybridize=hybridize)
+            result = _evaluate_parts(parts, val, val_features, transform, contexts, batch_size)
             logs.update(val_loss=result["loss"], val_acc=result["accuracy"])
         history.epochs.append({k: float(v) for k, v in logs.items()})
         if checkpoint:
@@ -227,15 +341,40 @@ def fit(net: TransferNet, train: ImageSet, val: Optional[ImageSet] = None, *, ep
     return history
 
 
-def _train_step(parts, trainer, transform, images, labels, affine, contexts, smoothing, classes):
-    """One optimiser step over a batch split across ``contexts``; returns loss, correct, seen."""
+def _frozen_features(parts, data, net, image_size, transform, contexts, batch_size,
+                     cache_dir) -> Features:
+    key = feature_key(parts.frozen, data, backbone=net.backbone, steps=parts.frozen_steps,
+                      image_size=image_size, mean=transform.mean, std=transform.std)
+    return cached_features(parts.frozen, data, key=key, transform=transform, contexts=contexts,
+                           batch_size=batch_size, cache_dir=cache_dir)
+
+
+def _image_inputs(parts, transform, images, labels, affine, contexts):
+    """[(prefix output, labels)] per device for a batch of uint8 images."""
     inputs = []
-    for ctx, x, y, a in zip(contexts, _split(images, len(contexts)),
-                            _split(labels, len(contexts)), _split(affine, len(contexts))):
+    for i, (ctx, x, y) in enumerate(zip(contexts, _split(images, len(contexts)),
+                                        _split(labels, len(contexts)))):
         if len(x) == 0:  # a last batch smaller than the number of devices
             continue
-        x = transform(mx.nd.array(x, ctx=ctx, dtype="uint8"), mx.nd.array(a, ctx=ctx))
+        a = None if affine is None else _split(affine, len(contexts))[i]
+        x = transform(mx.nd.array(x, ctx=ctx, dtype="uint8"), a)
         inputs.append((parts.prefix(x), mx.nd.array(y, ctx=ctx, dtype="int32")))
+    return inputs
+
+
+def _cached_inputs(features: Features, idx: np.ndarray, contexts):
+    """[(cached prefix output, labels)] per device for the images at ``idx``."""
+    inputs = []
+    for ctx, i in zip(contexts, _split(idx, len(contexts))):
+        if len(i) == 0:
+            continue
+        inputs.append((mx.nd.array(features.values[i], ctx=ctx, dtype="float32"),
+                       mx.nd.array(features.labels[i], ctx=ctx, dtype="int32")))
+    return inputs
+
+
+def _train_step(parts, trainer, inputs, smoothing, classes, meter: _Meter):
+    """One optimiser step over a batch split across devices; returns the per-device losses."""
     losses, outputs = [], []
     with autograd.record():
         for features, y in inputs:
@@ -243,11 +382,34 @@ def _train_step(parts, trainer, transform, images, labels, affine, contexts, smo
             losses.append(_smoothed_cross_entropy(out, y, smoothing, classes))
             outputs.append(out)
     autograd.backward(losses)
-    trainer.step(len(images))
-    loss_sum = sum(float(l.sum().asscalar()) for l in losses)
-    correct = sum(float((o.argmax(axis=1) == y.astype("float32")).sum().asscalar())
-                  for o, (_, y) in zip(outputs, inputs))
-    return np.array([loss_sum, correct, len(images)])
+    count = sum(len(y) for _, y in inputs)
+    trainer.step(count)
+    meter.add(losses, outputs, [y for _, y in inputs], count)
+    return losses
+
+
+def _evaluate_parts(parts, data, features, transform, contexts, batch_size) -> Dict[str, float]:
+    """`evaluate` during `fit`: the same numbers through the already compiled parts (and the
+    cached features when there are some), without re-hybridizing the whole net every epoch."""
+    proba = []
+    for idx in batch_indices(len(data), batch_size, shuffle=False):
+        if features is not None:
+            inputs = _cached_inputs(features, idx, contexts)
+        else:
+            images = data.images[idx[0]:idx[-1] + 1]
+            inputs = _image_inputs(parts, transform, images, data.labels[idx[0]:idx[-1] + 1],
+                                   None, contexts)
+        for x, _ in inputs:
+            proba.append(mx.nd.softmax(parts.trainable(x), axis=-1))
+    return _scores(np.concatenate([p.asnumpy() for p in proba]), data.labels)
+
+
+def _scores(proba: np.ndarray, labels: np.ndarray) -> Dict[str, float]:
+    labels = labels.astype(np.int64)
+    picked = proba[np.arange(len(labels)), labels]
+    return {"accuracy": float((proba.argmax(axis=1) == labels).mean()),
+            "loss": float(-np.log(np.maximum(picked, 1e-12)).mean()),
+            "count": int(len(labels))}
 
 
 def _progress(enabled, total, description):
@@ -272,7 +434,9 @@ def predict_proba(net: TransferNet, data: ImageSet, *, ctx=None, batch_size: int
             if len(x) == 0:
                 continue
             logits = net(transform(mx.nd.array(x, ctx=ctx, dtype="uint8"), None))
-            out.append(mx.nd.softmax(logits, axis=-1).asnumpy())
+            out.append(mx.nd.softmax(logits, axis=-1))
+    # One sync at the end rather than one per batch.
+    out = [o.asnumpy() for o in out]
     return np.concatenate(out) if out else np.zeros((0, net.classes), np.float32)
 
 
@@ -293,11 +457,7 @@ def evaluate(net: TransferNet, data: ImageSet, *, ctx=None, batch_size: int = 64
         raise ValueError("data holds no images")
     proba = predict_proba(net, data, ctx=ctx, batch_size=batch_size, image_size=image_size,
                           hybridize=hybridize)
-    labels = data.labels.astype(np.int64)
-    picked = proba[np.arange(len(labels)), labels]
-    return {"accuracy": float((proba.argmax(axis=1) == labels).mean()),
-            "loss": float(-np.log(np.maximum(picked, 1e-12)).mean()),
-            "count": int(len(labels))}
+    return _scores(proba, data.labels)
 
 
 # --- checkpoints ------------------------------------------------------------------------------
@@ -324,8 +484,10 @@ def _write_json(path, data):
 
 
 def _comparable(settings: dict) -> dict:
-    """Settings as they read back from JSON (tuples become lists); devices may differ."""
-    return json.loads(json.dumps({k: v for k, v in settings.items() if k != "contexts"}))
+    """Settings as they read back from JSON (tuples become lists); devices and the feature
+    cache may differ."""
+    skip = ("contexts", "cache_features", "feature_cache")  # how, not what, is computed
+    return json.loads(json.dumps({k: v for k, v in settings.items() if k not in skip}))
 
 
 def _resume(path, net, trainer, history: History, settings: dict) -> int:

@@ -1,0 +1,268 @@
+"""Features of a frozen backbone prefix, computed once and cached in memory or on disk.
+
+When a regime leaves a frozen prefix (``head``: the whole backbone; ``last_k``: all but the last
+k blocks) and training sees every image without augmentation, the prefix maps each image to the
+same features in every epoch. `fit` then computes them once (`cached_features`) and trains the
+trainable rest on them, batch by batch in the order `iterate_batches` would give.
+
+A cache entry is named by `feature_key`: a sha1 over everything the features depend on (the
+frozen parameters' bytes and architecture, the images and labels, the image size and the
+normalisation, the number of frozen steps, the MXNet version and this module's format). On disk
+an entry is one ``<key>.npz`` holding a small JSON header and the features, written atomically;
+a file that does not load, whose header names another key or count, or whose features do not
+match the header's sha1 is reported with a `FeatureCacheWarning` and rebuilt.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Iterator, List, Optional, Sequence
+
+import mxnet as mx
+import numpy as np
+from mxnet.gluon import nn
+
+from .data.imageset import ImageSet
+
+__all__ = ["Features", "FeatureCacheWarning", "feature_key", "cached_features",
+           "extract_features", "batch_indices", "prefix_block", "FORMAT_VERSION"]
+
+FORMAT_VERSION = 1
+
+
+class FeatureCacheWarning(UserWarning):
+    """A cache file on disk was unreadable or stale and has been rebuilt."""
+
+
+@dataclass
+class Features:
+    """Features of every image of a set, in the set's order.
+
+    Attributes:
+        values: float32 array (N, ...) : the frozen prefix's output per image.
+        labels: int32 array (N,), the set's labels.
+        key: the `feature_key` of the entry.
+        source: ``"computed"`` or ``"disk"`` (loaded from ``path``).
+        seconds: time spent computing or loading.
+        path: the cache file, or None when kept in memory only.
+    """
+    values: np.ndarray
+    labels: np.ndarray
+    key: str
+    source: str
+    seconds: float
+    path: Optional[str] = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def info(self) -> dict:
+        """A JSON-friendly summary (no arrays), as `fit` records it."""
+        return {"key": self.key, "source": self.source, "seconds": round(self.seconds, 4),
+                "shape": list(self.values.shape), "path": self.path}
+
+
+def prefix_block(net, steps: int) -> nn.HybridSequential:
+    """The first ``steps`` steps of ``net.features`` as one block (same objects, same weights)."""
+    all_steps = list(net.features._children.values())
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 0 < steps <= len(all_steps):
+        raise ValueError(f"steps must be an int in [1, {len(all_steps)}] (the number of leading "
+                         f"net.features steps), got {steps!r}")
+    block = nn.HybridSequential(prefix="")
+    for step in all_steps[:steps]:
+        block.add(step)
+    return block
+
+
+def feature_key(prefix: nn.HybridBlock, data: ImageSet, *, backbone: str, steps: int,
+                image_size: int, mean: Sequence[float], std: Sequence[float]) -> str:
+    """sha1 hex digest naming the features of ``prefix`` on ``data``.
+
+    Args:
+        prefix: the frozen prefix (e.g. `prefix_block(net, steps)`); its architecture and every
+            parameter's bytes (running statistics included) enter the key.
+        data: the images and labels (their bytes and shapes enter the key).
+        backbone, steps: the model-zoo name and the number of frozen steps.
+        image_size, mean, std: the input transform.
+
+    Returns:
+        40 hex characters.
+
+    Example:
+        >>> feature_key(prefix_block(net, 8), train, backbone=net.backbone, steps=8,
+        ...             image_size=32, mean=CIFAR_MEAN, std=CIFAR_STD)  # doctest: +SKIP
+        '3f0c...'
+    """
+    h = hashlib.sha1()
+
+    def text(value) -> None:
+        h.update(json.dumps(value, sort_keys=True).encode())
+
+    text({"format": FORMAT_VERSION, "mxnet": mx.__version__, "backbone": backbone,
+          "steps": int(steps), "image_size": int(image_size),
+          "mean": [float(m) for m in mean], "std": [float(s) for s in std],
+          # repr lists every layer with its settings (kernel, stride, use_global_stats ...)
+          "architecture": repr(prefix)})
+    for name, param in sorted(prefix._collect_params_with_prefix().items()):
+        value = param.data(param.list_ctx()[0]).asnumpy()
+        text([name, list(value.shape), str(value.dtype)])
+        h.update(np.ascontiguousarray(value).tobytes())
+    text(["images", list(data.images.shape), str(data.images.dtype)])
+    h.update(np.ascontiguousarray(data.images).data)
+    text(["labels", list(data.labels.shape), str(data.labels.dtype)])
+    h.update(np.ascontiguousarray(data.labels).data)
+    return h.hexdigest()
+
+
+def batch_indices(count: int, batch_size: int, *, shuffle: bool, seed: Optional[int] = None,
+                  epoch: int = 0) -> Iterator[np.ndarray]:
+    """The image indices of each batch, in exactly the order `iterate_batches` yields them.
+
+    Example:
+        >>> [b.tolist() for b in batch_indices(5, 2, shuffle=False)]
+        [[0, 1], [2, 3], [4]]
+    """
+    order = (np.random.RandomState(seed + epoch).permutation(count) if shuffle
+             else np.arange(count))
+    for start in range(0, count, batch_size):
+        yield order[start:start + batch_size]
+
+
+def _split(batch: np.ndarray, n: int) -> List[np.ndarray]:
+    return np.array_split(batch, n) if n > 1 else [batch]
+
+
+def compute_features(prefix: nn.HybridBlock, data: ImageSet, *, transform, contexts,
+                     batch_size: int) -> np.ndarray:
+    """Run ``prefix`` (inference mode) over ``data`` in stored order; float32 (N, ...)."""
+    outputs = []
+    for images, _ in _stored_batches(data, batch_size):
+        for ctx, x in zip(contexts, _split(images, len(contexts))):
+            if len(x) == 0:
+                continue
+            x = transform(mx.nd.array(x, ctx=ctx, dtype="uint8"), None)
+            outputs.append(prefix(x))
+    # One sync at the end: the engine overlaps copying the next batch with computing this one.
+    return np.concatenate([o.asnumpy() for o in outputs]).astype(np.float32, copy=False)
+
+
+def _stored_batches(data: ImageSet, batch_size: int):
+    for idx in batch_indices(len(data), batch_size, shuffle=False):
+        yield data.images[idx[0]:idx[-1] + 1], data.labels[idx[0]:idx[-1] + 1]
+
+
+def cached_features(prefix: nn.HybridBlock, data: ImageSet, *, key: str, transform, contexts,
+                    batch_size: int, cache_dir: Optional[str] = None) -> Features:
+    """The features named ``key``: loaded from ``cache_dir`` when a valid entry exists there,
+    else computed (and then written to ``cache_dir``, when given).
+
+    A file that fails to load or to validate triggers a `FeatureCacheWarning` and is rebuilt.
+    """
+    begin = time.perf_counter()
+    path = os.path.join(cache_dir, f"{key}.npz") if cache_dir else None
+    if path and os.path.exists(path):
+        values, problem = _load(path, key, len(data))
+        if values is not None:
+            return Features(values, data.labels, key, "disk", time.perf_counter() - begin, path)
+        warnings.warn(f"feature cache {path} is unusable ({problem}); rebuilding it",
+                      FeatureCacheWarning, stacklevel=2)
+    values = compute_features(prefix, data, transform=transform, contexts=contexts,
+                              batch_size=batch_size)
+    if path:
+        _save(path, key, values)
+    return Features(values, data.labels, key, "computed", time.perf_counter() - begin, path)
+
+
+def _header(key: str, values: np.ndarray) -> dict:
+    return {"format": FORMAT_VERSION, "key": key, "count": int(values.shape[0]),
+            "shape": list(values.shape), "dtype": str(values.dtype),
+            "sha1": hashlib.sha1(np.ascontiguousarray(values).data).hexdigest()}
+
+
+def _save(path: str, key: str, values: np.ndarray) -> None:
+    """Write ``<key>.npz`` atomically: a temporary file in the same folder, then a rename."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    header = np.frombuffer(json.dumps(_header(key, values)).encode(), dtype=np.uint8)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:  # a file object: np.savez would append '.npz' to a name
+            np.savez(f, header=header, features=values)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _load(path: str, key: str, count: int):
+    """(values, None) for a valid entry, else (None, what is wrong)."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            header = json.loads(archive["header"].tobytes().decode())
+            values = archive["features"]
+    except Exception as error:  # truncated, not a zip, CRC mismatch, bad JSON ...
+        return None, f"{type(error).__name__}: {error}"
+    if not isinstance(header, dict):
+        return None, "the header is not a JSON object"
+    expected = {"format": FORMAT_VERSION, "key": key, "count": count}
+    for field, want in expected.items():
+        if header.get(field) != want:
+            return None, f"header {field}={header.get(field)!r}, expected {want!r}"
+    if list(values.shape) != header.get("shape") or str(values.dtype) != header.get("dtype"):
+        return None, (f"features of shape {values.shape} {values.dtype}, the header says "
+                      f"{header.get('shape')} {header.get('dtype')}")
+    if hashlib.sha1(np.ascontiguousarray(values).data).hexdigest() != header.get("sha1"):
+        return None, "the features do not match the header's sha1"
+    return values, None
+
+
+def extract_features(net, data: ImageSet, *, steps: Optional[int] = None,
+                     image_size: Optional[int] = None, ctx=None, batch_size: int = 128,
+                     cache_dir: Optional[str] = None, hybridize: bool = True) -> Features:
+    """Features of ``data`` after the first ``steps`` steps of ``net.features``.
+
+    Args:
+        net: a `TransferNet`.
+        data: an `ImageSet` (uint8, resized and normalised on the device as in `fit`).
+        steps: leading steps to run; default: the frozen prefix (`frozen_prefix`), or every
+            step when nothing is frozen.
+        image_size: input side (default: the backbone's pretrained size).
+        ctx: a context or list of contexts.
+        batch_size: images per forward pass.
+        cache_dir: a folder for ``<key>.npz`` files; reused when valid, rebuilt when not.
+        hybridize: compile the prefix.
+
+    Returns:
+        `Features`.
+
+    Example:
+        >>> feats = gluonft.features.extract_features(net, train, image_size=96)  # doctest: +SKIP
+        >>> feats.values.shape
+        (5085, 768)
+    """
+    from .backbones import TransferNet, check_image_size
+    from .devices import as_contexts
+    from .regimes import frozen_prefix
+    from .transforms import BatchTransform
+
+    if not isinstance(net, TransferNet):
+        raise ValueError(f"extract_features needs a net from gluonft.load_backbone, got "
+                         f"{type(net).__name__}")
+    if not isinstance(data, ImageSet):
+        raise ValueError(f"data must be a gluonft ImageSet, got {type(data).__name__}")
+    contexts = as_contexts(ctx)
+    image_size = check_image_size(net.backbone, image_size or net.family.input_size,
+                                  family=net.family)
+    if steps is None:
+        steps = frozen_prefix(net) or len(net.features._children)
+    prefix = prefix_block(net, steps)
+    if hybridize:
+        prefix.hybridize(static_alloc=True, static_shape=True)
+    transform = BatchTransform(image_size, net.family.mean, net.family.std)
+    key = feature_key(prefix, data, backbone=net.backbone, steps=steps, image_size=image_size,
+                      mean=net.family.mean, std=net.family.std)
+    return cached_features(prefix, data, key=key, transform=transform, contexts=contexts,
+                           batch_size=batch_size, cache_dir=cache_dir)
