@@ -199,7 +199,7 @@ class BestCheckpoint(_Watching):
         best, best_epoch: the best value and its epoch (None before the first epoch).
 
     Example:
-        >>> best = BestCheckpoint(net, "runs/best.params", monitor="val_acc")
+        >>> best = BestCheckpoint(net, "runs/best.params", monitor="val_acc")  # doctest: +SKIP
         >>> gluonft.fit(net, train, val, epochs=20, batch_size=64, lr=0.01,
         ...             callbacks=[best])  # doctest: +SKIP
         >>> net.load_parameters("runs/best.params")  # doctest: +SKIP
@@ -325,7 +325,7 @@ class CSVLogger:
         columns: the column names once the first row is written.
 
     Example:
-        >>> log = CSVLogger("runs/log.csv")
+        >>> log = CSVLogger("runs/log.csv")  # doctest: +SKIP
         >>> gluonft.fit(net, train, val, epochs=5, batch_size=64, lr=0.01,
         ...             callbacks=[log])  # doctest: +SKIP
     """

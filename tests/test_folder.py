@@ -251,3 +251,36 @@ def test_argument_validation(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):
         with warnings.catch_warnings():
             image_folder(root, **kwargs)
+
+
+def _with_exif_orientation(jpeg: bytes, orientation: int) -> bytes:
+    """The JPEG with an EXIF APP1 segment holding only the Orientation tag (like a phone's)."""
+    import struct
+    tiff = (b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", 1)
+            + struct.pack("<HHIHH", 0x0112, 3, 1, orientation, 0) + struct.pack("<I", 0))
+    app1 = b"Exif\x00\x00" + tiff
+    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + jpeg[2:]
+
+
+@pytest.mark.parametrize("height", [40, 1200])  # 1200: also through the reduced decode
+def test_exif_orientation_of_phone_photos_is_applied(tmp_path, height):
+    stored = np.zeros((height, height * 3 // 2, 3), np.uint8)
+    stored[:, : height * 3 // 4] = (0, 0, 255)  # left half red (BGR)
+    ok, jpeg = cv2.imencode(".jpg", stored)
+    path = tmp_path / "phone.jpg"
+    path.write_bytes(_with_exif_orientation(jpeg.tobytes(), 6))  # 6: turn 90 deg clockwise
+    (image,), _, _ = load_images([path], size=20, fit="stretch")
+    # Displayed upright, the stored left half is the top half.
+    assert np.all(np.abs(image[:8].astype(int) - (255, 0, 0)) < 12)
+    assert np.all(image[12:] < 12)
+
+
+def test_a_large_jpeg_decoded_at_reduced_scale_matches_a_full_decode(tmp_path):
+    yy, xx = np.mgrid[:1500, :2000]
+    photo = np.stack([(xx / 8) % 256, (yy / 6) % 256, ((xx + yy) / 15) % 256], -1)
+    cv2.imwrite(str(tmp_path / "big.jpg"), photo.astype(np.uint8))
+    (image,), _, _ = load_images([tmp_path / "big.jpg"], size=90)  # 1500 // 8 >= 180
+    full = cv2.imread(str(tmp_path / "big.jpg"))[:, 250:1750, ::-1]
+    expected = cv2.resize(np.ascontiguousarray(full), (90, 90), interpolation=cv2.INTER_AREA)
+    difference = np.abs(image.astype(int) - expected)
+    assert difference.mean() < 1 and difference.max() <= 8
