@@ -32,7 +32,7 @@ import numpy as np
 
 __all__ = ["Augment", "sample_affine", "sample_augment", "BatchTransform", "IDENTITY_AFFINE",
            "IMAGENET_MEAN", "IMAGENET_STD", "CIFAR_MEAN", "CIFAR_STD", "PRESETS",
-           "GRAY_WEIGHTS"]
+           "GRAY_WEIGHTS", "to_device"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -48,9 +48,11 @@ class Augment:
     """Random augmentation settings for training batches.
 
     The geometric options make one affine map per image (one resampling, so crop, flip,
-    rotation, zoom and shift cost the same as any one of them); colour jitter and cutout follow
-    as NDArray ops. Order per image: crop -> zoom -> rotation -> shift (geometry), brightness ->
-    contrast -> saturation (then clipped to 0..255), normalisation, cutout.
+    rotation, zoom and shift cost the same as any one of them): the output shows the window of
+    the input centred at the crop centre plus the shift, of the crop's size divided by the
+    zoom, turned by the angle, mirrored when flipped. Colour jitter and cutout follow as NDArray
+    ops: brightness, contrast, saturation (then clipped to 0..255), normalisation, cutout.
+    Settings round-trip through ``dataclasses.asdict`` and JSON (``Augment(**d)``).
 
     Attributes:
         flip: mirror left-right with probability 1/2.
@@ -383,7 +385,7 @@ class BatchTransform:
             if affine is None:
                 affine = np.tile(np.asarray(IDENTITY_AFFINE, np.float32), (b, 1))
             if isinstance(affine, np.ndarray):
-                affine = mx.nd.array(affine, ctx=ctx, dtype="float32")
+                affine = to_device(affine, ctx)
             cols = affine.shape[1] if affine.ndim == 2 else -1
             if affine.ndim != 2 or affine.shape[0] != b or not (
                     cols == 6 or (cols >= 9 and (cols - 9) % 4 == 0)):
@@ -399,9 +401,8 @@ class BatchTransform:
         if rows is not None:
             x = _jitter(x, rows[:, 6:9])
         # One fused multiply-add instead of /255, -mean, /std.
-        scale = mx.nd.array([1.0 / (255.0 * d) for d in self.std], ctx=ctx).reshape((1, 3, 1, 1))
-        shift = mx.nd.array([-m / d for m, d in zip(self.mean, self.std)],
-                            ctx=ctx).reshape((1, 3, 1, 1))
+        scale = to_device([1.0 / (255.0 * d) for d in self.std], ctx).reshape((1, 3, 1, 1))
+        shift = to_device([-m / d for m, d in zip(self.mean, self.std)], ctx).reshape((1, 3, 1, 1))
         x = mx.nd.broadcast_add(mx.nd.broadcast_mul(x, scale), shift)
         if rows is not None and rows.shape[1] > 9:
             x = _cutout(x, rows[:, 9:])
@@ -412,7 +413,7 @@ def _jitter(x: mx.nd.NDArray, factors: mx.nd.NDArray) -> mx.nd.NDArray:
     """Brightness, contrast, saturation on (B, 3, S, S) pixel values 0..255; factors (B, 3)."""
     b = x.shape[0]
     brightness, contrast, saturation = (factors[:, i].reshape((b, 1, 1, 1)) for i in range(3))
-    weights = mx.nd.array(GRAY_WEIGHTS, ctx=x.context).reshape((1, 3, 1, 1))
+    weights = to_device(GRAY_WEIGHTS, x.context).reshape((1, 3, 1, 1))
     x = mx.nd.broadcast_mul(x, brightness)
     # Contrast blends with the image's mean grey, saturation with each pixel's own grey:
     # f * x + (1 - f) * grey, which is x exactly when f = 1.
@@ -441,6 +442,22 @@ def _cutout(x: mx.nd.NDArray, holes: mx.nd.NDArray) -> mx.nd.NDArray:
         hole = mx.nd.broadcast_mul(in_x, in_y)  # (B, 1, S, S)
         inside = hole if inside is None else mx.nd.maximum(inside, hole)
     return mx.nd.broadcast_mul(x, 1 - inside)
+
+
+def to_device(values, ctx, dtype="float32") -> mx.nd.NDArray:
+    """A host array (or list) as an NDArray on ``ctx``, without waiting for the device.
+
+    ``mx.nd.array`` waits until every operation already queued on the engine has run, so one
+    call per batch keeps the host from preparing the next batch while the device computes.
+    Here a private host copy is handed to MXNet (zero-copy) and moved asynchronously.
+
+    Example:
+        >>> to_device(np.arange(3), mx.cpu(), "int32").asnumpy()
+        array([0, 1, 2], dtype=int32)
+    """
+    host = np.array(values, dtype=dtype, order="C")  # a copy MXNet may keep reading later
+    array = mx.nd.from_numpy(host, zero_copy=True)
+    return array if array.context == ctx else array.as_in_context(ctx)
 
 
 def _three(name: str, values: Sequence[float]) -> Tuple[float, float, float]:

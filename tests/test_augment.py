@@ -1,6 +1,7 @@
 """Augmentation ops do what their names say: crop, rotation, colour jitter, cutout, presets,
 and the same seed gives the same batch on any device."""
 import dataclasses
+import json
 
 import mxnet as mx
 import numpy as np
@@ -205,6 +206,9 @@ def test_presets():
     # A value type: hashable, equal when equal, and serialisable for History.settings.
     assert hash(Augment(crop_area=[0.5, 1])) == hash(Augment(crop_area=(0.5, 1.0)))
     assert dataclasses.asdict(strong)["crop_area"] == (0.08, 1.0)
+    for name in PRESETS:  # as History.settings stores it, and back
+        augment = Augment.preset(name)
+        assert Augment(**json.loads(json.dumps(dataclasses.asdict(augment)))) == augment
 
 
 @pytest.mark.parametrize("kwargs, match", [
