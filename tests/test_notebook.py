@@ -1,0 +1,100 @@
+"""notebooks/cifar10_transfer.ipynb executes headlessly on real data and exports to HTML.
+
+The notebook runs its small default configuration (real CIFAR-10 images and weights from
+../shared, a few epochs) in a fresh kernel, as `jupyter nbconvert --to html --execute` does; the
+run folder goes to a temporary folder through GLUONFT_RUN_DIR so the checkout stays clean.
+"""
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat", reason="pip install -e '.[notebook]'")
+nbclient = pytest.importorskip("nbclient", reason="pip install -e '.[notebook]'")
+pytest.importorskip("ipykernel", reason="pip install -e '.[notebook]'")
+
+from gluonft.results import read_results  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK = ROOT / "notebooks" / "cifar10_transfer.ipynb"
+
+
+@pytest.fixture(scope="module")
+def executed(shared, tmp_path_factory):
+    data = shared / "data" / "cifar-10-subset"
+    for path in (data, shared / "weights" / "mobilenet0.75-imagenet.params",
+                 shared / "weights" / "cifar_resnet20_v1-cifar10.params"):
+        if not path.exists():
+            pytest.skip(f"{path} not found in ../shared")
+    run_dir = tmp_path_factory.mktemp("notebook") / "run"
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    env = {"GLUONFT_SHARED": str(shared), "GLUONFT_RUN_DIR": str(run_dir)}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # the kernel inherits this process's environment
+    try:
+        client = nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
+                                         resources={"metadata": {"path": str(NOTEBOOK.parent)}})
+        client.execute()  # raises CellExecutionError on the first failing cell
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return notebook, run_dir
+
+
+def _outputs(notebook):
+    return [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs]
+
+
+def _text(notebook):
+    return "".join(o.get("text", "") for o in _outputs(notebook) if o.output_type == "stream")
+
+
+def test_the_notebook_runs_without_an_error_cell(executed):
+    notebook, _ = executed
+    assert not [o for o in _outputs(notebook) if o.output_type == "error"]
+    code = [c for c in notebook.cells if c.cell_type == "code"]
+    assert all(c.execution_count for c in code)
+    assert "FULL = False" in code[0].source  # the one flag cell, small by default
+
+
+def test_it_calls_the_package_and_holds_no_training_loop(executed):
+    notebook, _ = executed
+    source = "\n".join(c.source for c in notebook.cells if c.cell_type == "code")
+    assert "cifar.main(ARGV)" in source and "gluonft.summary(" in source
+    for loop_part in ("autograd.record", ".backward(", "Trainer(", "trainer.step", "gluonft.fit("):
+        assert loop_part not in source
+
+
+def test_it_shows_data_summaries_results_curves_chart_and_card(executed):
+    notebook, run_dir = executed
+    text = _text(notebook)
+    for name in ("resnet18_v1", "resnet50_v1", "mobilenetv2_1.0", "densenet121"):
+        assert f"=== {name} (input 32x32) ===" in text
+    assert text.count("Total params:") >= 4
+    records = read_results(run_dir / "results.json")
+    regimes = {r.regime for r in records if r.kind == "transfer"}
+    assert regimes == {"head", "last_k:1", "full", "scratch"}
+    assert any(r.kind == "baseline" for r in records)
+    assert all(r.status == "ok" for r in records)
+    for record in records:
+        assert record.id in text
+    best = max(records, key=lambda r: r.test_accuracy)
+    assert f"best model: {best.id}  test accuracy {100 * best.test_accuracy:.2f}%" in text
+    assert json.loads((run_dir / "best.json").read_text())["id"] == best.id
+    images = [o for o in _outputs(notebook) if "image/png" in o.get("data", {})]
+    # The sample images, one curve figure per experiment, the accuracy chart.
+    assert len(images) == 1 + len(records) + 1
+    assert (run_dir / "report.html").is_file()
+
+
+def test_the_executed_notebook_exports_to_html(executed, tmp_path):
+    nbconvert = pytest.importorskip("nbconvert", reason="pip install -e '.[notebook]'")
+    notebook, _ = executed
+    body, _ = nbconvert.HTMLExporter().from_notebook_node(notebook)
+    assert body.count("data:image/png;base64,") >= 3
+    assert "CIFAR-10 transfer learning with" in body and "Total params:" in body
+    (tmp_path / "notebook.html").write_text(body, encoding="utf-8")
