@@ -27,6 +27,7 @@ import numpy as np
 from mxnet.gluon import nn
 
 from .data.imageset import ImageSet
+from .transforms import to_device
 
 __all__ = ["Features", "FeatureCacheWarning", "feature_key", "cached_features",
            "extract_features", "batch_indices", "prefix_block", "FORMAT_VERSION"]
@@ -139,15 +140,19 @@ def _split(batch: np.ndarray, n: int) -> List[np.ndarray]:
 def compute_features(prefix: nn.HybridBlock, data: ImageSet, *, transform, contexts,
                      batch_size: int) -> np.ndarray:
     """Run ``prefix`` (inference mode) over ``data`` in stored order; float32 (N, ...)."""
-    outputs = []
+    outputs, pending = [], []
     for images, _ in _stored_batches(data, batch_size):
+        batch = []
         for ctx, x in zip(contexts, _split(images, len(contexts))):
             if len(x) == 0:
                 continue
-            x = transform(mx.nd.array(x, ctx=ctx, dtype="uint8"), None)
-            outputs.append(prefix(x))
-    # One sync at the end: the engine overlaps copying the next batch with computing this one.
-    return np.concatenate([o.asnumpy() for o in outputs]).astype(np.float32, copy=False)
+            batch.append(prefix(transform(to_device(x, ctx, "uint8"), None)))
+        # Read the previous batch only once this one is queued: the device never waits for
+        # the host, and at most two batches are in flight.
+        outputs += [o.asnumpy() for o in pending]
+        pending = batch
+    outputs += [o.asnumpy() for o in pending]
+    return np.concatenate(outputs).astype(np.float32, copy=False)
 
 
 def _stored_batches(data: ImageSet, batch_size: int):

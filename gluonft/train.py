@@ -24,7 +24,7 @@ from .devices import as_contexts
 from .features import Features, batch_indices, cached_features, feature_key
 from .regimes import frozen_prefix
 from .schedules import Schedule
-from .transforms import Augment, BatchTransform, sample_affine
+from .transforms import Augment, BatchTransform, sample_affine, to_device
 
 __all__ = ["fit", "evaluate", "History", "StopTraining", "OPTIMIZERS", "predict_proba"]
 
@@ -295,7 +295,7 @@ def fit(net: TransferNet, train: ImageSet, val: Optional[ImageSet] = None, *, ep
         else:
             batches = ((None, batch) for batch in iterate_batches(
                 train, batch_size, shuffle=True, seed=seed, epoch=epoch))
-        pending = None
+        pending = []
         for step, (idx, batch) in enumerate(batches):
             trainer.set_learning_rate(schedule.lr(lr, iteration=epoch * per_epoch + step,
                                                   per_epoch=per_epoch, epochs=epochs))
@@ -310,9 +310,9 @@ def fit(net: TransferNet, train: ImageSet, val: Optional[ImageSet] = None, *, ep
             losses = _train_step(parts, trainer, inputs, label_smoothing, net.classes, meter)
             # Wait for the previous batch only: the host prepares the next batch while the
             # device computes, and at most two batches are queued.
-            if pending is not None:
-                pending.wait_to_read()
-            pending = losses[-1]
+            for loss in pending:
+                loss.wait_to_read()
+            pending = losses
             if bar is not None:
                 bar.update(1)
                 if (step + 1) % _REPORT_EVERY == 0 or step + 1 == per_epoch:
@@ -357,8 +357,8 @@ def _image_inputs(parts, transform, images, labels, affine, contexts):
         if len(x) == 0:  # a last batch smaller than the number of devices
             continue
         a = None if affine is None else _split(affine, len(contexts))[i]
-        x = transform(mx.nd.array(x, ctx=ctx, dtype="uint8"), a)
-        inputs.append((parts.prefix(x), mx.nd.array(y, ctx=ctx, dtype="int32")))
+        x = transform(to_device(x, ctx, "uint8"), a)
+        inputs.append((parts.prefix(x), to_device(y, ctx, "int32")))
     return inputs
 
 
@@ -368,8 +368,8 @@ def _cached_inputs(features: Features, idx: np.ndarray, contexts):
     for ctx, i in zip(contexts, _split(idx, len(contexts))):
         if len(i) == 0:
             continue
-        inputs.append((mx.nd.array(features.values[i], ctx=ctx, dtype="float32"),
-                       mx.nd.array(features.labels[i], ctx=ctx, dtype="int32")))
+        inputs.append((to_device(features.values[i], ctx),
+                       to_device(features.labels[i], ctx, "int32")))
     return inputs
 
 
@@ -391,7 +391,7 @@ def _train_step(parts, trainer, inputs, smoothing, classes, meter: _Meter):
 def _evaluate_parts(parts, data, features, transform, contexts, batch_size) -> Dict[str, float]:
     """`evaluate` during `fit`: the same numbers through the already compiled parts (and the
     cached features when there are some), without re-hybridizing the whole net every epoch."""
-    proba = []
+    proba, pending = [], []
     for idx in batch_indices(len(data), batch_size, shuffle=False):
         if features is not None:
             inputs = _cached_inputs(features, idx, contexts)
@@ -399,9 +399,11 @@ def _evaluate_parts(parts, data, features, transform, contexts, batch_size) -> D
             images = data.images[idx[0]:idx[-1] + 1]
             inputs = _image_inputs(parts, transform, images, data.labels[idx[0]:idx[-1] + 1],
                                    None, contexts)
-        for x, _ in inputs:
-            proba.append(mx.nd.softmax(parts.trainable(x), axis=-1))
-    return _scores(np.concatenate([p.asnumpy() for p in proba]), data.labels)
+        batch = [mx.nd.softmax(parts.trainable(x), axis=-1) for x, _ in inputs]
+        proba += [p.asnumpy() for p in pending]  # the previous batch: two in flight at most
+        pending = batch
+    proba += [p.asnumpy() for p in pending]
+    return _scores(np.concatenate(proba), data.labels)
 
 
 def _scores(proba: np.ndarray, labels: np.ndarray) -> Dict[str, float]:
@@ -428,15 +430,17 @@ def predict_proba(net: TransferNet, data: ImageSet, *, ctx=None, batch_size: int
     if hybridize:
         net.hybridize(static_alloc=True, static_shape=True)
     transform = BatchTransform(image_size, net.family.mean, net.family.std)
-    out = []
+    out, pending = [], []
     for images, _ in iterate_batches(data, batch_size, shuffle=False):
+        batch = []
         for ctx, x in zip(contexts, _split(images, len(contexts))):
             if len(x) == 0:
                 continue
-            logits = net(transform(mx.nd.array(x, ctx=ctx, dtype="uint8"), None))
-            out.append(mx.nd.softmax(logits, axis=-1))
-    # One sync at the end rather than one per batch.
-    out = [o.asnumpy() for o in out]
+            logits = net(transform(to_device(x, ctx, "uint8"), None))
+            batch.append(mx.nd.softmax(logits, axis=-1))
+        out += [o.asnumpy() for o in pending]  # the previous batch: two in flight at most
+        pending = batch
+    out += [o.asnumpy() for o in pending]
     return np.concatenate(out) if out else np.zeros((0, net.classes), np.float32)
 
 
