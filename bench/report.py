@@ -337,13 +337,37 @@ def _experiments_section(run: RunFiles) -> str:
     return "".join(parts)
 
 
+def _png_size(data: bytes) -> Optional[tuple]:
+    """(width, height) from a PNG's header, or None for anything else."""
+    if len(data) < 24 or data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
+        return None
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+# The chart's text is drawn for its natural size; shrunk to the page's width, a wide grid
+# (one bar per configuration: 16 bars for 3 models x 5 regimes) has labels too small to read.
+# Below this scale the page shows the whole chart fitted (the overview) and the chart again at a
+# readable size in a box that scrolls sideways.
+_MIN_CHART_SCALE = 0.65
+_PAGE_WIDTH = 1124  # the width of <main>'s content, px (see _CSS)
+
+
 def _chart_section(run: RunFiles) -> str:
     if run.chart is None:
         body = "<p class=\"missing\">accuracy.png / accuracy.svg not found in the run folder.</p>"
     else:
         mime, data = run.chart
-        body = (f"<img class=\"chart\" alt=\"test accuracy per experiment\" "
-                f"src=\"{_data_uri(mime, data)}\">")
+        size = _png_size(data) if mime == "image/png" else None
+        uri = _data_uri(mime, data)
+        body = f"<img class=\"chart\" alt=\"test accuracy per experiment\" src=\"{uri}\">"
+        if size and size[0] * _MIN_CHART_SCALE > _PAGE_WIDTH:
+            width = round(size[0] * _MIN_CHART_SCALE)
+            body += (f"<figcaption>{len(accuracy_bars(run.records))} bars: the chart is shown "
+                     f"at {100 * _PAGE_WIDTH / size[0]:.0f}% of its size.</figcaption>"
+                     f"<details class=\"wide\"><summary>the chart at a readable size (scrolls "
+                     f"sideways)</summary><div class=\"scroll\"><img class=\"chart wide\" "
+                     f"alt=\"test accuracy per experiment, wide\" style=\"width: {width}px; "
+                     f"max-width: none\" src=\"{uri}\"></div></details>")
     return f"<section id=\"accuracy\"><h2>Test accuracy</h2><figure>{body}</figure></section>"
 
 

@@ -142,6 +142,26 @@ def test_the_chart_and_the_curves_are_embedded_byte_for_byte(run):
         assert base64.b64decode(data) == (run.out / "curves" / f"{experiment}.png").read_bytes()
 
 
+def test_a_wide_chart_is_fitted_and_shown_again_at_a_readable_size(run, tmp_path):
+    from gluonft import plots
+    from gluonft.results import accuracy_bars
+
+    assert 'class="wide"' not in run.page  # 7 bars fit the page
+    out = tmp_path / "run"
+    shutil.copytree(run.out, out)
+    bars = accuracy_bars(run.records) * 3  # 21 bars: a 4-model x 5-regime grid is this wide
+    plots.save_figure(plots.accuracy_chart(bars), str(out / "accuracy.png"))
+    width = report._png_size((out / "accuracy.png").read_bytes())[0]
+    page = report.render_report(str(out))
+    images = re.findall(r'<img class="chart[^"]*"[^>]*>', page)
+    assert len(images) == 2  # the overview, then the readable one in a collapsed box
+    assert "max-width" not in images[0]
+    assert f'style="width: {round(width * report._MIN_CHART_SCALE)}px; max-width: none"' in \
+        images[1]
+    assert '<details class="wide"><summary>the chart at a readable size' in page
+    assert _check(page).errors == []
+
+
 def test_the_best_card_is_best_json(run):
     card = json.loads((run.out / "best.json").read_text())
     section = re.search(r'<section id="best">(.*?)</section>', run.page, re.S).group(1)
