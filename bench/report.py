@@ -23,7 +23,8 @@ import json
 import os
 import sys
 from datetime import datetime
-from typing import Dict, List, Optional, Sequence
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from gluonft.results import (ExperimentRecord, accuracy_bars, atomic_write_text, best_record,
                              read_results, regime_title)
@@ -34,6 +35,7 @@ PROG = "bench.report"
 REPORT_NAME = "report.html"
 
 
+@dataclass(frozen=True)
 class RunFiles:
     """What a run folder holds, read once: the data the page is rendered from.
 
@@ -47,14 +49,12 @@ class RunFiles:
         curves: experiment id -> PNG bytes of ``curves/<id>.png``.
     """
 
-    def __init__(self, *, root: str, records: List[ExperimentRecord], config: dict,
-                 best: Optional[dict], chart, curves: Dict[str, bytes]):
-        self.root = root
-        self.records = records
-        self.config = config
-        self.best = best
-        self.chart = chart
-        self.curves = curves
+    root: str
+    records: List[ExperimentRecord]
+    config: dict
+    best: Optional[dict]
+    chart: Optional[Tuple[str, bytes]]
+    curves: Dict[str, bytes]
 
 
 class ReportError(ValueError):
@@ -609,9 +609,9 @@ def render_report(run_dir: str, *, title: Optional[str] = None,
         ReportError: the folder holds no readable ``results.json``.
 
     Example:
-        >>> html_text = render_report("runs/smoke")
-        >>> html_text.count("<img")
-        4
+        >>> page = render_report("runs/smoke")
+        >>> page.count("<title>"), "http" in page.split("<body>")[0]
+        (1, False)
     """
     run = load_run(run_dir)
     name = os.path.basename(os.path.normpath(os.path.abspath(run.root)))

@@ -244,6 +244,26 @@ def test_text_from_the_records_is_escaped(run, tmp_path):
     assert _check(page).errors == []
 
 
+def test_a_recorded_baseline_shows_its_number_and_no_training(run, tmp_path):
+    from gluonft.results import ExperimentRecord
+
+    out = tmp_path / "run"
+    shutil.copytree(run.out, out)
+    recorded = ExperimentRecord(id="baseline-recorded", model="baseline", regime="recorded",
+                                seed=0, kind="baseline", status="recorded",
+                                label="Lab 1 CNN (my notebook)", test_accuracy=0.72)
+    records = [recorded] + [r for r in read_results(out / "results.json")
+                            if r.kind != "baseline"]
+    write_results(records, json_path=str(out / "results.json"))
+    page = report.render_report(str(out))
+    row = _rows(page)["baseline-recorded"]
+    assert '<td class="status recorded">recorded</td>' in row
+    assert 'data-accuracy="0.72">72.00%</td>' in row and 'href="#exp-' not in row
+    assert "<b>72.00%</b><span>baseline: Lab 1 CNN (my notebook)</span>" in page
+    assert 'id="exp-baseline-recorded"' not in page and 'id="arch-baseline-recorded"' not in page
+    assert _check(page).errors == []
+
+
 def test_a_folder_with_results_only_still_renders_and_says_what_is_missing(run, tmp_path):
     out = tmp_path / "bare"
     out.mkdir()
