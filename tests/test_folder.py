@@ -172,7 +172,8 @@ def test_split_folders_with_val_alias_and_a_carved_validation(tmp_path):
     alone = image_folder(tmp_path / "ds", image_size=8, margin=1.0, test_fraction=0.5, seed=1,
                          split="test")
     np.testing.assert_array_equal(alone.images, carved.test.images)
-    with pytest.raises(ValueError, match=r"has no test split .*found train/, val/\); pass test_fraction"):
+    with pytest.raises(ValueError,
+                       match=r"has no test split .*found train/, val/\); pass test_fraction"):
         image_folder(tmp_path / "ds", image_size=8, split="test")
 
 

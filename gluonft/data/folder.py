@@ -410,9 +410,10 @@ def _split_folders(root: Path) -> Optional[Dict[str, Path]]:
     known = {a for accepted in _SPLIT_FOLDERS.values() for a in accepted}
     others = sorted(set(names) - known)
     if others:
-        raise ValueError(f"{root} has a train/ folder and also {', '.join(o + '/' for o in others)};"
-                         " expected only train/, validation/ (or val/) and test/ there, each "
-                         "holding class folders (or no train/ folder and class folders only)")
+        listed = ", ".join(o + "/" for o in others)
+        raise ValueError(f"{root} has a train/ folder and also {listed}; expected only "
+                         "train/, validation/ (or val/) and test/ there, each holding class "
+                         "folders (or no train/ folder and class folders only)")
     return found
 
 
@@ -433,8 +434,9 @@ def image_folder(root: PathLike, *, image_size: int = 224, margin: float = 1.15,
     Args:
         root: the folder.
         image_size: the training input side the images are stored for, >= 8.
-        margin: stored side = ``round(image_size * margin)``, >= 1: room for random crops (the
-            loss is small: a batch is resampled to ``image_size`` on the device).
+        margin: stored side = ``round(image_size * margin)``, >= 1: room for random crops
+            (each batch is resampled to ``image_size`` on the device, so the stored images may
+            be a little larger than the input).
         fit: ``"crop"``, ``"pad"`` or ``"stretch"``: how non-square images become square.
         split: None for all splits (a `FolderData`), or ``"train"``, ``"validation"`` (``"val"``)
             or ``"test"`` for that one `ImageSet` (in the split-folder layout only that folder
