@@ -29,7 +29,7 @@ from mxnet.gluon import nn
 from .data.imageset import ImageSet
 from .transforms import to_device
 
-__all__ = ["Features", "FeatureCacheWarning", "feature_key", "cached_features",
+__all__ = ["Features", "FeatureCacheWarning", "feature_key", "weights_digest", "cached_features",
            "extract_features", "batch_indices", "prefix_block", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
@@ -79,8 +79,23 @@ def prefix_block(net, steps: int) -> nn.HybridSequential:
     return block
 
 
+def weights_digest(prefix: nn.HybridBlock) -> str:
+    """sha1 hex digest of a block's architecture and every parameter's bytes (running
+    statistics included), by structural name: the part of `feature_key` that depends on the
+    model. Computing it once serves the keys of several data sets."""
+    h = hashlib.sha1()
+    # repr lists every layer with its settings (kernel, stride, use_global_stats ...)
+    h.update(repr(prefix).encode())
+    for name, param in sorted(prefix._collect_params_with_prefix().items()):
+        value = np.ascontiguousarray(param.data(param.list_ctx()[0]).asnumpy())
+        h.update(json.dumps([name, list(value.shape), str(value.dtype)]).encode())
+        h.update(value.data)
+    return h.hexdigest()
+
+
 def feature_key(prefix: nn.HybridBlock, data: ImageSet, *, backbone: str, steps: int,
-                image_size: int, mean: Sequence[float], std: Sequence[float]) -> str:
+                image_size: int, mean: Sequence[float], std: Sequence[float],
+                weights: Optional[str] = None) -> str:
     """sha1 hex digest naming the features of ``prefix`` on ``data``.
 
     Args:
@@ -89,6 +104,7 @@ def feature_key(prefix: nn.HybridBlock, data: ImageSet, *, backbone: str, steps:
         data: the images and labels (their bytes and shapes enter the key).
         backbone, steps: the model-zoo name and the number of frozen steps.
         image_size, mean, std: the input transform.
+        weights: `weights_digest(prefix)` when already computed (it is the costly part).
 
     Returns:
         40 hex characters.
@@ -106,12 +122,7 @@ def feature_key(prefix: nn.HybridBlock, data: ImageSet, *, backbone: str, steps:
     text({"format": FORMAT_VERSION, "mxnet": mx.__version__, "backbone": backbone,
           "steps": int(steps), "image_size": int(image_size),
           "mean": [float(m) for m in mean], "std": [float(s) for s in std],
-          # repr lists every layer with its settings (kernel, stride, use_global_stats ...)
-          "architecture": repr(prefix)})
-    for name, param in sorted(prefix._collect_params_with_prefix().items()):
-        value = param.data(param.list_ctx()[0]).asnumpy()
-        text([name, list(value.shape), str(value.dtype)])
-        h.update(np.ascontiguousarray(value).tobytes())
+          "weights": weights or weights_digest(prefix)})
     text(["images", list(data.images.shape), str(data.images.dtype)])
     h.update(np.ascontiguousarray(data.images).data)
     text(["labels", list(data.labels.shape), str(data.labels.dtype)])

@@ -21,7 +21,8 @@ from mxnet.gluon import nn
 from .backbones import TransferNet, check_image_size
 from .data.imageset import ImageSet, iterate_batches
 from .devices import as_contexts
-from .features import Features, batch_indices, cached_features, feature_key
+from .features import Features, batch_indices, cached_features, feature_key, \
+    weights_digest
 from .regimes import frozen_prefix
 from .schedules import Schedule
 from .transforms import Augment, BatchTransform, sample_affine, to_device
@@ -141,27 +142,29 @@ class _Parts:
 
 
 class _Meter:
-    """Loss sum and correct count, accumulated on each device in float64.
+    """Per-batch loss sums and correct counts, kept on the device until read.
 
     Reading a value waits for the device; keeping the sums there lets the host queue the next
-    batch while the device still computes this one. float64 on the device adds exactly what the
-    host added before (float32 per-batch sums, float64 running total).
+    batch while the device still computes this one. `read` adds the float32 per-batch sums in
+    float64 on the host, as the loop always did, so the logged numbers do not change.
     """
 
-    def __init__(self, contexts):
-        self.sums = {ctx: mx.nd.zeros((2,), ctx=ctx, dtype="float64") for ctx in contexts}
-        self.seen = 0
+    def __init__(self):
+        self.pending: List[mx.nd.NDArray] = []  # [loss sum, correct] pairs not read yet
+        self.totals = np.zeros(3)  # loss sum, correct, seen
 
-    def add(self, losses, outputs, labels, count: int) -> None:
+    def add(self, losses, outputs, labels) -> None:
         for loss, out, y in zip(losses, outputs, labels):
-            correct = (out.argmax(axis=1) == y.astype("float32")).sum()
-            self.sums[loss.context] += mx.nd.concat(loss.sum(), correct, dim=0).astype("float64")
-        self.seen += count
+            self.pending += [loss.sum(), (out.argmax(axis=1) == y).sum()]
+            self.totals[2] += len(y)
 
     def read(self) -> np.ndarray:
-        """[loss sum, correct, seen] (waits for the device)."""
-        total = sum(s.asnumpy() for s in self.sums.values())
-        return np.array([total[0], total[1], self.seen], dtype=np.float64)
+        """[loss sum, correct, seen] so far (waits for the device)."""
+        for i in range(0, len(self.pending), 2):
+            self.totals[0] += float(self.pending[i].asscalar())
+            self.totals[1] += float(self.pending[i + 1].asscalar())
+        self.pending = []
+        return self.totals.copy()
 
 
 def _cache_plan(cache_features, parts: _Parts, augment: Augment, image_size: int,
@@ -272,8 +275,9 @@ def fit(net: TransferNet, train: ImageSet, val: Optional[ImageSet] = None, *, ep
     start_epoch = _resume(checkpoint, net, trainer, history, settings)
     train_features = val_features = None
     if use_cache and start_epoch < epochs:
+        weights = weights_digest(parts.frozen)
         make = lambda data: _frozen_features(parts, data, net, image_size, transform,  # noqa: E731
-                                             contexts, batch_size, cache_dir)
+                                             contexts, batch_size, cache_dir, weights)
         train_features = make(train)
         val_features = make(val) if val is not None else None
     # Not compared on resume: caching changes how, not what, is computed.
@@ -287,7 +291,7 @@ def fit(net: TransferNet, train: ImageSet, val: Optional[ImageSet] = None, *, ep
     for epoch in range(start_epoch, epochs):
         begin = time.perf_counter()
         rng = np.random.RandomState((seed * 100003 + epoch) % (2 ** 32))
-        meter = _Meter(contexts)
+        meter = _Meter()
         bar = _progress(progress, per_epoch, f"epoch {epoch + 1}/{epochs}")
         if train_features is not None:
             batches = ((idx, None) for idx in batch_indices(
@@ -342,9 +346,10 @@ def fit(net: TransferNet, train: ImageSet, val: Optional[ImageSet] = None, *, ep
 
 
 def _frozen_features(parts, data, net, image_size, transform, contexts, batch_size,
-                     cache_dir) -> Features:
+                     cache_dir, weights) -> Features:
     key = feature_key(parts.frozen, data, backbone=net.backbone, steps=parts.frozen_steps,
-                      image_size=image_size, mean=transform.mean, std=transform.std)
+                      image_size=image_size, mean=transform.mean, std=transform.std,
+                      weights=weights)
     return cached_features(parts.frozen, data, key=key, transform=transform, contexts=contexts,
                            batch_size=batch_size, cache_dir=cache_dir)
 
@@ -358,7 +363,7 @@ def _image_inputs(parts, transform, images, labels, affine, contexts):
             continue
         a = None if affine is None else _split(affine, len(contexts))[i]
         x = transform(to_device(x, ctx, "uint8"), a)
-        inputs.append((parts.prefix(x), to_device(y, ctx, "int32")))
+        inputs.append((parts.prefix(x), to_device(y, ctx)))  # float32, as argmax gives
     return inputs
 
 
@@ -369,7 +374,7 @@ def _cached_inputs(features: Features, idx: np.ndarray, contexts):
         if len(i) == 0:
             continue
         inputs.append((to_device(features.values[i], ctx),
-                       to_device(features.labels[i], ctx, "int32")))
+                       to_device(features.labels[i], ctx)))
     return inputs
 
 
@@ -382,9 +387,8 @@ def _train_step(parts, trainer, inputs, smoothing, classes, meter: _Meter):
             losses.append(_smoothed_cross_entropy(out, y, smoothing, classes))
             outputs.append(out)
     autograd.backward(losses)
-    count = sum(len(y) for _, y in inputs)
-    trainer.step(count)
-    meter.add(losses, outputs, [y for _, y in inputs], count)
+    trainer.step(sum(len(y) for _, y in inputs))
+    meter.add(losses, outputs, [y for _, y in inputs])
     return losses
 
 
