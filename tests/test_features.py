@@ -234,3 +234,36 @@ def test_cached_training_on_two_devices_matches_one(data):
     assert one.settings["cache_features"] and two.settings["cache_features"]
     assert two["train_loss"] == pytest.approx(one["train_loss"], rel=1e-4)
     assert two["val_acc"] == one["val_acc"]
+
+
+def test_fit_numbers_equal_a_plain_gluon_loop(data):
+    """The device-side loss/accuracy sums and the asynchronous batches change no number: fit
+    logs what an obvious loop over the same batches computes, and ends at the same weights."""
+    train = data[0]
+    net = _net("last_k:1")
+    history = _fit(net, train, None, epochs=2, cache_features=False,
+                   schedule=gluonft.Schedule("constant"))
+
+    ref = _net("last_k:1")
+    ref.hybridize()
+    params = [p for p in ref.collect_params().values() if p.grad_req != "null"]
+    trainer = mx.gluon.Trainer(params, "sgd", {"learning_rate": 0.1, "wd": 1e-4,
+                                               "momentum": 0.9})
+    tf = BatchTransform(32, ref.family.mean, ref.family.std)
+    for epoch in range(2):
+        loss_sum = correct = 0.0
+        for images, labels in iterate_batches(train, 16, shuffle=True, seed=3, epoch=epoch):
+            x = tf(mx.nd.array(images, dtype="uint8"))
+            y = mx.nd.array(labels)
+            with mx.autograd.record():
+                out = ref(x)
+                loss = -mx.nd.pick(mx.nd.log_softmax(out, axis=-1), y, axis=-1)
+            loss.backward()
+            trainer.step(len(images))
+            loss_sum += float(loss.sum().asscalar())
+            correct += float((out.argmax(axis=1) == y).sum().asscalar())
+        assert history["train_loss"][epoch] == pytest.approx(loss_sum / len(train), rel=1e-5)
+        assert history["train_acc"][epoch] == correct / len(train)
+    for name, weights in _trainable_weights(net).items():
+        np.testing.assert_allclose(weights, _trainable_weights(ref)[name], rtol=1e-4,
+                                   atol=1e-6, err_msg=name)

@@ -1,0 +1,33 @@
+"""`python -m bench.speed` end to end on a tiny configuration: it runs, prints the table and
+saves files that load back. Structure only: speed itself is never asserted in tests."""
+import json
+
+import pytest
+
+from bench import speed
+
+
+def test_speed_bench_runs_and_saves_a_table_and_a_record(tmp_path, capsys):
+    out = tmp_path / "speed"
+    record = speed.main(["--models", "mobilenet0.25", "--sizes", "32", "--repeats", "1",
+                         "--images", "64", "--val-images", "16", "--batch-size", "32",
+                         "--data", "random", "--out", str(out)])
+    saved = json.loads((out / "speed.json").read_text())
+    assert saved["config"]["models"] == ["mobilenet0.25"] and saved["data"].startswith("random")
+    row = saved["rows"][0]
+    assert (row["model"], row["size"]) == ("mobilenet0.25", 32) and len(row["samples"]) == 1
+    for key in ("fit_vs_bare", "cached_speedup", "cached_speedup_warm", "last_k_vs_full",
+                "loader_images_per_s", "head_cached_epoch_s", "head_uncached_10_epochs_s"):
+        assert row["median"][key] > 0
+    assert set(row["targets"]) == {name for name, *_ in speed.TARGETS}
+    assert saved["all_targets_met"] == record["all_targets_met"]
+    table = (out / "speed.md").read_text()
+    assert "| mobilenet0.25 | 32 |" in table and "Targets:" in table
+    assert "| mobilenet0.25 | 32 |" in capsys.readouterr().out
+
+
+def test_speed_bench_rejects_bad_arguments():
+    with pytest.raises(SystemExit):
+        speed.main(["--models", "resnet18"])  # not a backbone name
+    with pytest.raises(SystemExit):
+        speed.main(["--sizes", "32,big"])
