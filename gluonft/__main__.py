@@ -1,0 +1,209 @@
+"""``python -m gluonft``: train, predict, export and serve image classifiers.
+
+    python -m gluonft train DATA_DIR --out MODEL_DIR [--model NAME|auto] [--weights W] [--fast]
+                      [--epochs N] [--image-size S] [--max-params N] [--overwrite]
+    python -m gluonft predict MODEL_DIR IMAGE_OR_DIR... [--json] [--tta]
+    python -m gluonft export MODEL_DIR [--out DIR] [--onnx] [--overwrite]
+    python -m gluonft serve MODEL_DIR --port N [--host H] [--max-bytes N]
+
+A bad input ends with one line ``gluonft: error: ...`` and exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import List, Optional
+
+__all__ = ["main", "build_parser"]
+
+
+class _UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not argparse's usage block
+        raise _UsageError(message)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="gluonft", description="Train, use and deploy image classifiers "
+                                                 "fine-tuned from GluonCV backbones.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    train = sub.add_parser("train", help="train a classifier on a folder of class folders")
+    train.add_argument("data_dir", metavar="DATA_DIR",
+                       help="class folders, or train/ (validation/, test/) of class folders")
+    train.add_argument("--out", required=True, metavar="MODEL_DIR", help="model folder to write")
+    train.add_argument("--model", default="mobilenet0.75",
+                       help="backbone name, or 'auto' (best within --max-params); default "
+                            "mobilenet0.75")
+    train.add_argument("--weights", default="default",
+                       help="'default' (GluonCV's pretrained), a .params file, or 'none' "
+                            "(random init)")
+    train.add_argument("--fast", action="store_true",
+                       help="head only on cached features (about a minute on a laptop CPU)")
+    train.add_argument("--epochs", type=_positive_int, help="epochs (per stage without --fast)")
+    train.add_argument("--image-size", type=_positive_int, help="input side in pixels")
+    train.add_argument("--max-params", type=_positive_int, help="parameter budget")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace an existing model in MODEL_DIR")
+
+    predict = sub.add_parser("predict", help="classify image files or folders")
+    predict.add_argument("model_dir", metavar="MODEL_DIR")
+    predict.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR")
+    predict.add_argument("--json", action="store_true", help="one JSON list with probabilities")
+    predict.add_argument("--tta", action="store_true", help="average with the mirrored image")
+
+    export = sub.add_parser("export", help="export symbol JSON + params (and ONNX)")
+    export.add_argument("model_dir", metavar="MODEL_DIR")
+    export.add_argument("--out", metavar="DIR", help="output folder (default MODEL_DIR/export)")
+    export.add_argument("--onnx", action="store_true", help="also write model.onnx (needs the "
+                                                            "onnx extra)")
+    export.add_argument("--overwrite", action="store_true", help="replace existing exports")
+
+    serve = sub.add_parser("serve", help="serve predictions over HTTP (needs the serve extra)")
+    serve.add_argument("model_dir", metavar="MODEL_DIR")
+    serve.add_argument("--port", type=int, required=True)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--max-bytes", type=_positive_int, default=None,
+                       help="largest accepted upload (default 10 MiB)")
+    serve.add_argument("--tta", action="store_true")
+    return parser
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"gluonft: warning: {message}", file=sys.stderr)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 2 bad input).
+
+    Example:
+        >>> main(["predict", "models/clothes", "photo.jpg"])  # doctest: +SKIP
+        photo.jpg	dress	0.9132
+        0
+    """
+    try:
+        args = build_parser().parse_args(argv)
+    except _UsageError as error:
+        print(f"gluonft: error: {error}", file=sys.stderr)
+        return 2
+    except SystemExit as done:  # --help
+        return int(done.code or 0)
+    from .backbones import UnknownBackbone
+    from .weights import WeightsMismatch, WeightsUnavailable
+    with warnings.catch_warnings():
+        # gluonft's own warnings (unreadable photos ...) as one line each; library chatter off.
+        warnings.simplefilter("ignore")
+        warnings.filterwarnings("always", module=r"gluonft(\.|$)")
+        warnings.filterwarnings("always", category=_gluonft_warnings())
+        warnings.showwarning = _show_warning
+        try:
+            return _COMMANDS[args.command](args)
+        except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError,
+                PermissionError, ImportError, UnknownBackbone, WeightsMismatch,
+                WeightsUnavailable) as error:
+            text = " ".join(str(error).split()) or type(error).__name__
+            print(f"gluonft: error: {text}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            return 130
+
+
+def _gluonft_warnings():
+    from .data.folder import UnreadableImagesWarning
+    return UnreadableImagesWarning
+
+
+def _train(args) -> int:
+    from .classifier import train_classifier
+    weights = None if args.weights.lower() == "none" else args.weights
+    clf = train_classifier(args.data_dir, model=args.model, weights=weights,
+                           fast_train=args.fast, max_params=args.max_params,
+                           image_size=args.image_size, epochs=args.epochs, seed=args.seed,
+                           out=args.out, overwrite=args.overwrite,
+                           progress=sys.stderr.isatty())
+    meta = clf.meta
+    print(f"model: {clf.backbone}, {clf.params:,} parameters, {len(clf.classes)} classes, "
+          f"{clf.image_size} px ({meta['recipe']})")
+    for key, label in (("val_accuracy", "validation accuracy"), ("test_accuracy",
+                                                                 "test accuracy")):
+        if key in meta:
+            print(f"{label}: {meta[key]:.4f}")
+    print(f"time: {meta['train_seconds']:.1f} s")
+    print(f"saved: {args.out}")
+    return 0
+
+
+def _predict(args) -> int:
+    from .classifier import predict_files
+    from .model_io import load_classifier
+    clf = load_classifier(args.model_dir)
+    rows = predict_files(clf, args.images, tta=args.tta)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    else:
+        for row in rows:
+            print(f"{row['file']}\t{row['class']}\t{row['probability']:.4f}")
+    return 0
+
+
+def _export(args) -> int:
+    from .model_io import export_onnx, export_symbol, load_classifier
+    clf = load_classifier(args.model_dir)
+    out = Path(args.out) if args.out else Path(args.model_dir) / "export"
+    files = export_symbol(clf, out, overwrite=args.overwrite)
+    written = [files["symbol"], files["params"], files["readme"]]
+    if args.onnx:
+        written.append(export_onnx(clf, out / "model.onnx", overwrite=args.overwrite))
+    for path in written:
+        print(path)
+    return 0
+
+
+def _serve(args) -> int:
+    from werkzeug.serving import make_server
+
+    from .model_io import load_classifier
+    from .serve import DEFAULT_MAX_BYTES, create_app
+    if not 0 <= args.port <= 65535:
+        raise ValueError(f"--port must be in 0..65535, got {args.port}")
+    clf = load_classifier(args.model_dir)
+    app = create_app(clf, max_bytes=args.max_bytes or DEFAULT_MAX_BYTES, tta=args.tta)
+    try:
+        server = make_server(args.host, args.port, app, threaded=True)
+    except OSError as error:
+        raise ValueError(f"cannot listen on {args.host}:{args.port}: {error.strerror}") \
+            from None
+    print(f"serving {clf.backbone} ({len(clf.classes)} classes) on "
+          f"http://{args.host}:{server.server_port} (POST /predict, GET /health); Ctrl-C stops",
+          flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+_COMMANDS = {"train": _train, "predict": _predict, "export": _export, "serve": _serve}
+
+if __name__ == "__main__":
+    sys.exit(main())

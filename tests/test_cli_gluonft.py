@@ -1,0 +1,155 @@
+"""`python -m gluonft`: train, predict, export on real clothing photos; bad input gets one
+line and exit status 2."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gluonft.__main__ import main
+
+from . import clothing
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def trained(shared, tmp_path_factory):
+    """A model folder trained by the CLI on 8 photos of each class (class-folder layout)."""
+    base = tmp_path_factory.mktemp("cli")
+    photos = clothing.copy_photos(shared, base / "photos", per_class=8, split="train")
+    _, weights = clothing.paths(shared)
+    code = main(["train", str(photos), "--out", str(base / "model"), "--fast",
+                 "--weights", str(weights), "--image-size", "64", "--epochs", "3"])
+    assert code == 0
+    return base
+
+
+def test_train_prints_the_model_and_writes_the_folder(trained, shared, capsys):
+    assert sorted(os.listdir(trained / "model")) == ["model.json", "model.params"]
+    meta = json.loads((trained / "model" / "model.json").read_text())
+    assert meta["params"] == 1824250 and meta["image_size"] == 64
+    # Training again onto the same folder is refused before any work, in one line.
+    _, weights = clothing.paths(shared)
+    code, out, err = run(capsys, "train", trained / "photos", "--out", trained / "model",
+                         "--fast", "--weights", weights)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("gluonft: error: ")
+    assert "already holds a model" in err and "--overwrite" in err
+
+
+def test_predict_prints_file_class_probability(trained, shared, tmp_path, capsys):
+    photos = clothing.copy_photos(shared, tmp_path / "new", per_class=1)
+    code, out, err = run(capsys, "predict", trained / "model", photos)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 10
+    classes = json.loads((trained / "model" / "model.json").read_text())["classes"]
+    for line in lines:
+        name, label, probability = line.split("\t")
+        assert (photos / name).is_file() and label in classes and 0 < float(probability) <= 1
+    code, out, _ = run(capsys, "predict", trained / "model", photos / "hat", "--json", "--tta")
+    rows = json.loads(out)
+    assert code == 0 and len(rows) == 1 and set(rows[0]) == {
+        "file", "class", "index", "probability", "probabilities"}
+    (photos / "broken.jpg").write_bytes(b"not a jpeg")
+    code, out, err = run(capsys, "predict", trained / "model", photos)
+    assert code == 0 and len(out.splitlines()) == 10
+    assert err.startswith("gluonft: warning: 1 unreadable image file(s) skipped")
+
+
+def test_export_writes_symbol_and_onnx(trained, capsys):
+    want_onnx = all(_importable(m) for m in ("onnx", "onnxruntime"))
+    argv = ["export", trained / "model"] + (["--onnx"] if want_onnx else [])
+    code, out, err = run(capsys, *argv)
+    assert code == 0, err
+    written = [Path(p) for p in out.split()]
+    assert all(p.is_file() for p in written)
+    assert {p.name for p in written} >= {"model-symbol.json", "model-0000.params"}
+    assert ("model.onnx" in {p.name for p in written}) == want_onnx
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and "overwrite" in err and err.count("\n") == 1
+    assert run(capsys, *argv, "--overwrite")[0] == 0
+
+
+def _importable(name):
+    try:
+        __import__(name)
+        return True
+    except ImportError:
+        return False
+
+
+@pytest.mark.parametrize("case, match", [
+    ("no_args", "required: COMMAND"),
+    ("bad_epochs", "--epochs: expected a positive integer, got '-1'"),
+    ("missing_model", "does not exist"),
+    ("model_without_params", r"model\.params is missing"),
+    ("empty_folder", "has no class folders"),
+    ("one_class", "only one class folder"),
+    ("class_without_images", "'shoes' hold no image files"),
+    ("unknown_backbone", "unknown backbone 'resnet9'"),
+    ("over_budget", "over max_params=1,000,000"),
+    ("not_a_model_folder", "not a gluonft model folder"),
+    ("missing_image", "does not exist"),
+])
+def test_bad_input_is_one_line_and_exit_2(case, match, trained, shared, tmp_path, capsys):
+    _, weights = clothing.paths(shared)
+    photos = trained / "photos"
+    train = ["train", "--fast", "--weights", weights, "--out", tmp_path / "out"]
+    if case == "no_args":
+        argv = []
+    elif case == "bad_epochs":
+        argv = train + [photos, "--epochs", "-1"]
+    elif case == "missing_model":
+        argv = ["predict", tmp_path / "nowhere", photos]
+    elif case == "model_without_params":
+        broken = tmp_path / "broken"
+        broken.mkdir()
+        (broken / "model.json").write_text((trained / "model" / "model.json").read_text())
+        argv = ["predict", broken, photos]
+    elif case == "empty_folder":
+        (tmp_path / "empty").mkdir()
+        argv = train + [tmp_path / "empty"]
+    elif case == "one_class":
+        argv = train + [clothing.copy_photos(shared, tmp_path / "one", per_class=2,
+                                             classes=["hat"])]
+    elif case == "class_without_images":
+        folder = clothing.copy_photos(shared, tmp_path / "h", per_class=2,
+                                      classes=["hat", "dress"])
+        (folder / "shoes").mkdir()
+        argv = train + [folder]
+    elif case == "unknown_backbone":
+        argv = train + [photos, "--model", "resnet9"]
+    elif case == "over_budget":
+        argv = train + [photos, "--max-params", "1_000_000"]
+    elif case == "not_a_model_folder":
+        (tmp_path / "out").mkdir()
+        (tmp_path / "out" / "mine.txt").write_text("keep me")
+        argv = train + [photos, "--overwrite"]
+    else:
+        argv = ["predict", trained / "model", tmp_path / "nope.jpg"]
+    code, out, err = run(capsys, *argv)
+    assert code == 2, (out, err)
+    assert err.count("\n") == 1 and err.startswith("gluonft: error: "), err
+    assert pytest.importorskip("re").search(match, err), err
+    if case == "not_a_model_folder":
+        assert (tmp_path / "out" / "mine.txt").read_text() == "keep me"
+
+
+def test_the_module_runs_as_a_program_without_traceback(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "gluonft", "predict", str(tmp_path / "m"),
+                             "x.jpg"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"gluonft: error: model folder {tmp_path / 'm'} does not exist (expected a folder "
+        f"written by save_classifier / 'python -m gluonft train')"]

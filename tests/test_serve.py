@@ -1,0 +1,131 @@
+"""The prediction service, through real HTTP requests on 127.0.0.1."""
+import json
+import threading
+import urllib.error
+import urllib.request
+import uuid
+
+import cv2
+import numpy as np
+import pytest
+
+from gluonft.classifier import predict_files
+
+from . import clothing
+
+pytest.importorskip("flask", reason="the serve extra is not installed: pip install "
+                                    "'gluonft[serve]'")
+
+from gluonft.serve import create_app  # noqa: E402
+
+MAX_BYTES = 200_000  # the clothing photos are 10-40 KB
+
+
+@pytest.fixture(scope="module")
+def clf(shared):
+    return clothing.classifier(shared)
+
+
+@pytest.fixture(scope="module")
+def server(clf):
+    """The app on a free port in a background thread; shut down after the module's tests."""
+    from werkzeug.serving import make_server
+    httpd = make_server("127.0.0.1", 0, create_app(clf, max_bytes=MAX_BYTES), threaded=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_port}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=10)
+        assert not thread.is_alive()
+
+
+def request(url, *, data=None, headers=None, method=None):
+    """(status, JSON body) of one request; 4xx/5xx answers are returned, not raised."""
+    req = urllib.request.Request(url, data=data, headers=headers or {}, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def multipart(field, filename, content):
+    boundary = uuid.uuid4().hex
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; "
+            f"filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+            ).encode() + content + f"\r\n--{boundary}--\r\n".encode()
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+@pytest.fixture(scope="module")
+def photo(shared):
+    return sorted((clothing.paths(shared)[0] / "test" / "shoes").iterdir())[0]
+
+
+def test_health(server, clf):
+    status, body = request(f"{server}/health")
+    assert status == 200
+    assert body == {"status": "ok", "model": "mobilenet0.75", "classes": list(clf.classes),
+                    "image_size": 64, "params": clf.params}
+
+
+def test_predict_a_real_photo_as_upload_and_as_raw_body(server, clf, photo):
+    expected = predict_files(clf, [photo])[0]
+    body, headers = multipart("image", photo.name, photo.read_bytes())
+    status, answer = request(f"{server}/predict", data=body, headers=headers)
+    assert status == 200, answer
+    assert set(answer) == {"class", "index", "probability", "probabilities"}
+    assert answer["class"] == expected["class"] == clf.classes[answer["index"]]
+    assert answer["probability"] == pytest.approx(expected["probability"], abs=1e-5)
+    assert sum(answer["probabilities"].values()) == pytest.approx(1, abs=1e-4)
+    assert list(answer["probabilities"]) == list(clf.classes)
+    # The same photo re-encoded as PNG, sent as the raw body.
+    image = cv2.imdecode(np.fromfile(str(photo), np.uint8), cv2.IMREAD_COLOR)
+    png = cv2.imencode(".png", image)[1].tobytes()
+    status, raw = request(f"{server}/predict", data=png,
+                          headers={"Content-Type": "image/png"})
+    assert status == 200 and raw["class"] == answer["class"]
+    assert raw["probability"] == pytest.approx(answer["probability"], abs=0.02)
+
+
+@pytest.mark.parametrize("case, status, match", [
+    ("empty", 400, "the upload is empty"),
+    ("empty_field", 400, "the upload is empty"),
+    ("text", 415, "not an image"),
+    ("truncated_jpeg", 415, "not an image"),
+    ("wrong_field", 400, "field 'image', got the field\\(s\\) photo"),
+    ("too_large", 413, "larger than the limit of 200,000 bytes"),
+    ("get_predict", 405, "not allowed"),
+    ("unknown_path", 404, "not found"),
+])
+def test_bad_requests_get_a_clear_4xx_and_the_server_lives_on(server, photo, case, status,
+                                                              match):
+    url, data, headers, method = f"{server}/predict", None, {}, None
+    if case == "empty":
+        data = b""
+        method = "POST"
+    elif case == "empty_field":
+        data, headers = multipart("image", "x.jpg", b"")
+    elif case == "text":
+        data = b"hello, I am not an image"
+    elif case == "truncated_jpeg":
+        data = photo.read_bytes()[:200]
+    elif case == "wrong_field":
+        data, headers = multipart("photo", photo.name, photo.read_bytes())
+    elif case == "too_large":
+        data = b"\xff\xd8\xff" + bytes(MAX_BYTES)
+    elif case == "unknown_path":
+        url = f"{server}/classify"
+    got, body = request(url, data=data, headers=headers, method=method)
+    assert got == status, body
+    assert body["status"] == status
+    assert pytest.importorskip("re").search(match, body["error"], re_flags()), body
+    assert request(f"{server}/health")[0] == 200
+
+
+def re_flags():
+    import re
+    return re.IGNORECASE
