@@ -1,0 +1,473 @@
+"""The experiments of a CIFAR-10 grid, their names, and the loop that runs them.
+
+An `Experiment` is one (model, regime, seed) with every setting that affects its result; its
+`config` is what a rerun compares to decide that a finished experiment need not run again.
+`run_grid` trains each experiment with `gluonft.fit` (checkpointing every epoch), tests it,
+records it, and rewrites the output files after each one, so a run can be killed at any point
+and resumed by running the same command again.
+
+Output files, relative to the output folder (see `OutputPaths`):
+    results.json, results.csv        one record per experiment (gluonft.results)
+    accuracy.png, accuracy.svg       the bar chart; accuracy.json: the data of its bars
+    curves/<id>.png                  train/val accuracy and loss per epoch
+    best.json, best.params           the best model's card and parameters
+    checkpoints/<id>.*               epoch checkpoints of unfinished experiments
+    superseded.json                  earlier records replaced by a rerun (nothing is lost)
+"""
+from __future__ import annotations
+
+import gc
+import json
+import os
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import gluonft
+from gluonft.baseline import lab1_cnn
+from gluonft.results import (ExperimentRecord, accuracy_bars, atomic_write_json, best_record,
+                             environment, model_card, one_line, read_results, regime_title,
+                             write_results)
+
+from .presets import BASELINE_MODEL
+
+__all__ = ["Experiment", "Data", "OutputPaths", "experiment_id", "effective_image_size",
+           "run_grid", "run_experiment", "build_net"]
+
+Log = Callable[[str], None]
+
+
+def experiment_id(model: str, regime: str, seed: int) -> str:
+    """A stable, readable, file-name-safe id: ``mobilenet0.75-last_k2-s0``.
+
+    Example:
+        >>> experiment_id("mobilenet0.75", "last_k:2", 0)
+        'mobilenet0.75-last_k2-s0'
+    """
+    return f"{model}-{regime.replace(':', '')}-s{seed}"
+
+
+def effective_image_size(family, requested: Optional[int]) -> int:
+    """The input side an experiment uses: ``requested``, never above the backbone's
+    pretrained size (so CIFAR models stay at 32 px), the pretrained size when None, and always
+    the pretrained size for fixed-size backbones (VGG, AlexNet)."""
+    if family.fixed_size or requested is None:
+        return family.input_size
+    return min(int(requested), family.input_size)
+
+
+@dataclass(frozen=True)
+class Data:
+    """The images of a grid: train (minus the validation split), validation, test."""
+    train: "gluonft.datasets.ImageSet"
+    val: Optional["gluonft.datasets.ImageSet"]
+    test: "gluonft.datasets.ImageSet"
+    description: Dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One cell of the grid with everything that affects its result.
+
+    Attributes:
+        id: see `experiment_id`. ``kind``: ``"transfer"`` or ``"baseline"``.
+        label: display name (the baseline's name).
+        weights: ``"default"`` (GluonCV's pretrained file), a path, or None (random init).
+        recorded_accuracy: for a recorded baseline: the given result; nothing is trained.
+        data: `Data.description` (root, subset sizes, seed, image counts).
+    """
+    id: str
+    model: str
+    regime: str
+    seed: int
+    kind: str = "transfer"
+    label: str = ""
+    weights: Optional[str] = "default"
+    epochs: int = 1
+    batch_size: int = 64
+    lr: float = 0.01
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    wd: float = 1e-4
+    schedule: str = "cosine"
+    warmup_epochs: float = 0.0
+    image_size: int = 32
+    classes: int = 10
+    recorded_accuracy: Optional[float] = None
+    data: Dict[str, object] = field(default_factory=dict)
+
+    @property
+    def config(self) -> Dict[str, object]:
+        """What identifies the experiment's result: equal configs, equal experiments."""
+        if self.recorded_accuracy is not None:
+            return {"kind": self.kind, "label": self.label,
+                    "recorded_accuracy": self.recorded_accuracy}
+        return {
+            "model": self.model, "regime": self.regime, "seed": self.seed, "kind": self.kind,
+            "weights": self.weights, "epochs": self.epochs, "batch_size": self.batch_size,
+            "lr": self.lr, "optimizer": self.optimizer, "momentum": self.momentum,
+            "wd": self.wd, "schedule": self.schedule_obj.to_dict(),
+            "image_size": self.image_size, "classes": self.classes,
+            "augment": asdict(gluonft.Augment()), "data": dict(self.data),
+        }
+
+    @property
+    def schedule_obj(self) -> "gluonft.Schedule":
+        return gluonft.Schedule(self.schedule, warmup_epochs=self.warmup_epochs)
+
+
+@dataclass(frozen=True)
+class OutputPaths:
+    """Where a grid writes, under one folder."""
+    root: str
+
+    @property
+    def config(self) -> str:
+        return os.path.join(self.root, "config.json")
+
+    @property
+    def results_json(self) -> str:
+        return os.path.join(self.root, "results.json")
+
+    @property
+    def results_csv(self) -> str:
+        return os.path.join(self.root, "results.csv")
+
+    @property
+    def superseded(self) -> str:
+        return os.path.join(self.root, "superseded.json")
+
+    @property
+    def best_json(self) -> str:
+        return os.path.join(self.root, "best.json")
+
+    @property
+    def best_params(self) -> str:
+        return os.path.join(self.root, "best.params")
+
+    def chart(self, ext: str) -> str:
+        return os.path.join(self.root, f"accuracy.{ext}")
+
+    def curves(self, experiment: str) -> str:
+        return os.path.join(self.root, "curves", f"{experiment}.png")
+
+    def checkpoint(self, experiment: str) -> str:
+        return os.path.join(self.root, "checkpoints", experiment)
+
+
+# --- one experiment ---------------------------------------------------------------------------
+
+def build_net(experiment: Experiment, *, ctx):
+    """The net of an experiment, initialised as its ``weights`` say (seeded)."""
+    import mxnet as mx
+
+    if experiment.model == BASELINE_MODEL:
+        return lab1_cnn(classes=experiment.classes, ctx=ctx, seed=experiment.seed)
+    # The new head is initialised from MXNet's global generator: seed it for repeatability.
+    mx.random.seed(experiment.seed)
+    return gluonft.load_backbone(experiment.model, classes=experiment.classes,
+                                 weights=experiment.weights, ctx=ctx)
+
+
+def _now() -> str:
+    return datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def _modified_layers(plan, net) -> Tuple[str, ...]:
+    head = f"output (new Dense({net.classes}))"
+    blocks = tuple(plan.trainable_blocks)
+    if plan.reinitialised:
+        blocks = tuple(f"{b} [re-initialised]" for b in blocks)
+    return blocks + (head,)
+
+
+def _settings_lines(experiment: Experiment, plan, modified: Sequence[str]) -> List[str]:
+    opt = f"{experiment.optimizer} (lr {experiment.lr:g}, " + (
+        f"momentum {experiment.momentum:g}, " if experiment.optimizer in ("sgd", "nag") else "") \
+        + f"wd {experiment.wd:g})"
+    shown = list(modified) if len(modified) <= 6 else (
+        list(modified[:2]) + [f"... {len(modified) - 4} more ..."] + list(modified[-2:]))
+    return [
+        f"training: optimizer {opt}; schedule {experiment.schedule} (warm-up "
+        f"{experiment.warmup_epochs:g} epochs); {_plural(experiment.epochs, 'epoch')}; batch "
+        f"{experiment.batch_size}; image {experiment.image_size}x{experiment.image_size} px",
+        f"regime: {plan.describe()}",
+        "modified layers: " + ", ".join(shown),
+    ]
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _failed_record(experiment: Experiment, error: BaseException, *, started: str, begin: float,
+                   ctx) -> ExperimentRecord:
+    return ExperimentRecord(
+        id=experiment.id, model=experiment.model, regime=experiment.regime,
+        seed=experiment.seed, kind=experiment.kind, status="failed", label=experiment.label,
+        error=one_line(error), traceback="".join(traceback.format_exception(
+            type(error), error, error.__traceback__)),
+        config=experiment.config, image_size=experiment.image_size,
+        wall_seconds=time.perf_counter() - begin, environment=environment(devices=ctx),
+        started=started, finished=_now())
+
+
+def _remove_checkpoint(path: str) -> None:
+    for ext in (".params", ".states", ".json", ".experiment.json"):
+        if os.path.exists(path + ext):
+            os.remove(path + ext)
+    folder = os.path.dirname(path)
+    if os.path.isdir(folder) and not os.listdir(folder):
+        os.rmdir(folder)
+
+
+def run_experiment(experiment: Experiment, *, data: Data, ctx, checkpoint: str,
+                   summary_rows: int = 12, progress: bool = True,
+                   log: Log = print) -> Tuple[ExperimentRecord, Optional[object]]:
+    """Build, train, test and record one experiment; a failure is recorded, not raised.
+
+    Args:
+        experiment: what to run.
+        data: the images.
+        ctx: list of contexts.
+        checkpoint: path prefix of the epoch checkpoints (``fit(checkpoint=...)``); an existing
+            checkpoint of the same experiment is resumed, one of another configuration removed.
+        summary_rows: rows of the architecture table shown (the rest elided).
+        progress: tqdm bars per epoch.
+        log: where the lines go.
+
+    Returns:
+        (record, net): the trained net for an ``ok`` record, else None.
+    """
+    started, begin = _now(), time.perf_counter()
+    if experiment.recorded_accuracy is not None:
+        log(f"recorded result {experiment.label!r}: test accuracy "
+            f"{100 * experiment.recorded_accuracy:.1f}% (given with --baseline-acc; nothing "
+            f"trained)")
+        return ExperimentRecord(
+            id=experiment.id, model=experiment.model, regime=experiment.regime,
+            seed=experiment.seed, kind=experiment.kind, status="recorded",
+            label=experiment.label, config=experiment.config,
+            test_accuracy=experiment.recorded_accuracy, initialisation={
+                "kind": "recorded", "description": "recorded result, not trained here"},
+            environment=environment(devices=ctx), started=started, finished=_now()), None
+
+    meta = checkpoint + ".experiment.json"
+    if os.path.exists(meta):
+        with open(meta) as f:
+            saved = json.load(f)
+        if saved != json.loads(json.dumps(experiment.config)):
+            log("a checkpoint of another configuration of this experiment exists: removed")
+            _remove_checkpoint(checkpoint)
+    net = None
+    try:
+        net = build_net(experiment, ctx=ctx)
+        plan = gluonft.apply_regime(net, experiment.regime, seed=experiment.seed)
+        arch = gluonft.summary(net, image_size=experiment.image_size, ctx=ctx[0])
+        log(arch.to_table(max_rows=summary_rows))
+        log(f"initialisation: {net.weights_source.describe()}"
+            + ("; backbone then re-initialised at random (regime scratch)"
+               if plan.reinitialised and net.weights_source.kind != "random" else ""))
+        modified = _modified_layers(plan, net)
+        for line in _settings_lines(experiment, plan, modified):
+            log(line)
+        atomic_write_json(meta, experiment.config)
+
+        trained: List[int] = []
+
+        def on_epoch(epoch, logs):
+            if not trained and epoch > 1:
+                log(f"resumed from the checkpoint of epoch {epoch - 1}: epochs 1..{epoch - 1} "
+                    f"were not trained again")
+            trained.append(epoch)
+            val = (f", val loss {logs['val_loss']:.3f} acc {100 * logs['val_acc']:.1f}%"
+                   if "val_acc" in logs else "")
+            log(f"epoch {epoch}/{experiment.epochs}: train loss {logs['train_loss']:.3f} acc "
+                f"{100 * logs['train_acc']:.1f}%{val}; lr {logs['lr']:.2g}; "
+                f"{logs['seconds']:.1f} s, {logs['images_per_s']:.0f} img/s")
+
+        history = gluonft.fit(
+            net, data.train, data.val, epochs=experiment.epochs,
+            batch_size=experiment.batch_size, lr=experiment.lr, optimizer=experiment.optimizer,
+            momentum=experiment.momentum, wd=experiment.wd, schedule=experiment.schedule_obj,
+            image_size=experiment.image_size, ctx=ctx, seed=experiment.seed,
+            callbacks=[on_epoch], checkpoint=checkpoint, progress=progress)
+        resumed = len(history.epochs) - len(trained)
+        if resumed and not trained:
+            log(f"resumed from the checkpoint of epoch {resumed}: training was complete")
+        test = gluonft.evaluate(net, data.test, ctx=ctx, batch_size=experiment.batch_size,
+                                image_size=experiment.image_size)
+        log(f"test accuracy: {100 * test['accuracy']:.2f}% ({test['count']} images), loss "
+            f"{test['loss']:.3f}")
+        seconds = sum(e["seconds"] for e in history.epochs)
+        images = sum(e["images_per_s"] * e["seconds"] for e in history.epochs)
+        plan_dict = plan.to_dict()
+        plan_dict["description"] = plan.describe()
+        record = ExperimentRecord(
+            id=experiment.id, model=experiment.model, regime=experiment.regime,
+            seed=experiment.seed, kind=experiment.kind, status="ok", label=experiment.label,
+            config=experiment.config, test_accuracy=test["accuracy"], test_loss=test["loss"],
+            test_count=test["count"], params_total=arch.total_params,
+            params_trainable=arch.trainable_params, modified_layers=modified, plan=plan_dict,
+            initialisation=net.weights_source.to_dict(), training=history.settings,
+            history=history.epochs, summary=arch.to_dict(), image_size=experiment.image_size,
+            train_seconds=seconds, images_per_s=images / seconds if seconds else None,
+            wall_seconds=time.perf_counter() - begin, resumed_from_epoch=resumed,
+            environment=environment(devices=ctx), started=started, finished=_now())
+        return record, net
+    except Exception as error:  # the grid goes on; the record says why (traceback included)
+        record = _failed_record(experiment, error, started=started, begin=begin, ctx=ctx)
+        log(f"FAILED: {record.error}")
+        return record, None
+
+
+# --- the grid ---------------------------------------------------------------------------------
+
+def _read_previous(paths: OutputPaths) -> List[ExperimentRecord]:
+    if not os.path.exists(paths.results_json):
+        return []
+    return read_results(paths.results_json)
+
+
+def _supersede(paths: OutputPaths, records: Sequence[ExperimentRecord]) -> None:
+    if not records:
+        return
+    old = []
+    if os.path.exists(paths.superseded):
+        with open(paths.superseded) as f:
+            old = json.load(f).get("records", [])
+    atomic_write_json(paths.superseded, {"records": old + [r.to_dict() for r in records]})
+
+
+def _write_outputs(paths: OutputPaths, records: Sequence[ExperimentRecord], *, title: str,
+                   log: Log) -> None:
+    from gluonft import plots
+
+    write_results(records, json_path=paths.results_json, csv_path=paths.results_csv)
+    if not records:
+        return
+    bars = accuracy_bars(records)
+    atomic_write_json(os.path.join(paths.root, "accuracy.json"), {"bars": bars})
+    try:
+        figure = plots.accuracy_chart(bars, title=title)
+        for ext in ("png", "svg"):
+            plots.save_figure(figure, paths.chart(ext))
+    except Exception as error:  # a chart must not cost the results: they are written already
+        log(f"warning: the accuracy chart could not be drawn: {one_line(error)}")
+
+
+def _update_best(paths: OutputPaths, records: Sequence[ExperimentRecord],
+                 just_run: Optional[ExperimentRecord], net, *, log: Log) -> None:
+    from gluonft.results import atomic_write
+    from gluonft.weights import sha1_of
+
+    best = best_record(records)
+    current = None
+    if os.path.exists(paths.best_json):
+        with open(paths.best_json) as f:
+            current = json.load(f)
+    if best is None:
+        return
+    if just_run is not None and net is not None and best.id == just_run.id:
+        atomic_write(paths.best_params, net.save_parameters)
+        card = model_card(best, repeats=records)
+        card["params_file"] = os.path.basename(paths.best_params)
+        card["params_sha1"] = sha1_of(paths.best_params)
+        card["load_with"] = (f"gluonft.baseline.lab1_cnn(classes={card['classes']})"
+                             f".load_parameters('best.params')" if best.model == BASELINE_MODEL
+                             else f"gluonft.load_backbone({best.model!r}, classes="
+                                  f"{card['classes']}, weights='best.params')")
+        atomic_write_json(paths.best_json, card)
+        log(f"new best model: {best.id} ({100 * best.test_accuracy:.2f}%): best.json, "
+            f"best.params")
+    elif current is None or current.get("id") != best.id \
+            or current.get("test_accuracy") != best.test_accuracy:
+        # The best is an experiment of an earlier run whose parameters were not kept here.
+        card = model_card(best, repeats=records)
+        card["params_file"] = None
+        card["note"] = "parameters not kept: the experiment finished in an earlier run"
+        if os.path.exists(paths.best_params):
+            os.remove(paths.best_params)
+        atomic_write_json(paths.best_json, card)
+    else:  # same best as on disk; refresh its card (repeats may have changed)
+        card = dict(current)
+        card.update({k: v for k, v in model_card(best, repeats=records).items()
+                     if k in ("repeats",)})
+        atomic_write_json(paths.best_json, card)
+
+
+def run_grid(experiments: Sequence[Experiment], *, data: Data, out_dir: str, ctx,
+             summary_rows: int = 12, progress: bool = True, keep_checkpoints: bool = False,
+             title: str = "CIFAR-10 transfer learning", log: Log = print
+             ) -> List[ExperimentRecord]:
+    """Run every experiment not already finished in ``out_dir``; write the files after each.
+
+    A record in ``out_dir/results.json`` with the same id and an equal config and status ok or
+    recorded is kept and its experiment skipped; an interrupted experiment resumes from its
+    epoch checkpoint; records that a rerun replaces, or that the grid no longer holds, move to
+    ``superseded.json``.
+
+    Args:
+        experiments: the grid, in order.
+        data: the images.
+        out_dir: the output folder (created).
+        ctx: list of contexts.
+        summary_rows: rows of each architecture table.
+        progress: tqdm bars.
+        keep_checkpoints: keep each finished experiment's last checkpoint (its parameters)
+            instead of removing it.
+        title: the chart's title.
+        log: where the lines go.
+
+    Returns:
+        The records of the grid, in grid order.
+    """
+    paths = OutputPaths(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    ids = [e.id for e in experiments]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"experiment ids repeat: {ids}")
+    previous = {r.id: r for r in _read_previous(paths)}
+    gone = [r for i, r in previous.items() if i not in ids]
+    if gone:
+        log(f"{len(gone)} earlier records are not in this grid; moved to superseded.json: "
+            + ", ".join(r.id for r in gone))
+        _supersede(paths, gone)
+    current: Dict[str, ExperimentRecord] = {i: r for i, r in previous.items() if i in ids}
+
+    def ordered():
+        return [current[i] for i in ids if i in current]
+
+    _write_outputs(paths, ordered(), title=title, log=log)
+    for number, experiment in enumerate(experiments, 1):
+        log("")
+        what = (regime_title(experiment.regime) if experiment.kind == "transfer"
+                else "baseline")
+        log(f"=== [{number}/{len(experiments)}] {experiment.id}: {experiment.label} ({what}) ===")
+        old = current.get(experiment.id)
+        if old is not None and old.status in ("ok", "recorded") \
+                and old.config == json.loads(json.dumps(experiment.config)):
+            log(f"skipped: already finished in this folder with the same configuration "
+                f"({old.finished}); test accuracy {100 * old.test_accuracy:.2f}%")
+            continue
+        record, net = run_experiment(experiment, data=data, ctx=ctx,
+                                     checkpoint=paths.checkpoint(experiment.id),
+                                     summary_rows=summary_rows, progress=progress, log=log)
+        if old is not None:
+            _supersede(paths, [old])
+        current[experiment.id] = record
+        _write_outputs(paths, ordered(), title=title, log=log)
+        if record.ok:
+            from gluonft import plots
+
+            plots.save_figure(plots.curves_figure(record.history, title=record.id,
+                                                  test_accuracy=record.test_accuracy),
+                              paths.curves(record.id))
+            if not keep_checkpoints:
+                _remove_checkpoint(paths.checkpoint(record.id))
+        _update_best(paths, ordered(), record, net, log=log)
+        del net
+        gc.collect()
+    return ordered()

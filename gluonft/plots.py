@@ -1,0 +1,185 @@
+"""Figures of a grid's results, returned as `matplotlib.figure.Figure` objects.
+
+Nothing here touches pyplot's global state (no current figure, no backend switch): each
+function builds its own `Figure` on the Agg canvas and returns it, so figures can be saved,
+inspected in tests, or shown in a notebook (a `Figure` displays itself) without side effects.
+
+    >>> fig = accuracy_chart(accuracy_bars(records))
+    >>> save_figure(fig, "accuracy.png")
+"""
+from __future__ import annotations
+
+import os
+from typing import Dict, Mapping, Optional, Sequence
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from matplotlib.ticker import PercentFormatter
+
+from .results import atomic_write, regime_title
+
+__all__ = ["accuracy_chart", "curves_figure", "save_figure", "BASELINE_STYLE", "REGIME_COLOURS"]
+
+# Transfer bars are coloured by regime; the baseline is grey and hatched so it stands apart
+# in colour, in texture (also in greyscale print) and in the legend.
+REGIME_COLOURS: Dict[str, str] = {"head": "#1f77b4", "last_k": "#2ca02c", "full": "#ff7f0e",
+                                  "scratch": "#9467bd"}
+BASELINE_STYLE: Dict[str, object] = {"color": "#9e9e9e", "hatch": "//", "edgecolor": "#424242"}
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)  # a canvas of its own: savefig works without pyplot
+    return fig
+
+
+def _regime_key(regime: str) -> str:
+    return regime.split(":", 1)[0]
+
+
+def _bar_label(bar: Mapping) -> str:
+    if bar["kind"] == "baseline":
+        what = "recorded result" if bar["status"] == "recorded" else "baseline, from scratch"
+    else:
+        what = regime_title(str(bar["regime"]))
+    details = [f"{bar['image_size']}px" if bar.get("image_size") else None,
+               f"{bar['epochs']} ep" if bar.get("epochs") else None]
+    details = " · ".join(d for d in details if d)
+    return "\n".join(x for x in (str(bar["label"]), what, details) if x)
+
+
+def accuracy_chart(bars: Sequence[Mapping], *, title: Optional[str] = None,
+                   ylabel: str = "test accuracy") -> Figure:
+    """A bar per configuration: test accuracy, mean and error bar when seeds repeat.
+
+    Args:
+        bars: entries of `gluonft.results.accuracy_bars` (label, kind, regime, status, mean,
+            std, n, ...). Baseline entries (``kind == "baseline"``) are drawn grey and hatched
+            and named in the legend; a failed configuration keeps its place on the axis, with
+            "failed" written there and no bar.
+        title: the figure title.
+        ylabel: the y-axis label.
+
+    Returns:
+        A `Figure` with one Axes; ``fig.axes[0].patches`` holds exactly one bar per
+        configuration that has an accuracy.
+
+    Example:
+        >>> fig = accuracy_chart(accuracy_bars(read_results("results.json")))
+        >>> len(fig.axes[0].patches)
+        9
+    """
+    bars = list(bars)
+    if not bars:
+        raise ValueError("accuracy_chart needs at least one entry of accuracy_bars(records)")
+    fig = _new_figure(max(6.0, 1.25 * len(bars) + 2.0), 5.0)
+    ax = fig.add_subplot(1, 1, 1)
+    legend: Dict[str, Patch] = {}
+    top = 0.0
+    for x, bar in enumerate(bars):
+        if bar["mean"] is None:
+            ax.text(x, 0.02, "failed", ha="center", va="bottom", rotation=90, color="#c62828",
+                    fontsize=9)
+            continue
+        mean, std = float(bar["mean"]), bar.get("std")
+        if bar["kind"] == "baseline":
+            style = dict(BASELINE_STYLE)
+            name = f"baseline: {bar['label']}" + (" (recorded)" if bar["status"] == "recorded"
+                                                  else "")
+        else:
+            style = {"color": REGIME_COLOURS.get(_regime_key(str(bar["regime"])), "#17becf"),
+                     "edgecolor": "#212121"}
+            name = regime_title(str(bar["regime"]))
+        ax.bar(x, mean, width=0.7, linewidth=0.8,
+                       yerr=std if std is not None else None, capsize=6 if std else 0,
+                       error_kw={"elinewidth": 1.2, "ecolor": "#212121"}, **style)
+        legend.setdefault(name, Patch(facecolor=style["color"], edgecolor=style["edgecolor"],
+                                      hatch=style.get("hatch"), label=name))
+        text = f"{100 * mean:.1f}%"
+        if std is not None:
+            text = f"{100 * mean:.1f}±{100 * std:.1f}%\nmean of {bar['n']}"
+        elif bar.get("n", 1) > 1:
+            text += f"\nmean of {bar['n']}"
+        head = mean + (std or 0.0)
+        ax.text(x, head + 0.01, text, ha="center", va="bottom", fontsize=8)
+        top = max(top, head)
+    ax.set_xticks(range(len(bars)))
+    ax.set_xticklabels([_bar_label(b) for b in bars], fontsize=8)
+    ax.set_xlim(-0.6, len(bars) - 0.4)
+    ax.set_ylim(0.0, min(1.12, max(0.1, top) + 0.12))
+    ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
+    ax.set_ylabel(ylabel)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+    if title:
+        ax.set_title(title)
+    if legend:
+        ax.legend(handles=list(legend.values()), fontsize=8, loc="upper left",
+                  bbox_to_anchor=(1.0, 1.0), frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def curves_figure(history: Sequence[Mapping[str, float]], *, title: Optional[str] = None,
+                  test_accuracy: Optional[float] = None) -> Figure:
+    """Accuracy and loss per epoch (train and, when present, validation) side by side.
+
+    Args:
+        history: `History.epochs` (dicts with ``epoch``, ``train_acc``, ``train_loss`` and
+            optionally ``val_acc``, ``val_loss``).
+        title: the figure title (e.g. the experiment id).
+        test_accuracy: drawn as a star after the last epoch.
+
+    Returns:
+        A `Figure` with two Axes: accuracy, then loss.
+
+    Example:
+        >>> save_figure(curves_figure(history.epochs, title="mobilenet0.75-head-s0"), "c.png")
+    """
+    history = list(history)
+    if not history:
+        raise ValueError("curves_figure needs at least one epoch of history")
+    epochs = [row["epoch"] for row in history]
+    fig = _new_figure(10.0, 4.0)
+    for index, (metric, name) in enumerate((("acc", "accuracy"), ("loss", "loss"))):
+        ax = fig.add_subplot(1, 2, index + 1)
+        for split, style in (("train", "-o"), ("val", "--s")):
+            values = [row.get(f"{split}_{metric}") for row in history]
+            if any(v is not None for v in values):
+                ax.plot(epochs, values, style, label=split, markersize=4)
+        if metric == "acc":
+            if test_accuracy is not None:
+                # Just right of the last epoch, so it does not hide the last val point.
+                ax.plot([epochs[-1] + 0.25], [test_accuracy], "*", markersize=12,
+                        color="#d62728",
+                        label=f"test {100 * test_accuracy:.1f}%")
+            ax.set_ylim(0.0, 1.02)
+            ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(name)
+        ax.set_xticks(epochs if len(epochs) <= 20 else epochs[::max(1, len(epochs) // 10)])
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig: Figure, path: str, *, dpi: int = 120) -> str:
+    """Save ``fig`` to ``path`` atomically, in the format of its extension (png, svg, pdf).
+
+    Returns:
+        ``path``.
+
+    Example:
+        >>> save_figure(accuracy_chart(bars), "out/accuracy.svg")
+        'out/accuracy.svg'
+    """
+    ext = os.path.splitext(os.fspath(path))[1].lstrip(".").lower()
+    if ext not in ("png", "svg", "pdf"):
+        raise ValueError(f"save_figure: cannot tell the format of {path!r}; expected a .png, "
+                         f".svg or .pdf path")
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format=ext, dpi=dpi,
+                                                      bbox_inches="tight"))

@@ -1,0 +1,534 @@
+"""Experiment records as data: what ran, how, on what machine, and what it scored.
+
+An `ExperimentRecord` holds everything needed to judge and reproduce one experiment (model,
+regime, seed, the configuration that identifies it, initialisation, training settings, the
+per-epoch history, test accuracy, parameter counts, time, device, library versions) and
+round-trips through JSON. Files are written atomically (a temporary file in the same folder,
+then ``os.replace``), so a run killed at any moment leaves either the old file or the new one,
+never half of one.
+
+    >>> record = ExperimentRecord(id="mobilenet0.75-head-s0", model="mobilenet0.75",
+    ...                           regime="head", seed=0, test_accuracy=0.81)
+    >>> write_results([record], json_path="results.json", csv_path="results.csv")
+    >>> read_results("results.json")[0].test_accuracy
+    0.81
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import platform
+import socket
+import tempfile
+from dataclasses import asdict, dataclass, field, fields
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+__all__ = ["ExperimentRecord", "STATUSES", "KINDS", "CSV_COLUMNS", "environment",
+           "library_versions", "atomic_write", "atomic_write_json", "atomic_write_text",
+           "write_results", "read_results", "records_to_csv", "best_record", "model_card",
+           "accuracy_bars", "results_table", "regime_title", "one_line"]
+
+STATUSES = ("ok", "failed", "recorded")
+KINDS = ("transfer", "baseline")
+
+
+@dataclass(frozen=True)
+class ExperimentRecord:
+    """One experiment of a grid, as saved in ``results.json``.
+
+    Attributes:
+        id: stable readable name, e.g. ``"mobilenet0.75-head-s0"``; names files and resumes.
+        model: backbone name (``"lab1_cnn"`` for the trained lab-1 baseline).
+        regime: regime label (``"head"``, ``"last_k:2"``, ``"full"``, ``"scratch"``).
+        seed: the experiment's seed (shuffling, augmentation, new layers).
+        kind: ``"transfer"`` or ``"baseline"``.
+        status: ``"ok"`` (trained and tested), ``"failed"`` (see ``error``) or ``"recorded"``
+            (a result given by the user, nothing trained).
+        label: display name (the baseline's name, e.g. ``"Lab 1 CNN"``); defaults to the model.
+        group: the id without the seed: repeats of one configuration share it.
+        error: one line saying why a failed experiment failed.
+        traceback: the full traceback of a failure, for debugging.
+        config: what identifies the experiment; a rerun with an equal config is skipped.
+        test_accuracy, test_loss, test_count: the final model on the test images.
+        params_total, params_trainable: parameter counts (BatchNorm statistics in the total).
+        modified_layers: the layers training changed (new head, trained backbone blocks).
+        plan: `Plan.to_dict()` of the regime. ``initialisation``: `WeightsSource.to_dict()`.
+        training: `History.settings` (optimizer and its parameters, schedule, epochs, ...).
+        history: per-epoch dicts (epoch, train/val loss and accuracy, lr, seconds, images/s).
+        summary: `Summary.to_dict()`: the architecture rows and totals.
+        image_size: input side used.
+        train_seconds: time spent in training epochs (resumed epochs included).
+        images_per_s: training throughput over all epochs.
+        wall_seconds: wall time of the experiment in the run that finished it.
+        resumed_from_epoch: epochs taken from a checkpoint instead of trained again (0: none).
+        environment: `environment()` of the machine that finished the experiment.
+        started, finished: ISO timestamps.
+    """
+    id: str
+    model: str
+    regime: str
+    seed: int
+    kind: str = "transfer"
+    status: str = "ok"
+    label: str = ""
+    group: str = ""
+    error: Optional[str] = None
+    traceback: Optional[str] = None
+    config: Dict[str, object] = field(default_factory=dict)
+    test_accuracy: Optional[float] = None
+    test_loss: Optional[float] = None
+    test_count: Optional[int] = None
+    params_total: Optional[int] = None
+    params_trainable: Optional[int] = None
+    modified_layers: Tuple[str, ...] = ()
+    plan: Dict[str, object] = field(default_factory=dict)
+    initialisation: Dict[str, object] = field(default_factory=dict)
+    training: Dict[str, object] = field(default_factory=dict)
+    history: Tuple[Dict[str, float], ...] = ()
+    summary: Dict[str, object] = field(default_factory=dict)
+    image_size: Optional[int] = None
+    train_seconds: Optional[float] = None
+    images_per_s: Optional[float] = None
+    wall_seconds: Optional[float] = None
+    resumed_from_epoch: int = 0
+    environment: Dict[str, object] = field(default_factory=dict)
+    started: Optional[str] = None
+    finished: Optional[str] = None
+
+    def __post_init__(self):
+        if self.status not in STATUSES:
+            raise ValueError(f"record {self.id!r}: status must be one of {', '.join(STATUSES)}, "
+                             f"got {self.status!r}")
+        if self.kind not in KINDS:
+            raise ValueError(f"record {self.id!r}: kind must be one of {', '.join(KINDS)}, got "
+                             f"{self.kind!r}")
+        if self.status == "failed" and not self.error:
+            raise ValueError(f"record {self.id!r}: a failed record needs its reason in error=")
+        if self.status != "failed" and self.test_accuracy is None:
+            raise ValueError(f"record {self.id!r}: status {self.status!r} needs test_accuracy")
+        # Lists from JSON become tuples, so that a record read back equals the one written.
+        object.__setattr__(self, "modified_layers", tuple(self.modified_layers))
+        object.__setattr__(self, "history", tuple(dict(row) for row in self.history))
+        if not self.label:
+            object.__setattr__(self, "label", self.model)
+        if not self.group:
+            suffix = f"-s{self.seed}"
+            object.__setattr__(self, "group", self.id[:-len(suffix)]
+                               if self.id.endswith(suffix) else self.id)
+
+    @property
+    def ok(self) -> bool:
+        """True for a trained and tested experiment."""
+        return self.status == "ok"
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict of every field.
+
+        Example:
+            >>> ExperimentRecord(id="a-head-s0", model="a", regime="head", seed=0,
+            ...                  test_accuracy=0.5).to_dict()["group"]
+            'a-head'
+        """
+        out = asdict(self)
+        out["modified_layers"] = list(self.modified_layers)
+        out["history"] = [dict(row) for row in self.history]
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ExperimentRecord":
+        """The record of a `to_dict` result; unknown keys (from newer versions) are ignored."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def csv_row(self) -> Dict[str, object]:
+        """The flat columns of ``results.csv`` (see `CSV_COLUMNS`)."""
+        training = self.training or {}
+        return {
+            "id": self.id, "label": self.label, "kind": self.kind, "model": self.model,
+            "regime": self.regime, "seed": self.seed, "status": self.status,
+            "test_accuracy": self.test_accuracy, "test_loss": self.test_loss,
+            "test_count": self.test_count, "params_total": self.params_total,
+            "params_trainable": self.params_trainable,
+            "modified_layers": "; ".join(self.modified_layers),
+            "initialisation": (self.initialisation or {}).get("description"),
+            "weights_sha1": (self.initialisation or {}).get("sha1"),
+            "optimizer": training.get("optimizer"),
+            "optimizer_params": json.dumps(training.get("optimizer_params"), sort_keys=True)
+            if training.get("optimizer_params") is not None else None,
+            "epochs": training.get("epochs"), "batch_size": training.get("batch_size"),
+            "image_size": self.image_size, "train_seconds": self.train_seconds,
+            "images_per_s": self.images_per_s, "resumed_from_epoch": self.resumed_from_epoch,
+            "device": ",".join((self.environment or {}).get("devices", [])) or None,
+            "error": self.error, "finished": self.finished,
+        }
+
+
+CSV_COLUMNS: Tuple[str, ...] = (
+    "id", "label", "kind", "model", "regime", "seed", "status", "test_accuracy", "test_loss",
+    "test_count", "params_total", "params_trainable", "modified_layers", "initialisation",
+    "weights_sha1", "optimizer", "optimizer_params", "epochs", "batch_size", "image_size",
+    "train_seconds", "images_per_s", "resumed_from_epoch", "device", "error", "finished")
+
+
+# --- the machine ------------------------------------------------------------------------------
+
+def library_versions() -> Dict[str, Optional[str]]:
+    """Versions of Python and the libraries that produce a result (None: not installed).
+
+    Example:
+        >>> library_versions()["mxnet"]
+        '1.9.1'
+    """
+    out: Dict[str, Optional[str]] = {"python": platform.python_version()}
+    # Installed distributions first: gluoncv 0.10.5.post0 reports __version__ '0.11.0'; gluonft
+    # is read from the code that runs, which may be a checkout and not an installed package.
+    for module, dists in (("mxnet", ("mxnet", "mxnet-cu112")), ("gluoncv", ("gluoncv",)),
+                          ("numpy", ("numpy",)), ("matplotlib", ("matplotlib",)),
+                          ("gluonft", ())):
+        out[module] = _version(module, dists)
+    return out
+
+
+def _version(module: str, dists: Sequence[str]) -> Optional[str]:
+    from importlib import import_module, metadata
+
+    for dist in dists:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    try:
+        return str(import_module(module).__version__)
+    except Exception:  # not installed, or no __version__: say so rather than guess
+        return None
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(*, devices: Optional[Sequence] = None) -> Dict[str, object]:
+    """Where a result was produced: devices, host, CPU, OS and library versions.
+
+    Args:
+        devices: the contexts used (e.g. ``[mx.cpu()]``); stored as strings.
+
+    Returns:
+        A JSON-ready dict.
+
+    Example:
+        >>> environment(devices=[mx.cpu()])["devices"]
+        ['cpu(0)']
+    """
+    return {
+        "devices": [str(d) for d in devices] if devices is not None else [],
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "versions": library_versions(),
+    }
+
+
+# --- atomic files -----------------------------------------------------------------------------
+
+def atomic_write(path: str, write: Callable[[str], None]) -> str:
+    """Call ``write(tmp_path)`` and move the result to ``path`` in one step.
+
+    The temporary file sits in the destination folder (created if needed), so ``os.replace``
+    is a rename on one file system; it is removed if ``write`` fails.
+
+    Args:
+        path: the destination.
+        write: writes the complete file at the path it is given.
+
+    Returns:
+        ``path``.
+
+    Example:
+        >>> atomic_write("best.params", net.save_parameters)
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def atomic_write_text(path: str, text: str) -> str:
+    """Write ``text`` (UTF-8) to ``path`` atomically; returns ``path``."""
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+    return atomic_write(path, write)
+
+
+def atomic_write_json(path: str, data) -> str:
+    """Write ``data`` as indented JSON to ``path`` atomically; returns ``path``.
+
+    Example:
+        >>> atomic_write_json("config.json", {"epochs": 3})
+        'config.json'
+    """
+    # Serialise before touching the disk: a value JSON cannot hold fails with nothing written.
+    return atomic_write_text(path, json.dumps(data, indent=1, sort_keys=False, default=_jsonable)
+                             + "\n")
+
+
+def _jsonable(value):
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    try:  # numpy scalars
+        return value.item()
+    except AttributeError:
+        raise TypeError(f"{type(value).__name__} is not JSON serialisable: {value!r}") from None
+
+
+def records_to_csv(records: Sequence[ExperimentRecord]) -> str:
+    """``results.csv`` as text: a header of `CSV_COLUMNS`, one row per record."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(CSV_COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    for record in records:
+        writer.writerow({k: ("" if v is None else v) for k, v in record.csv_row().items()})
+    return buffer.getvalue()
+
+
+def write_results(records: Sequence[ExperimentRecord], *, json_path: str,
+                  csv_path: Optional[str] = None) -> None:
+    """Write the records to ``json_path`` (complete) and ``csv_path`` (flat), atomically.
+
+    Args:
+        records: the experiments, in grid order.
+        json_path: ``results.json``: ``{"records": [record dicts]}``.
+        csv_path: ``results.csv``, or None for none.
+
+    Example:
+        >>> write_results(records, json_path="out/results.json", csv_path="out/results.csv")
+    """
+    atomic_write_json(json_path, {"records": [r.to_dict() for r in records]})
+    if csv_path is not None:
+        atomic_write_text(csv_path, records_to_csv(records))
+
+
+def read_results(path: str) -> List[ExperimentRecord]:
+    """The records of a ``results.json`` written by `write_results`.
+
+    Raises:
+        ValueError: the file is not a results file (the message names it).
+    """
+    with open(path, encoding="utf-8") as f:
+        try:
+            data = json.load(f)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path} is not JSON ({error}); expected a results.json written "
+                             f"by gluonft.results.write_results") from None
+    if not isinstance(data, dict) or not isinstance(data.get("records"), list):
+        raise ValueError(f"{path} holds no 'records' list; expected a results.json written by "
+                         f"gluonft.results.write_results")
+    return [ExperimentRecord.from_dict(r) for r in data["records"]]
+
+
+# --- reading a grid ---------------------------------------------------------------------------
+
+def best_record(records: Sequence[ExperimentRecord]) -> Optional[ExperimentRecord]:
+    """The trained experiment with the highest test accuracy (first one on ties), or None.
+
+    Recorded results (nothing trained, no model to keep) and failed experiments never win.
+
+    Example:
+        >>> best_record(records).id
+        'cifar_resnet20_v1-head-s0'
+    """
+    best = None
+    for record in records:
+        if record.ok and (best is None or record.test_accuracy > best.test_accuracy):
+            best = record
+    return best
+
+
+def regime_title(regime: str) -> str:
+    """Human words for a regime label: ``"last_k:2"`` -> ``"last 2 blocks"``."""
+    if regime.startswith("last_k:"):
+        k = regime.split(":", 1)[1]
+        return f"last {k} block{'s' if k != '1' else ''}"
+    return {"head": "head only", "full": "full fine-tune", "scratch": "from scratch"}.get(
+        regime, regime)
+
+
+def _mean_std(values: Sequence[float]) -> Tuple[Optional[float], Optional[float]]:
+    if not values:
+        return None, None
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    # Sample standard deviation: the repeats estimate the spread of one configuration.
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def accuracy_bars(records: Sequence[ExperimentRecord]) -> List[Dict[str, object]]:
+    """One entry per configuration (repeats over seeds grouped): what the accuracy chart draws.
+
+    Returns:
+        Dicts in first-appearance order with ``group``, ``label`` (model / baseline name),
+        ``model``, ``regime``, ``kind``, ``status`` (``"ok"``, ``"recorded"``, or ``"failed"``
+        when no repeat succeeded), ``accuracies`` and ``seeds`` of the successful repeats,
+        ``mean``, ``std`` (None below two repeats), ``n``, ``failed`` (count), ``errors``,
+        ``image_size`` and ``epochs``.
+
+    Example:
+        >>> [b["n"] for b in accuracy_bars(records)]
+        [3, 3, 1]
+    """
+    groups: Dict[str, List[ExperimentRecord]] = {}
+    for record in records:
+        groups.setdefault(record.group, []).append(record)
+    out = []
+    for group, members in groups.items():
+        good = [r for r in members if r.status in ("ok", "recorded")]
+        failed = [r for r in members if r.status == "failed"]
+        first = (good or members)[0]
+        accuracies = [float(r.test_accuracy) for r in good]
+        mean, std = _mean_std(accuracies)
+        status = ("recorded" if good and all(r.status == "recorded" for r in good)
+                  else "ok" if good else "failed")
+        out.append({
+            "group": group, "label": first.label, "model": first.model, "regime": first.regime,
+            "kind": first.kind, "status": status, "accuracies": accuracies,
+            "seeds": [r.seed for r in good], "mean": mean, "std": std, "n": len(good),
+            "failed": len(failed), "errors": [r.error for r in failed],
+            "image_size": first.image_size,
+            "epochs": (first.training or {}).get("epochs", (first.config or {}).get("epochs")),
+        })
+    return out
+
+
+def model_card(record: ExperimentRecord, *,
+               repeats: Optional[Sequence[ExperimentRecord]] = None) -> Dict[str, object]:
+    """The card of a trained model: where it came from, what changed, how it trained, its score.
+
+    Args:
+        record: a trained (``status == "ok"``) experiment.
+        repeats: the grid's records; repeats of the same configuration add their mean/std.
+
+    Returns:
+        A JSON-ready dict: ``source_model``, ``modified_layers``, ``regime`` (and its
+        description), ``optimizer`` and ``optimizer_params``, ``schedule``, ``epochs``,
+        ``batch_size``, ``image_size``, ``initialisation``, ``test_accuracy``, ...
+
+    Example:
+        >>> model_card(best_record(records))["test_accuracy"]
+        0.93
+    """
+    if not record.ok:
+        raise ValueError(f"a model card needs a trained experiment; {record.id!r} has status "
+                         f"{record.status!r}")
+    training = record.training or {}
+    card = {
+        "id": record.id, "label": record.label, "kind": record.kind,
+        "source_model": record.model, "classes": training.get("classes"),
+        "regime": record.regime, "regime_title": regime_title(record.regime),
+        "regime_description": (record.plan or {}).get("description"),
+        "modified_layers": list(record.modified_layers),
+        "params_total": record.params_total, "params_trainable": record.params_trainable,
+        "initialisation": record.initialisation,
+        "optimizer": training.get("optimizer"),
+        "optimizer_params": training.get("optimizer_params"),
+        "schedule": training.get("schedule"), "epochs": training.get("epochs"),
+        "batch_size": training.get("batch_size"), "image_size": record.image_size,
+        "label_smoothing": training.get("label_smoothing"), "augment": training.get("augment"),
+        "seed": record.seed, "train_images": training.get("train_images"),
+        "test_accuracy": record.test_accuracy, "test_loss": record.test_loss,
+        "test_count": record.test_count, "train_seconds": record.train_seconds,
+        "environment": record.environment,
+    }
+    same = [r for r in (repeats or ()) if r.group == record.group and r.ok]
+    if len(same) > 1:
+        mean, std = _mean_std([r.test_accuracy for r in same])
+        card["repeats"] = {"n": len(same), "mean": mean, "std": std,
+                           "seeds": [r.seed for r in same]}
+    return card
+
+
+def one_line(error: BaseException, *, limit: int = 400) -> str:
+    """``"Type: first meaningful line"`` of an exception, for records and logs.
+
+    MXNet errors carry a C++ stack trace after the message; only the message is kept.
+
+    Example:
+        >>> one_line(ValueError("bad\\nmore"))
+        'ValueError: bad'
+    """
+    lines = [l.strip() for l in str(error).splitlines() if l.strip()]
+    lines = [l for l in lines if not l.startswith(("Stack trace", "[bt]", "File "))] or lines
+    text = lines[0] if lines else "(no message)"
+    if len(text) > limit:
+        text = text[:limit - 3] + "..."
+    return f"{type(error).__name__}: {text}"
+
+
+def _pct(value: Optional[float]) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def _short_init(source: Dict[str, object]) -> str:
+    # The table shows the file name; the record keeps the full path.
+    if source.get("path"):
+        sha1 = f" (sha1 {str(source['sha1'])[:12]})" if source.get("sha1") else ""
+        return f"{source.get('dataset') or 'file'} {os.path.basename(str(source['path']))}{sha1}"
+    return str(source.get("description") or "-")
+
+
+def results_table(records: Sequence[ExperimentRecord]) -> str:
+    """A fixed-width table of the grid for terminals: one row per experiment.
+
+    Example:
+        >>> print(results_table(records))
+        experiment                 status  test acc  trainable / total ...
+    """
+    header = ("experiment", "status", "test acc", "trainable / total params", "epochs", "px",
+              "train s", "img/s", "initialisation")
+    rows = []
+    for r in records:
+        training = r.training or {}
+        params = ("-" if r.params_total is None
+                  else f"{r.params_trainable:,} / {r.params_total:,}")
+        init = _short_init(r.initialisation or {})
+        rows.append((r.id if r.kind != "baseline" else f"{r.id} [{r.label}]",
+                     r.status, _pct(r.test_accuracy), params,
+                     str(training.get("epochs", "-")), str(r.image_size or "-"),
+                     "-" if r.train_seconds is None else f"{r.train_seconds:.0f}",
+                     "-" if r.images_per_s is None else f"{r.images_per_s:.0f}",
+                     init if r.status != "failed" else (r.error or "")[:90]))
+    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h)
+              for i, h in enumerate(header)]
+    right = {2, 3, 4, 5, 6, 7}
+
+    def line(values):
+        return "  ".join(v.rjust(w) if i in right else v.ljust(w)
+                         for i, (v, w) in enumerate(zip(values, widths))).rstrip()
+
+    out = [line(header), "-" * (sum(widths) + 2 * (len(widths) - 1))]
+    out += [line(row) for row in rows]
+    return "\n".join(out)

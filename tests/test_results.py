@@ -1,0 +1,216 @@
+"""gluonft.results: records round-trip, files are written atomically, the grid is read right."""
+import csv
+import json
+import os
+
+import mxnet as mx
+import pytest
+
+from gluonft.results import (CSV_COLUMNS, ExperimentRecord, accuracy_bars, atomic_write,
+                             atomic_write_json, best_record, environment, library_versions,
+                             model_card, one_line, read_results, records_to_csv, regime_title,
+                             results_table, write_results)
+
+
+def _ok(id_, acc, *, model="m", regime="head", seed=0, kind="transfer", **extra):
+    return ExperimentRecord(
+        id=id_, model=model, regime=regime, seed=seed, kind=kind, test_accuracy=acc,
+        test_loss=1.0 - acc, test_count=100, params_total=1000, params_trainable=10,
+        modified_layers=("output (new Dense(10))",),
+        initialisation={"kind": "file", "path": "/w/m.params", "sha1": "ab" * 20,
+                        "dataset": None, "description": "weights from /w/m.params"},
+        training={"optimizer": "sgd", "optimizer_params": {"learning_rate": 0.05,
+                                                           "momentum": 0.9, "wd": 1e-4},
+                  "epochs": 2, "batch_size": 32, "classes": 10,
+                  "schedule": {"name": "cosine", "warmup_epochs": 0.0}},
+        history=({"epoch": 1.0, "train_acc": 0.5, "val_acc": 0.4},
+                 {"epoch": 2.0, "train_acc": 0.6, "val_acc": 0.5}),
+        plan={"description": "head: the new head only"},
+        image_size=32, train_seconds=3.0, images_per_s=100.0,
+        environment={"devices": ["cpu(0)"]}, **extra)
+
+
+def _failed(id_, *, model="m", regime="head", seed=0):
+    return ExperimentRecord(id=id_, model=model, regime=regime, seed=seed, status="failed",
+                            error="WeightsUnavailable: not on this machine")
+
+
+def _recorded(acc=0.72):
+    return ExperimentRecord(id="baseline-recorded", model="baseline", regime="recorded", seed=0,
+                            kind="baseline", status="recorded", label="Lab 1 CNN",
+                            test_accuracy=acc)
+
+
+# ---------------------------------------------------------------- records
+
+def test_record_round_trips_through_json_and_csv_agrees(tmp_path):
+    records = [_ok("m-head-s0", 0.8), _failed("r-head-s0", model="r"), _recorded()]
+    write_results(records, json_path=str(tmp_path / "results.json"),
+                  csv_path=str(tmp_path / "results.csv"))
+
+    back = read_results(str(tmp_path / "results.json"))
+    assert back == records
+    with open(tmp_path / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0].keys()) == list(CSV_COLUMNS)
+    assert [r["id"] for r in rows] == [r.id for r in records]
+    assert [r["status"] for r in rows] == ["ok", "failed", "recorded"]
+    assert float(rows[0]["test_accuracy"]) == 0.8 and rows[1]["test_accuracy"] == ""
+    assert rows[1]["error"] == "WeightsUnavailable: not on this machine"
+    assert json.loads(rows[0]["optimizer_params"])["learning_rate"] == 0.05
+    assert rows[0]["weights_sha1"] == "ab" * 20 and rows[0]["device"] == "cpu(0)"
+
+
+def test_group_is_the_id_without_the_seed_and_label_defaults_to_model():
+    record = _ok("mobilenet0.75-last_k2-s3", 0.5, model="mobilenet0.75", seed=3)
+    assert record.group == "mobilenet0.75-last_k2"
+    assert record.label == "mobilenet0.75"
+    assert _recorded().group == "baseline-recorded"
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(status="done", test_accuracy=0.5), "status must be one of"),
+    (dict(kind="other", test_accuracy=0.5), "kind must be one of"),
+    (dict(status="failed"), "needs its reason"),
+    (dict(status="ok"), "needs test_accuracy"),
+])
+def test_record_rejects_inconsistent_fields(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ExperimentRecord(id="x-head-s0", model="x", regime="head", seed=0, **kwargs)
+
+
+def test_read_results_names_a_file_that_is_not_a_results_file(tmp_path):
+    path = tmp_path / "results.json"
+    path.write_text("[1, 2]")
+    with pytest.raises(ValueError, match="no 'records' list"):
+        read_results(str(path))
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match="is not JSON"):
+        read_results(str(path))
+
+
+def test_from_dict_ignores_keys_of_newer_versions():
+    data = _ok("m-head-s0", 0.5).to_dict()
+    data["something_new"] = 1
+    assert ExperimentRecord.from_dict(data) == _ok("m-head-s0", 0.5)
+
+
+# ---------------------------------------------------------------- atomic writes
+
+def test_atomic_write_replaces_whole_and_leaves_no_temporary_files(tmp_path):
+    path = tmp_path / "sub" / "config.json"
+    atomic_write_json(str(path), {"a": 1})
+    atomic_write_json(str(path), {"a": 2, "t": (1, 2)})
+    assert json.loads(path.read_text()) == {"a": 2, "t": [1, 2]}
+    assert os.listdir(path.parent) == ["config.json"]
+
+
+def test_a_failed_write_keeps_the_old_file(tmp_path):
+    path = tmp_path / "results.json"
+    atomic_write_json(str(path), {"records": []})
+
+    def half_then_crash(tmp):
+        with open(tmp, "w") as f:
+            f.write('{"records": [')
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(str(path), half_then_crash)
+    with pytest.raises(TypeError, match="not JSON serialisable"):
+        atomic_write_json(str(path), {"x": object()})
+    assert json.loads(path.read_text()) == {"records": []}
+    assert os.listdir(tmp_path) == ["results.json"]
+
+
+def test_atomic_write_saves_net_parameters(tmp_path):
+    net = mx.gluon.nn.Dense(3, in_units=2)
+    net.initialize()
+    path = atomic_write(str(tmp_path / "best.params"), net.save_parameters)
+    other = mx.gluon.nn.Dense(3, in_units=2)
+    other.load_parameters(path)
+    assert (other.weight.data() == net.weight.data()).asnumpy().all()
+
+
+# ---------------------------------------------------------------- the grid
+
+def test_best_record_is_the_highest_trained_accuracy():
+    records = [_ok("a-head-s0", 0.6), _failed("b-head-s0"), _recorded(0.99),
+               _ok("c-full-s0", 0.7), _ok("d-full-s0", 0.7)]
+    assert best_record(records).id == "c-full-s0"  # recorded never wins; first of a tie
+    assert best_record([_failed("b-head-s0"), _recorded()]) is None
+
+
+def test_accuracy_bars_group_repeats_with_mean_and_sample_std():
+    records = [_recorded(0.72),
+               _ok("a-head-s0", 0.5, seed=0), _ok("a-head-s1", 0.6, seed=1),
+               _ok("a-head-s2", 0.7, seed=2),
+               _ok("a-full-s0", 0.8, regime="full"),
+               _failed("b-head-s0", model="b"),
+               _ok("c-head-s0", 0.4, model="c"), _failed("c-head-s1", model="c", seed=1)]
+    bars = accuracy_bars(records)
+    assert [b["group"] for b in bars] == ["baseline-recorded", "a-head", "a-full", "b-head",
+                                         "c-head"]
+    base, head, full, failed, partial = bars
+    assert base["status"] == "recorded" and base["kind"] == "baseline" and base["mean"] == 0.72
+    assert head["n"] == 3 and head["seeds"] == [0, 1, 2]
+    assert head["mean"] == pytest.approx(0.6) and head["std"] == pytest.approx(0.1)
+    assert full["std"] is None and full["n"] == 1 and full["epochs"] == 2
+    assert failed["status"] == "failed" and failed["mean"] is None
+    assert failed["errors"] == ["WeightsUnavailable: not on this machine"]
+    assert partial["status"] == "ok" and partial["n"] == 1 and partial["failed"] == 1
+
+
+def test_model_card_has_what_the_issue_asks_and_repeats():
+    records = [_ok("a-head-s0", 0.5), _ok("a-head-s1", 0.7, seed=1)]
+    card = model_card(records[1], repeats=records)
+    for key in ("source_model", "modified_layers", "regime", "optimizer", "optimizer_params",
+                "initialisation", "test_accuracy"):
+        assert card[key] is not None, key
+    assert card["source_model"] == "m" and card["test_accuracy"] == 0.7
+    assert card["optimizer_params"]["momentum"] == 0.9
+    assert card["repeats"]["n"] == 2 and card["repeats"]["mean"] == pytest.approx(0.6)
+    json.dumps(card)
+    with pytest.raises(ValueError, match="needs a trained experiment"):
+        model_card(_failed("b-head-s0"))
+
+
+def test_results_table_lists_every_experiment_and_failure_reasons():
+    table = results_table([_ok("a-head-s0", 0.5), _failed("b-head-s0"), _recorded()])
+    assert "a-head-s0" in table and "50.0%" in table
+    assert "WeightsUnavailable" in table
+    assert "[Lab 1 CNN]" in table and "72.0%" in table
+    assert "m.params (sha1 abababababab)" in table
+
+
+def test_regime_titles():
+    assert regime_title("head") == "head only"
+    assert regime_title("last_k:1") == "last 1 block"
+    assert regime_title("last_k:3") == "last 3 blocks"
+    assert regime_title("scratch") == "from scratch"
+
+
+# ---------------------------------------------------------------- environment
+
+def test_environment_names_devices_host_and_versions():
+    env = environment(devices=[mx.cpu()])
+    assert env["devices"] == ["cpu(0)"]
+    assert env["cpu_count"] == os.cpu_count() and env["host"] and env["platform"]
+    versions = env["versions"]
+    assert versions == library_versions()
+    assert versions["mxnet"] == mx.__version__
+    assert versions["gluoncv"].startswith("0.10.5")  # the distribution, not its __version__
+    for key in ("numpy", "python", "matplotlib", "gluonft"):
+        assert versions[key], key
+    json.dumps(env)
+
+
+def test_one_line_keeps_the_message_without_mxnet_stack_trace():
+    error = mx.MXNetError("[12:00:00] src/storage.cc:42: Out of memory\nStack trace:\n"
+                          "  [bt] (0) libmxnet.so(+0x1)")
+    assert one_line(error) == "MXNetError: [12:00:00] src/storage.cc:42: Out of memory"
+    assert one_line(ValueError("")) == "ValueError: (no message)"
+    assert len(one_line(ValueError("x" * 1000))) < 420
+
+
+def test_csv_of_no_records_is_the_header():
+    assert records_to_csv([]) == ",".join(CSV_COLUMNS) + "\n"
