@@ -39,6 +39,10 @@ __all__ = ["Classifier", "save_classifier", "load_classifier", "export_symbol", 
 MODEL_PARAMS = "model.params"
 MODEL_JSON = "model.json"
 FORMAT = "gluonft-classifier/1"
+# MXNet 1.9.1 translates operators to opset 12 or 13 (its newest), but stamps the file with the
+# newest opset of the installed onnx, which a released onnxruntime may refuse (onnx 1.17
+# stamps 22, onnxruntime 1.20 runs up to 21): exports are stamped with the opset they follow.
+ONNX_OPSET = 13
 INPUT_DOC = ("float32 (N, 3, {s}, {s}) RGB, normalised: (pixel / 255 - mean) / std with "
              "mean={mean}, std={std}; output: logits (N, {n}), softmax gives probabilities")
 
@@ -413,8 +417,25 @@ def _readme_line(clf: Classifier, what: str) -> str:
             + f"; classes in output order: {', '.join(clf.classes)}\n")
 
 
-def export_onnx(clf: Classifier, path: PathLike, *, overwrite: bool = False,
-                opset: Optional[int] = None) -> Path:
+def _restamp_opset(path: Path, opset: int) -> None:
+    """Stamp the default-domain opset MXNet's translations were written for (see export_onnx)."""
+    import onnx
+    from onnx.defs import onnx_opset_version
+
+    model = onnx.load(str(path))
+    if onnx_opset_version() < opset:
+        raise ValueError(f"the installed onnx {onnx.__version__} knows opsets up to "
+                         f"{onnx_opset_version()}, not {opset}")
+    for entry in model.opset_import:
+        if entry.domain in ("", "ai.onnx") and entry.version > opset:
+            # MXNet picks, per operator, its newest translation at or below the stamped
+            # opset: at most 13 (it has opset-12 and opset-13 translations only).
+            entry.version = opset
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def export_onnx(clf: Classifier, path: PathLike, *, overwrite: bool = False) -> Path:
     """Export the net as an ONNX model (needs the ``onnx`` extra: onnx, onnxruntime).
 
     The graph takes the normalised float32 input (N, 3, S, S) with a dynamic batch size and
@@ -424,7 +445,6 @@ def export_onnx(clf: Classifier, path: PathLike, *, overwrite: bool = False,
         clf: a `Classifier`.
         path: the ``.onnx`` file to write.
         overwrite: replace an existing file.
-        opset: ONNX opset (default: MXNet's choice for the installed onnx).
 
     Returns:
         the path.
@@ -448,9 +468,9 @@ def export_onnx(clf: Classifier, path: PathLike, *, overwrite: bool = False,
         symbol, params = _export_graph(clf, Path(tmp), "model")
         s = clf.image_size
         out = Path(tmp) / "model.onnx"
-        kwargs = {} if opset is None else {"opset_version": opset}
         mx.onnx.export_model(str(symbol), str(params), [(1, 3, s, s)], [np.float32], str(out),
-                             dynamic=True, dynamic_input_shapes=[(None, 3, s, s)], **kwargs)
+                             dynamic=True, dynamic_input_shapes=[(None, 3, s, s)])
+        _restamp_opset(out, ONNX_OPSET)
         (Path(tmp) / "readme").write_text(_readme_line(clf, f"{path.name} (ONNX)"))
         os.replace(out, path)
         os.replace(Path(tmp) / "readme", readme)

@@ -136,12 +136,14 @@ def test_symbol_export_gives_the_gluon_outputs(clf, test_set, tmp_path):
 
 
 def test_onnx_export_predicts_like_gluon(clf, test_set, tmp_path):
-    pytest.importorskip("onnx", reason="the onnx extra is not installed: pip install "
-                                       "'gluonft[onnx]'")
+    onnx = pytest.importorskip("onnx", reason="the onnx extra is not installed: pip install "
+                                              "'gluonft[onnx]'")
     ort = pytest.importorskip("onnxruntime", reason="the onnx extra is not installed: pip "
                                                     "install 'gluonft[onnx]'")
     path = export_onnx(clf, tmp_path / "model.onnx")
     assert "normalised" in (tmp_path / "model.onnx.README.txt").read_text()
+    # Stamped with the opset MXNet's translations follow, whatever onnx is installed.
+    assert [(o.domain, o.version) for o in onnx.load(str(path)).opset_import] == [("", 13)]
     options = ort.SessionOptions()
     options.log_severity_level = 3  # MXNet's exporter lists weights as inputs: ORT warns
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
