@@ -228,3 +228,15 @@ def test_lr_find_sweeps_and_restores_the_weights(shared):
     assert min(found["losses"]) < found["losses"][0] - 0.1
     with pytest.raises(ValueError, match="need 0 < start < end"):
         lr_find(net, train, start=1, end=0.1)
+
+
+def test_train_classifier_default_recipe_fine_tunes_in_stages(shared, tmp_path):
+    photos = clothing.copy_photos(shared, tmp_path / "photos", per_class=8, split="train")
+    _, weights = clothing.paths(shared)
+    clf = train_classifier(photos, weights=str(weights), image_size=64, epochs=1, ctx=CPU)
+    assert clf.meta["recipe"] == "fine_tune head x1, last_k:2 x1, last_k:4 x1"
+    rows = clf.meta["history"]["epochs"]
+    assert [r["regime"] for r in rows] == ["head", "last_k:2", "last_k:4"]
+    assert clf.meta["history"]["settings"]["backbone_lr_mult"] == 0.1
+    assert 0 <= clf.meta["val_accuracy"] <= 1 and "test_accuracy" not in clf.meta
+    assert all(p.lr_mult == 1.0 for p in clf.net.collect_params().values())

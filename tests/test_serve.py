@@ -129,3 +129,28 @@ def test_bad_requests_get_a_clear_4xx_and_the_server_lives_on(server, photo, cas
 def re_flags():
     import re
     return re.IGNORECASE
+
+
+def test_the_serve_command_answers_http(shared, clf, tmp_path):
+    """`python -m gluonft serve` in a child process on a free port, stopped by the test."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from gluonft.model_io import save_classifier
+    save_classifier(clf.net, tmp_path / "model", classes=clf.classes, image_size=64,
+                    extra={"stored_size": 74})
+    root = Path(__file__).resolve().parents[1]
+    child = subprocess.Popen([sys.executable, "-m", "gluonft", "serve", str(tmp_path / "model"),
+                              "--port", "0"], cwd=root, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        line = child.stdout.readline()  # printed once the socket listens
+        assert "serving mobilenet0.75 (10 classes) on http://127.0.0.1:" in line, (
+            line, child.stderr.read() if child.poll() is not None else "")
+        url = line.split(" on ")[1].split()[0]
+        status, body = request(f"{url}/health")
+        assert status == 200 and body["classes"] == list(clf.classes)
+    finally:
+        child.terminate()
+        child.wait(timeout=30)
