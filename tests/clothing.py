@@ -47,7 +47,8 @@ def _classifier(root: str, weights: str, seed: int):
 
 
 def classifier(shared: Path, *, seed: int = 0):
-    """A head-only mobilenet0.75 classifier (ImageNet weights) trained on 1000 photos (~0.6 test accuracy)."""
+    """A head-only mobilenet0.75 classifier (ImageNet weights) trained on 1000 photos at 64 px
+    (0.61 accuracy on the test split)."""
     root, weights = paths(shared)
     return _classifier(str(root), str(weights), seed)
 

@@ -1,8 +1,6 @@
 """train_classifier, classify, ensembles, fine_tune and lr_find on the real clothing photos."""
 import time
-import warnings
 
-import mxnet as mx
 import numpy as np
 import pytest
 
