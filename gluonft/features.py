@@ -3,7 +3,8 @@
 When a regime leaves a frozen prefix (``head``: the whole backbone; ``last_k``: all but the last
 k blocks) and training sees every image without augmentation, the prefix maps each image to the
 same features in every epoch. `fit` then computes them once (`cached_features`) and trains the
-trainable rest on them, batch by batch in the order `iterate_batches` would give.
+trainable rest on them, batch by batch in the order `iterate_batches` would give. With a fixed
+number of augmented views (``fit(feature_views=K)``), each view is one more cached set.
 
 A cache entry is named by `feature_key`: a sha1 over everything the features depend on (the
 frozen parameters' bytes and architecture, the images and labels, the image size and the
@@ -95,7 +96,8 @@ def weights_digest(prefix: nn.HybridBlock) -> str:
 
 def feature_key(prefix: nn.HybridBlock, data: ImageSet, *, backbone: str, steps: int,
                 image_size: int, mean: Sequence[float], std: Sequence[float],
-                weights: Optional[str] = None) -> str:
+                weights: Optional[str] = None,
+                augment_rows: Optional[np.ndarray] = None) -> str:
     """sha1 hex digest naming the features of ``prefix`` on ``data``.
 
     Args:
@@ -105,6 +107,7 @@ def feature_key(prefix: nn.HybridBlock, data: ImageSet, *, backbone: str, steps:
         backbone, steps: the model-zoo name and the number of frozen steps.
         image_size, mean, std: the input transform.
         weights: `weights_digest(prefix)` when already computed (it is the costly part).
+        augment_rows: the per-image augmentation rows of an augmented view, if any.
 
     Returns:
         40 hex characters.
@@ -127,6 +130,10 @@ def feature_key(prefix: nn.HybridBlock, data: ImageSet, *, backbone: str, steps:
     h.update(np.ascontiguousarray(data.images).data)
     text(["labels", list(data.labels.shape), str(data.labels.dtype)])
     h.update(np.ascontiguousarray(data.labels).data)
+    if augment_rows is not None:
+        rows = np.ascontiguousarray(augment_rows, dtype=np.float32)
+        text(["augment_rows", list(rows.shape)])
+        h.update(rows.data)
     return h.hexdigest()
 
 
@@ -149,15 +156,22 @@ def _split(batch: np.ndarray, n: int) -> List[np.ndarray]:
 
 
 def compute_features(prefix: nn.HybridBlock, data: ImageSet, *, transform, contexts,
-                     batch_size: int) -> np.ndarray:
-    """Run ``prefix`` (inference mode) over ``data`` in stored order; float32 (N, ...)."""
+                     batch_size: int, augment_rows: Optional[np.ndarray] = None) -> np.ndarray:
+    """Run ``prefix`` (inference mode) over ``data`` in stored order; float32 (N, ...).
+
+    ``augment_rows``: one row of `sample_augment` per image (an augmented view), or None.
+    """
     outputs, pending = [], []
-    for images, _ in _stored_batches(data, batch_size):
+    for idx in batch_indices(len(data), batch_size, shuffle=False):
+        images = data.images[idx[0]:idx[-1] + 1]
+        rows = None if augment_rows is None else _split(augment_rows[idx[0]:idx[-1] + 1],
+                                                        len(contexts))
         batch = []
-        for ctx, x in zip(contexts, _split(images, len(contexts))):
+        for i, (ctx, x) in enumerate(zip(contexts, _split(images, len(contexts)))):
             if len(x) == 0:
                 continue
-            batch.append(prefix(transform(to_device(x, ctx, "uint8"), None)))
+            x = transform(to_device(x, ctx, "uint8"), None if rows is None else rows[i])
+            batch.append(prefix(x))
         # Read the previous batch only once this one is queued: the device never waits for
         # the host, and at most two batches are in flight.
         outputs += [o.asnumpy() for o in pending]
@@ -166,15 +180,12 @@ def compute_features(prefix: nn.HybridBlock, data: ImageSet, *, transform, conte
     return np.concatenate(outputs).astype(np.float32, copy=False)
 
 
-def _stored_batches(data: ImageSet, batch_size: int):
-    for idx in batch_indices(len(data), batch_size, shuffle=False):
-        yield data.images[idx[0]:idx[-1] + 1], data.labels[idx[0]:idx[-1] + 1]
-
-
 def cached_features(prefix: nn.HybridBlock, data: ImageSet, *, key: str, transform, contexts,
-                    batch_size: int, cache_dir: Optional[str] = None) -> Features:
+                    batch_size: int, cache_dir: Optional[str] = None,
+                    augment_rows: Optional[np.ndarray] = None) -> Features:
     """The features named ``key``: loaded from ``cache_dir`` when a valid entry exists there,
-    else computed (and then written to ``cache_dir``, when given).
+    else computed (and then written to ``cache_dir``, when given). ``augment_rows``: see
+    `compute_features` (the key must then cover them: `feature_key`'s ``augment_rows``).
 
     A file that fails to load or to validate triggers a `FeatureCacheWarning` and is rebuilt.
     """
@@ -187,7 +198,7 @@ def cached_features(prefix: nn.HybridBlock, data: ImageSet, *, key: str, transfo
         warnings.warn(f"feature cache {path} is unusable ({problem}); rebuilding it",
                       FeatureCacheWarning, stacklevel=2)
     values = compute_features(prefix, data, transform=transform, contexts=contexts,
-                              batch_size=batch_size)
+                              batch_size=batch_size, augment_rows=augment_rows)
     if path:
         _save(path, key, values)
     return Features(values, data.labels, key, "computed", time.perf_counter() - begin, path)

@@ -167,7 +167,21 @@ class _Meter:
         return self.totals.copy()
 
 
-def _cache_plan(cache_features, parts: _Parts, augment: Augment, image_size: int,
+def _check_views(feature_views, augment: Augment) -> int:
+    """``feature_views`` as an int (0: off), validated."""
+    if feature_views is None:
+        return 0
+    if isinstance(feature_views, bool) or not isinstance(feature_views, int) \
+            or feature_views < 1:
+        raise ValueError(f"feature_views must be None or a positive int (the number of fixed "
+                         f"augmented views of each image), got {feature_views!r}")
+    if augment.is_identity:
+        raise ValueError(f"feature_views={feature_views} needs an augmentation: with "
+                         f"{augment} every view is the same image; leave feature_views=None")
+    return feature_views
+
+
+def _cache_plan(cache_features, parts: _Parts, augment: Augment, views: int, image_size: int,
                 n_images: int):
     """(use the feature cache?, why) for fit's ``cache_features`` argument."""
     if cache_features not in (None, True, False):
@@ -177,9 +191,9 @@ def _cache_plan(cache_features, parts: _Parts, augment: Augment, image_size: int
         return False, "cache_features=False"
     if not parts.frozen_steps:
         problem = "the regime leaves no frozen prefix (every backbone step trains)"
-    elif not augment.is_identity:
+    elif not augment.is_identity and not views:
         problem = (f"training augmentation is on ({augment}); features are only cached for "
-                   f"augment=Augment.none()")
+                   f"augment=Augment.none() or a fixed number of views (feature_views=K)")
     else:
         problem = None
     if problem:
@@ -192,8 +206,9 @@ def _cache_plan(cache_features, parts: _Parts, augment: Augment, image_size: int
             return False, (f"the features would take {nbytes / 2 ** 30:.1f} GiB, more than the "
                            f"automatic limit of {AUTO_CACHE_MAX_BYTES / 2 ** 30:.1f} GiB; pass "
                            f"cache_features=True to cache them anyway")
-    return True, (f"the first {parts.frozen_steps} backbone steps are frozen and there is no "
-                  f"augmentation")
+    return True, (f"the first {parts.frozen_steps} backbone steps are frozen and "
+                  + (f"augmentation is {views} fixed view(s) per image" if views
+                     else "there is no augmentation"))
 
 
 def fit(net: TransferNet, train: ImageSet, val: Optional[ImageSet] = None, *, epochs: int,
@@ -202,7 +217,7 @@ def fit(net: TransferNet, train: ImageSet, val: Optional[ImageSet] = None, *, ep
         augment: Augment = Augment(), image_size: Optional[int] = None, ctx=None, seed: int = 0,
         callbacks: Sequence[Callable] = (), checkpoint: Optional[str] = None,
         progress: bool = True, hybridize: bool = True, cache_features: Optional[bool] = None,
-        cache_dir: Optional[str] = None) -> History:
+        cache_dir: Optional[str] = None, feature_views: Optional[int] = None) -> History:
     """Train ``net`` (as set up by `apply_regime`) on ``train``; evaluate on ``val`` each epoch.
 
     Args:
@@ -231,6 +246,10 @@ def fit(net: TransferNet, train: ImageSet, val: Optional[ImageSet] = None, *, ep
         cache_dir: a folder where features are also kept on disk (``<sha1 key>.npz``) and
             reused by later runs with the same frozen weights, data, size and prefix; an
             unreadable or stale file is rebuilt with a warning.
+        feature_views: with an augmentation, draw K fixed augmented views of each training
+            image (seeded by ``seed``) and train epoch e on view e % K instead of on fresh
+            draws: the frozen prefix's features of the K views can then be cached. ``None``
+            (default): fresh augmentation every epoch.
 
     Returns:
         A `History`.
@@ -267,25 +286,35 @@ def fit(net: TransferNet, train: ImageSet, val: Optional[ImageSet] = None, *, ep
         "val_images": len(val) if val is not None else 0,
         "trainable_params": int(sum(p.data(contexts[0]).size for p in trainable)),
     }
+    views = _check_views(feature_views, augment)
+    if views:  # a setting that changes results; absent otherwise, as in earlier versions
+        settings["feature_views"] = views
     history = History(settings=settings)
     parts = _Parts(net, hybridize)
     transform = BatchTransform(image_size, net.family.mean, net.family.std)
-    use_cache, why = _cache_plan(cache_features, parts, augment, image_size,
-                                 len(train) + (len(val) if val is not None else 0))
+    use_cache, why = _cache_plan(cache_features, parts, augment, views, image_size,
+                                 len(train) * max(views, 1) + (len(val) if val is not None else 0))
     start_epoch = _resume(checkpoint, net, trainer, history, settings)
-    train_features = val_features = None
+    # Each view draws one augmentation per image, from its own seeded generator.
+    view_rows = [sample_affine(len(train), augment, np.random.RandomState([seed % 2 ** 32, v]))
+                 for v in range(views)]
+    train_features: List[Features] = []
+    val_features = None
     if use_cache and start_epoch < epochs:
         weights = weights_digest(parts.frozen)
-        make = lambda data: _frozen_features(parts, data, net, image_size, transform,  # noqa: E731
-                                             contexts, batch_size, cache_dir, weights)
-        train_features = make(train)
+        make = lambda data, rows=None: _frozen_features(  # noqa: E731
+            parts, data, net, image_size, transform, contexts, batch_size, cache_dir, weights,
+            rows)
+        train_features = [make(train, rows) for rows in view_rows] or [make(train)]
         val_features = make(val) if val is not None else None
     # Not compared on resume: caching changes how, not what, is computed.
     settings["cache_features"] = use_cache
     settings["feature_cache"] = {
         "reason": why, "cache_dir": cache_dir,
-        "train": train_features.info() if train_features is not None else None,
+        "train": train_features[0].info() if train_features else None,
         "val": val_features.info() if val_features is not None else None}
+    if views and train_features:
+        settings["feature_cache"]["train_views"] = [f.info() for f in train_features]
 
     per_epoch = -(-len(train) // batch_size)
     for epoch in range(start_epoch, epochs):
@@ -293,24 +322,24 @@ def fit(net: TransferNet, train: ImageSet, val: Optional[ImageSet] = None, *, ep
         rng = np.random.RandomState((seed * 100003 + epoch) % (2 ** 32))
         meter = _Meter()
         bar = _progress(progress, per_epoch, f"epoch {epoch + 1}/{epochs}")
-        if train_features is not None:
-            batches = ((idx, None) for idx in batch_indices(
-                len(train), batch_size, shuffle=True, seed=seed, epoch=epoch))
-        else:
-            batches = ((None, batch) for batch in iterate_batches(
-                train, batch_size, shuffle=True, seed=seed, epoch=epoch))
         pending = []
-        for step, (idx, batch) in enumerate(batches):
+        # The order iterate_batches gives (tests/test_features.py checks it).
+        for step, idx in enumerate(batch_indices(len(train), batch_size, shuffle=True,
+                                                 seed=seed, epoch=epoch)):
             trainer.set_learning_rate(schedule.lr(lr, iteration=epoch * per_epoch + step,
                                                   per_epoch=per_epoch, epochs=epochs))
-            if train_features is not None:
-                inputs = _cached_inputs(train_features, idx, contexts)
+            if train_features:
+                inputs = _cached_inputs(train_features[epoch % len(train_features)], idx,
+                                        contexts)
             else:
-                images, labels = batch
-                # The identity needs no resampling: the images stay exact (see transforms).
-                affine = None if augment.is_identity else sample_affine(len(images), augment,
-                                                                        rng)
-                inputs = _image_inputs(parts, transform, images, labels, affine, contexts)
+                if views:
+                    affine = view_rows[epoch % views][idx]
+                elif augment.is_identity:  # no resampling: the images stay exact (transforms)
+                    affine = None
+                else:
+                    affine = sample_affine(len(idx), augment, rng)
+                inputs = _image_inputs(parts, transform, train.images[idx], train.labels[idx],
+                                       affine, contexts)
             losses = _train_step(parts, trainer, inputs, label_smoothing, net.classes, meter)
             # Wait for the previous batch only: the host prepares the next batch while the
             # device computes, and at most two batches are queued.
@@ -346,12 +375,12 @@ def fit(net: TransferNet, train: ImageSet, val: Optional[ImageSet] = None, *, ep
 
 
 def _frozen_features(parts, data, net, image_size, transform, contexts, batch_size,
-                     cache_dir, weights) -> Features:
+                     cache_dir, weights, rows=None) -> Features:
     key = feature_key(parts.frozen, data, backbone=net.backbone, steps=parts.frozen_steps,
                       image_size=image_size, mean=transform.mean, std=transform.std,
-                      weights=weights)
+                      weights=weights, augment_rows=rows)
     return cached_features(parts.frozen, data, key=key, transform=transform, contexts=contexts,
-                           batch_size=batch_size, cache_dir=cache_dir)
+                           batch_size=batch_size, cache_dir=cache_dir, augment_rows=rows)
 
 
 def _image_inputs(parts, transform, images, labels, affine, contexts):

@@ -267,3 +267,28 @@ def test_fit_numbers_equal_a_plain_gluon_loop(data):
     for name, weights in _trainable_weights(net).items():
         np.testing.assert_allclose(weights, _trainable_weights(ref)[name], rtol=1e-4,
                                    atol=1e-6, err_msg=name)
+
+
+def test_fixed_augmented_views_cached_equal_uncached(data):
+    train, val = data
+    augment = gluonft.Augment(flip=True, translate=0.125)
+    kw = dict(augment=augment, feature_views=2, epochs=3)  # epochs use views 0, 1, 0
+    net_c, net_u = _net(), _net()
+    cached = _fit(net_c, train, val, **kw)  # automatic: a frozen prefix and fixed views
+    uncached = _fit(net_u, train, val, cache_features=False, **kw)
+    _assert_same_training(cached, uncached, net_c, net_u)
+    views = cached.settings["feature_cache"]["train_views"]
+    assert len(views) == 2 and views[0]["key"] != views[1]["key"]
+    assert cached.settings["feature_views"] == 2
+    # fresh augmentation every epoch is another run
+    fresh = _fit(_net(), train, val, augment=augment, epochs=3)
+    assert fresh["train_loss"] != pytest.approx(uncached["train_loss"], rel=1e-4)
+    assert "feature_views" not in fresh.settings
+
+
+def test_feature_views_need_an_augmentation_and_a_positive_count(data):
+    train = data[0]
+    with pytest.raises(ValueError, match="feature_views=2 needs an augmentation"):
+        _fit(_net(), train, None, feature_views=2, epochs=1)
+    with pytest.raises(ValueError, match=r"feature_views must be None or a positive int .* got 0"):
+        _fit(_net(), train, None, augment=gluonft.Augment(), feature_views=0, epochs=1)
