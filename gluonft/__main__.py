@@ -1,8 +1,10 @@
 """``python -m gluonft``: train, predict, export and serve image classifiers.
 
     python -m gluonft train DATA_DIR --out MODEL_DIR [--model NAME|auto] [--weights W] [--fast]
-                      [--epochs N] [--image-size S] [--max-params N] [--overwrite]
+                      [--epochs N] [--stages head=4,last_k:4=4,full=6] [--image-size S]
+                      [--max-params N] [--overwrite]
     python -m gluonft predict MODEL_DIR IMAGE_OR_DIR... [--json] [--tta]
+    python -m gluonft evaluate MODEL_DIR DATA_DIR [--split test] [--tta]
     python -m gluonft export MODEL_DIR [--out DIR] [--onnx] [--overwrite]
     python -m gluonft serve MODEL_DIR --port N [--host H] [--max-bytes N]
 
@@ -39,6 +41,18 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _stages(text: str):
+    """``head=4,last_k:4=4,full=6`` -> (("head", 4), ("last_k:4", 4), ("full", 6))."""
+    stages = []
+    for part in text.split(","):
+        regime, sep, epochs = part.strip().rpartition("=")
+        if not sep or not regime:
+            raise argparse.ArgumentTypeError(f"expected REGIME=EPOCHS pairs separated by commas "
+                                             f"(e.g. head=4,last_k:4=4,full=6), got {text!r}")
+        stages.append((regime, _positive_int(epochs)))
+    return tuple(stages)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="gluonft", description="Train, use and deploy image classifiers "
                                                  "fine-tuned from GluonCV backbones.")
@@ -58,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--fast", action="store_true",
                        help="head only on cached features (about a minute on a laptop CPU)")
     train.add_argument("--epochs", type=_positive_int, help="epochs (per stage without --fast)")
+    train.add_argument("--stages", type=_stages, metavar="REGIME=EPOCHS,...",
+                       help="fine-tuning stages instead of the default recipe, e.g. "
+                            "head=4,last_k:4=4,full=6")
     train.add_argument("--image-size", type=_positive_int, help="input side in pixels")
     train.add_argument("--max-params", type=_positive_int, help="parameter budget")
     train.add_argument("--seed", type=int, default=0)
@@ -69,6 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR")
     predict.add_argument("--json", action="store_true", help="one JSON list with probabilities")
     predict.add_argument("--tta", action="store_true", help="average with the mirrored image")
+
+    evaluate = sub.add_parser("evaluate", help="accuracy on a labelled folder of photos")
+    evaluate.add_argument("model_dir", metavar="MODEL_DIR")
+    evaluate.add_argument("data_dir", metavar="DATA_DIR",
+                          help="the layout train takes; class names must match the model's")
+    evaluate.add_argument("--split", default="test",
+                          choices=("train", "validation", "test", "all"),
+                          help="split of DATA_DIR (default test; 'all' for plain class folders)")
+    evaluate.add_argument("--tta", action="store_true", help="average with the mirrored image")
 
     export = sub.add_parser("export", help="export symbol JSON + params (and ONNX)")
     export.add_argument("model_dir", metavar="MODEL_DIR")
@@ -137,7 +163,7 @@ def _train(args) -> int:
     clf = train_classifier(args.data_dir, model=args.model, weights=weights,
                            fast_train=args.fast, max_params=args.max_params,
                            image_size=args.image_size, epochs=args.epochs, seed=args.seed,
-                           out=args.out, overwrite=args.overwrite,
+                           out=args.out, overwrite=args.overwrite, stages=args.stages,
                            progress=sys.stderr.isatty())
     meta = clf.meta
     print(f"model: {clf.backbone}, {clf.params:,} parameters, {len(clf.classes)} classes, "
@@ -161,6 +187,29 @@ def _predict(args) -> int:
     else:
         for row in rows:
             print(f"{row['file']}\t{row['class']}\t{row['probability']:.4f}")
+    return 0
+
+
+def _evaluate(args) -> int:
+    from .data.folder import image_folder
+    from .model_io import load_classifier
+    from .train import evaluate
+    from .tta import evaluate_tta
+    clf = load_classifier(args.model_dir)
+    # Stored exactly as in training, so the numbers are those of training's evaluation.
+    read = dict(image_size=clf.image_size, margin=clf.stored_size / clf.image_size, fit=clf.fit)
+    if args.split == "all":
+        data = image_folder(args.data_dir, val_fraction=0, split="train", **read)
+    else:
+        data = image_folder(args.data_dir, split=args.split, **read)
+    if tuple(data.classes) != tuple(clf.classes):
+        raise ValueError(f"{args.data_dir} has the classes {list(data.classes)} but the model "
+                         f"was trained on {list(clf.classes)}")
+    ctx = next(iter(clf.net.collect_params().values())).list_ctx()
+    score = (evaluate_tta(clf.net, data, views="flip", ctx=ctx, image_size=clf.image_size)
+             if args.tta else evaluate(clf.net, data, ctx=ctx, image_size=clf.image_size))
+    print(f"accuracy: {score['accuracy']:.4f} on {score['count']} images "
+          f"({args.split}{', flip TTA' if args.tta else ''}); loss {score['loss']:.4f}")
     return 0
 
 
@@ -203,7 +252,8 @@ def _serve(args) -> int:
     return 0
 
 
-_COMMANDS = {"train": _train, "predict": _predict, "export": _export, "serve": _serve}
+_COMMANDS = {"train": _train, "predict": _predict, "evaluate": _evaluate, "export": _export,
+             "serve": _serve}
 
 if __name__ == "__main__":
     sys.exit(main())

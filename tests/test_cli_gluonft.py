@@ -66,6 +66,31 @@ def test_predict_prints_file_class_probability(trained, shared, tmp_path, capsys
     assert err.startswith("gluonft: warning: 1 unreadable image file(s) skipped")
 
 
+def test_evaluate_scores_a_labelled_folder(trained, shared, tmp_path, capsys):
+    photos = clothing.copy_photos(shared, tmp_path / "labelled", per_class=3)
+    code, out, err = run(capsys, "evaluate", trained / "model", photos, "--split", "all")
+    assert code == 0, err
+    assert out.startswith("accuracy: ") and "on 30 images (all)" in out
+    code, out, _ = run(capsys, "evaluate", trained / "model", photos, "--split", "all", "--tta")
+    assert code == 0 and "flip TTA" in out
+    other = clothing.copy_photos(shared, tmp_path / "other", per_class=1,
+                                 classes=["hat", "dress"])
+    code, _, err = run(capsys, "evaluate", trained / "model", other, "--split", "all")
+    assert code == 2 and "has the classes ['dress', 'hat'] but the model was trained on" in err
+
+
+def test_train_with_stages(trained, shared, tmp_path, capsys):
+    _, weights = clothing.paths(shared)
+    code, out, err = run(capsys, "train", trained / "photos", "--out", tmp_path / "m",
+                         "--weights", weights, "--image-size", "64",
+                         "--stages", "head=1,last_k:1=1")
+    assert code == 0, err
+    assert "(fine_tune head x1, last_k:1 x1)" in out
+    code, _, err = run(capsys, "train", trained / "photos", "--out", tmp_path / "m2",
+                       "--weights", weights, "--stages", "head=1,lastk=2")
+    assert code == 2 and "unknown regime 'lastk'" in err and not (tmp_path / "m2").exists()
+
+
 def test_export_writes_symbol_and_onnx(trained, capsys):
     want_onnx = all(_importable(m) for m in ("onnx", "onnxruntime"))
     argv = ["export", trained / "model"] + (["--onnx"] if want_onnx else [])
