@@ -7,7 +7,8 @@ each figure is the median over the repetitions:
   Gluon loop over preloaded, pre-normalised NDArrays (same net, batch, device, optimiser:
   hybridized, ``autograd.record``, ``backward``, ``trainer.step``). Each fit epoch is followed
   by a bare epoch, so both see the same machine load: per repetition, the median of fit's
-  epochs 2-3 against the median of the 3 bare epochs. Images/s and their ratio;
+  timed epochs (after the compiling first one) against the median of the bare epochs; short
+  epochs are timed more often (2-8 per figure, ~4 s). Images/s and their ratio;
 * epoch time per regime: ``full``, ``last_k:1`` (its frozen prefix run every epoch, and cached),
   ``head`` uncached and cached;
 * wall time of 10 head-only epochs with validation every epoch, uncached vs cached: features
@@ -19,7 +20,8 @@ each figure is the median over the repetitions:
 Random backbone weights (speed does not depend on them) and the real CIFAR-10 subset from
 ``../shared`` when present, else random images. Targets, as ratios: fit >= 0.95 of the bare
 loop; 10 cached head epochs >= 10x faster than uncached; a ``last_k:1`` epoch <= 0.6 of a full
-one. The default run takes about 10 minutes on 2 CPU cores.
+one. The default run takes about 9 minutes on 2 CPU cores (15 when other jobs keep them
+busy).
 
     python -m bench.speed
     python -m bench.speed --models resnet18_v1 --sizes 32 --repeats 2 --out runs/speed-quick
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import shutil
@@ -53,6 +56,8 @@ __all__ = ["SpeedConfig", "main", "run", "TARGETS"]
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared"
 NONE = Augment.none()
 HEAD_EPOCHS = 10
+SECONDS_PER_FIGURE = 4.0  # timed epochs per figure: enough to span this, at least 2 ...
+MAX_TIMED_EPOCHS = 8      # ... and at most this many
 # (name, what it compares, threshold, "min" = the figure must be at least the threshold)
 TARGETS = (("fit_vs_bare", "fit images/s / bare loop images/s", 0.95, "min"),
            ("cached_speedup", "10 head epochs: uncached wall time / cached (features computed "
@@ -168,6 +173,7 @@ class BareLoop:
         mx.nd.waitall()
         self.images = len(data)
         self.epoch()  # compile and warm up
+        self.estimate = self.epoch()  # seconds per epoch, to size the measurements
 
     def epoch(self) -> float:
         """Seconds for one epoch."""
@@ -209,24 +215,28 @@ def _loader_images_per_s(data: ImageSet, size: int, batch_size: int, ctx, seed: 
 def _one_repetition(model, size, train_s, val_s, train_raw, bare, warm_dir, config, ctx,
                     r) -> dict:
     """One of each measurement, back to back."""
-    sample = {}
+    # Short epochs are measured more often, so that each figure spans a few seconds of a
+    # machine whose load changes from second to second.
+    timed = int(min(MAX_TIMED_EPOCHS, max(2, math.ceil(SECONDS_PER_FIGURE / bare.estimate))))
+    sample = {"timed_epochs": timed}
     bare_seconds = []
-    # A bare epoch after each fit epoch: fit 1 (compiles), bare, fit 2, bare, fit 3, bare.
-    full, _ = _fit(model, "full", train_s, epochs=3, config=config, ctx=ctx, size=size,
-                   cache_features=False,
+    # A bare epoch after each fit epoch: fit 1 (compiles), bare, fit 2, bare, fit 3, bare ...
+    full, _ = _fit(model, "full", train_s, epochs=1 + timed, config=config, ctx=ctx,
+                   size=size, cache_features=False,
                    callbacks=[lambda epoch, logs: bare_seconds.append(bare.epoch())])
     sample["full_epoch_s"] = statistics.median(e["seconds"] for e in full.epochs[1:])
     sample["fit_images_per_s"] = len(train_s) / sample["full_epoch_s"]
     sample["bare_images_per_s"] = bare.images / statistics.median(bare_seconds)
     sample["fit_vs_bare"] = sample["fit_images_per_s"] / sample["bare_images_per_s"]
 
-    last, _ = _fit(model, "last_k:1", train_s, epochs=2, config=config, ctx=ctx, size=size,
-                   cache_features=False)
-    sample["last_k_epoch_s"] = last.epochs[1]["seconds"]
+    last, _ = _fit(model, "last_k:1", train_s, epochs=1 + timed, config=config, ctx=ctx,
+                   size=size, cache_features=False)
+    sample["last_k_epoch_s"] = statistics.median(e["seconds"] for e in last.epochs[1:])
     sample["last_k_vs_full"] = sample["last_k_epoch_s"] / sample["full_epoch_s"]
-    last_cached, wall = _fit(model, "last_k:1", train_s, epochs=2, config=config, ctx=ctx,
-                             size=size, cache_features=True)
-    sample["last_k_cached_epoch_s"] = last_cached.epochs[1]["seconds"]
+    last_cached, _ = _fit(model, "last_k:1", train_s, epochs=1 + timed, config=config,
+                          ctx=ctx, size=size, cache_features=True)
+    sample["last_k_cached_epoch_s"] = statistics.median(
+        e["seconds"] for e in last_cached.epochs[1:])
 
     sample["loader_images_per_s"] = _loader_images_per_s(train_raw, size, config.batch_size,
                                                          ctx, seed=r)
@@ -334,8 +344,8 @@ def render(record: dict) -> str:
     for row in record["rows"]:
         cells = [fmt.format(row["median"][key]) for _, key, fmt in COLUMNS]
         lines.append(f"| {row['model']} | {row['size']} | " + " | ".join(cells) + " |")
-    lines += ["", "s/ep: seconds of the training loop of one epoch (after a compiling first "
-              "epoch); 10 head ep: wall time of `fit` for 10 head-only epochs with "
+    lines += ["", "s/ep: seconds of the training loop of one epoch (median of the timed "
+              "epochs after a compiling first one); 10 head ep: wall time of `fit` for 10 head-only epochs with "
               f"{c['val_images']} validation images evaluated every epoch (cached: features of "
               "train and val computed once in the run, included; warm cache: features read "
               "from the `cache_dir` an earlier run wrote).", "", "Targets:"]
