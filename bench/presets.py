@@ -8,7 +8,9 @@
           2-core AMD EPYC at 64 px, training images/s: resnet18_v1 head 310 / full 86,
           mobilenetv2_1.0 280 / 110, resnet50_v1 145 / 37, densenet121 190 / 53; lab-1 CNN
           at 32 px ~400; so one epoch of the 8 backbone experiments over 1800 images takes
-          ~155 s, and 6 epochs plus evaluation and the baseline ~25 min.
+          ~155 s, and 6 epochs plus evaluation and the baseline ~25 min. Checked: the
+          default grid with stand-in weight files (same architectures, so the same cost)
+          ran in 1548 s (25.8 min) on that machine.
           Learning rates: six epochs on 1800 images favour a larger fine-tuning step than
           the literature's 0.01 (mobilenet0.75 at 64 px, full fine-tune: 57.4% test at 0.03
           vs 52.4% at 0.01; head only: 51-55% for 0.01..0.2; lab-1 CNN, 20 epochs: 52% at
