@@ -22,6 +22,8 @@ CORE = [
 # is no nvidia-smi) or `[gpu]` (CUDA 11.2). Importing gluonft without either says which to add.
 MXNET_CPU = "mxnet==1.9.1"
 MXNET_GPU = "mxnet-cu112==1.9.1"
+ONNX = ["onnx>=1.14,<1.19", "onnxruntime>=1.16,<1.21", "protobuf>=3.20.2,<5"]
+SERVE = ["flask>=3,<4"]
 
 setup(
     name="gluonft",
@@ -35,7 +37,12 @@ setup(
     extras_require={
         "cpu": [MXNET_CPU],
         "gpu": [MXNET_GPU],
-        "test": ["pytest>=7", "nbformat>=5", "nbclient>=0.7", "ipykernel>=6"],
+        # ONNX export and the prediction service are optional; the tests install both so that
+        # CI checks them instead of skipping (onnx < 1.19 and protobuf < 5 still take numpy 1.x).
+        "onnx": ONNX,
+        "serve": SERVE,
+        "test": ["pytest>=7", "nbformat>=5", "nbclient>=0.7", "nbconvert>=7", "ipykernel>=6"]
+                + ONNX + SERVE,
         "notebook": ["jupyter", "nbconvert>=7", "nbformat>=5", "nbclient>=0.7", "ipykernel>=6"],
     },
 )

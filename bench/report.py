@@ -659,13 +659,7 @@ def write_report(run_dir: str, *, path: Optional[str] = None) -> str:
         'runs/smoke/report.html'
     """
     text = render_report(run_dir)
-    written = atomic_write_text(path or os.path.join(os.fspath(run_dir), REPORT_NAME), text)
-    # The atomic write's temporary file is private (0600); a page is made to be opened and
-    # shared, so it gets the permissions of any new file (0666 minus the umask).
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(written, 0o666 & ~umask)
-    return written
+    return atomic_write_text(path or os.path.join(os.fspath(run_dir), REPORT_NAME), text)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -5,6 +5,12 @@
     >>> net = gluonft.load_backbone("mobilenet0.75", classes=10, weights="imagenet")
     >>> plan = gluonft.apply_regime(net, "head")
     >>> history = gluonft.fit(net, train, epochs=3, batch_size=64, lr=0.01, image_size=96)
+
+Your own photos (a folder per class), then predictions and a saved, exportable model:
+
+    >>> clf = gluonft.train_classifier("photos", out="model", fast_train=True)
+    >>> gluonft.classify(clf, "new_photos")            # {file name: class index}
+    >>> gluonft.export_onnx(gluonft.load_classifier("model"), "model.onnx")
 """
 __version__ = "0.1.0"
 
@@ -14,7 +20,12 @@ except ImportError as _error:  # pragma: no cover - depends on the install
     raise ImportError("gluonft needs MXNet 1.9.1: pip install 'gluonft[cpu]' (CPU build) or "
                       "'gluonft[gpu]' (mxnet-cu112, CUDA 11.2)") from _error
 
-from . import datasets
+from . import callbacks, datasets, tta
+from .callbacks import BestCheckpoint, CSVLogger, EarlyStopping, ReduceLROnPlateau
+from .classifier import Ensemble, classify, ensemble, fine_tune, lr_find, predict_files, \
+    train_classifier
+from .model_io import Classifier, ModelFolderError, export_onnx, export_symbol, \
+    load_classifier, save_classifier
 from .backbones import FAMILIES, TransferNet, UnknownBackbone, feature_blocks, list_backbones, \
     load_backbone
 from .devices import devices
@@ -30,4 +41,9 @@ __all__ = [
     "TransferNet", "UnknownBackbone", "WeightsUnavailable", "WeightsMismatch", "devices",
     "Regime", "Plan", "apply_regime", "parse_regime", "Schedule", "Augment", "summary", "Summary",
     "fit", "evaluate", "predict_proba", "History", "StopTraining",
+    "callbacks", "tta", "EarlyStopping", "BestCheckpoint", "ReduceLROnPlateau", "CSVLogger",
+    "train_classifier", "fine_tune", "lr_find", "classify", "predict_files", "ensemble",
+    "Ensemble", "Classifier", "save_classifier", "load_classifier", "export_symbol",
+    "export_onnx", "ModelFolderError",
 ]
+# `gluonft.serve` (Flask) is imported on demand: `from gluonft import serve`.

@@ -244,10 +244,10 @@ class ReduceLROnPlateau(_Watching):
     After ``patience`` epochs without improvement, ``lr_scale`` is multiplied by ``factor``
     (never below ``min_scale``), then ``cooldown`` epochs pass before waiting starts again.
 
-    The hook in `gluonft.fit`: before each optimiser step, fit sets the learning rate to
+    `gluonft.fit` sets the learning rate of every step of the next epoch to
     ``schedule.lr(...) * prod(getattr(cb, "lr_scale", 1.0) for cb in callbacks)``; so the
     reduction composes with any schedule (warm-up, cosine...) and with other callbacks, and the
-    logged ``lr`` shows it. Without that hook in fit, ``lr_scale`` has no effect.
+    logged ``lr`` shows it.
 
     Args:
         monitor: logged value to watch (default ``"val_loss"``).

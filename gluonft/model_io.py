@@ -418,7 +418,8 @@ def _readme_line(clf: Classifier, what: str) -> str:
 
 
 def _restamp_opset(path: Path, opset: int) -> None:
-    """Stamp the default-domain opset MXNet's translations were written for (see export_onnx)."""
+    """Stamp the default-domain opset MXNet's translations were written for (see export_onnx),
+    and the oldest file format that holds it."""
     import onnx
     from onnx.defs import onnx_opset_version
 
@@ -431,6 +432,10 @@ def _restamp_opset(path: Path, opset: int) -> None:
             # MXNet picks, per operator, its newest translation at or below the stamped
             # opset: at most 13 (it has opset-12 and opset-13 translations only).
             entry.version = opset
+    # The file format (IR) version the installed onnx writes can be newer than runtimes read
+    # (onnx 1.18 writes IR 11, onnxruntime 1.20 reads up to 10); the graph needs only the IR
+    # version of its opsets, so stamp that: any runtime for those opsets loads it.
+    model.ir_version = onnx.helper.find_min_ir_version_for(list(model.opset_import))
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
 

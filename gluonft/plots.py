@@ -19,12 +19,16 @@ from matplotlib.ticker import PercentFormatter
 
 from .results import atomic_write, regime_title
 
-__all__ = ["accuracy_chart", "curves_figure", "save_figure", "BASELINE_STYLE", "REGIME_COLOURS"]
+__all__ = ["accuracy_chart", "curves_figure", "save_figure", "regime_colour", "BASELINE_STYLE",
+           "REGIME_COLOURS"]
 
 # Transfer bars are coloured by regime; the baseline is grey and hatched so it stands apart
 # in colour, in texture (also in greyscale print) and in the legend.
 REGIME_COLOURS: Dict[str, str] = {"head": "#1f77b4", "last_k": "#2ca02c", "full": "#ff7f0e",
                                   "scratch": "#9467bd"}
+# last_k:1, last_k:2... are different experiments: greens from light to dark, so two of them
+# side by side stay apart (and match their separate legend entries).
+LAST_K_SHADES = ("#98df8a", "#2ca02c", "#1a6e1a", "#5fd35f", "#0c420c")
 BASELINE_STYLE: Dict[str, object] = {"color": "#9e9e9e", "hatch": "//", "edgecolor": "#424242"}
 
 
@@ -34,8 +38,12 @@ def _new_figure(width: float, height: float) -> Figure:
     return fig
 
 
-def _regime_key(regime: str) -> str:
-    return regime.split(":", 1)[0]
+def regime_colour(regime: str) -> str:
+    """The bar colour of a regime name (``head``, ``last_k:2``...); unknown ones are cyan."""
+    key, _, k = regime.partition(":")
+    if key == "last_k" and k.isdigit() and int(k) >= 1:
+        return LAST_K_SHADES[(int(k) - 1) % len(LAST_K_SHADES)]
+    return REGIME_COLOURS.get(key, "#17becf")
 
 
 def _bar_label(bar: Mapping) -> str:
@@ -88,8 +96,7 @@ def accuracy_chart(bars: Sequence[Mapping], *, title: Optional[str] = None,
             name = f"baseline: {bar['label']}" + (" (recorded)" if bar["status"] == "recorded"
                                                   else "")
         else:
-            style = {"color": REGIME_COLOURS.get(_regime_key(str(bar["regime"])), "#17becf"),
-                     "edgecolor": "#212121"}
+            style = {"color": regime_colour(str(bar["regime"])), "edgecolor": "#212121"}
             name = regime_title(str(bar["regime"]))
         ax.bar(x, mean, width=0.7, linewidth=0.8,
                        yerr=std if std is not None else None, capsize=6 if std else 0,

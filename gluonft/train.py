@@ -232,6 +232,8 @@ def fit(net: TransferNet, train: ImageSet, val: Optional[ImageSet] = None, *, ep
         ctx: a context or a list (each batch is split across them); default `devices()`.
         seed: seeds shuffling, augmentation and MXNet's generator.
         callbacks: callables ``(epoch, logs)`` run after each epoch; raise `StopTraining` to end.
+            A callback's ``lr_scale`` attribute (`ReduceLROnPlateau`) multiplies the
+            schedule's learning rate from the next epoch on.
         checkpoint: a file path; after each epoch the parameters, optimizer state and history
             are saved there (atomically), and a run started with an existing checkpoint of the
             same settings resumes after its last epoch.
@@ -323,11 +325,14 @@ def fit(net: TransferNet, train: ImageSet, val: Optional[ImageSet] = None, *, ep
         meter = _Meter()
         bar = _progress(progress, per_epoch, f"epoch {epoch + 1}/{epochs}")
         pending = []
+        # Callbacks such as ReduceLROnPlateau scale the schedule's rate (they set lr_scale
+        # after an epoch); multiplying keeps warm-up and cosine shapes intact.
+        lr_scale = float(np.prod([getattr(cb, "lr_scale", 1.0) for cb in callbacks]))
         # The order iterate_batches gives (tests/test_features.py checks it).
         for step, idx in enumerate(batch_indices(len(train), batch_size, shuffle=True,
                                                  seed=seed, epoch=epoch)):
-            trainer.set_learning_rate(schedule.lr(lr, iteration=epoch * per_epoch + step,
-                                                  per_epoch=per_epoch, epochs=epochs))
+            trainer.set_learning_rate(lr_scale * schedule.lr(
+                lr, iteration=epoch * per_epoch + step, per_epoch=per_epoch, epochs=epochs))
             if train_features:
                 inputs = _cached_inputs(train_features[epoch % len(train_features)], idx,
                                         contexts)

@@ -1,6 +1,5 @@
 """Callbacks on scripted logs and in real short fits on real CIFAR-10 images."""
 import csv
-import inspect
 import json
 import math
 
@@ -15,7 +14,6 @@ from gluonft.callbacks import BestCheckpoint, CSVLogger, EarlyStopping, Monitor,
 from gluonft.data import cifar10
 
 CPU = mx.cpu()
-HOOKED = "lr_scale" in inspect.getsource(gluonft.train.fit)
 
 
 def _replay(callback, values, key="val_acc"):
@@ -168,8 +166,6 @@ def test_csv_logger_writes_one_row_per_epoch(tiny, tmp_path):
     assert path.read_text().splitlines() == ["epoch,train_loss", "1,0.5"]
 
 
-@pytest.mark.skipif(not HOOKED, reason="gluonft.fit does not apply callbacks' lr_scale yet "
-                                       "(hook documented in gluonft/callbacks.py)")
 def test_reduce_lr_on_plateau_in_a_real_fit(tiny):
     plateau = ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=1, min_delta=100)
     _, history = _fit(tiny, [plateau], epochs=4, schedule=gluonft.Schedule("constant"))

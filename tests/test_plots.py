@@ -60,6 +60,17 @@ def test_the_baseline_bar_differs_in_colour_hatch_and_legend():
     assert "recorded result" in recorded.get_xticklabels()[0].get_text()
 
 
+def test_each_regime_and_each_k_gets_its_own_colour():
+    bars = [_bar("m-head", 0.5), _bar("m-last_k1", 0.6, regime="last_k:1"),
+            _bar("m-last_k2", 0.62, regime="last_k:2"), _bar("m-full", 0.7, regime="full"),
+            _bar("m-scratch", 0.3, regime="scratch")]
+    ax = accuracy_chart(bars).axes[0]
+    colours = [to_hex(p.get_facecolor()) for p in _bars_of(ax)]
+    assert len(set(colours)) == 5
+    legend = ax.get_legend()
+    assert [to_hex(h.get_facecolor()) for h in legend.legend_handles] == colours
+
+
 def test_repeats_get_mean_labels_and_error_bars():
     bars = [_bar("a-head", 0.6, std=0.05, n=3), _bar("b-head", 0.7)]
     ax = accuracy_chart(bars).axes[0]

@@ -105,6 +105,16 @@ def test_atomic_write_replaces_whole_and_leaves_no_temporary_files(tmp_path):
     assert os.listdir(path.parent) == ["config.json"]
 
 
+def test_atomic_write_gives_the_permissions_of_any_new_file(tmp_path):
+    # mkstemp's private 0600 must not leak into results a user shares (0666 minus the umask).
+    old = os.umask(0o022)
+    try:
+        path = atomic_write_json(str(tmp_path / "results.json"), {"records": []})
+    finally:
+        os.umask(old)
+    assert os.stat(path).st_mode & 0o777 == 0o644
+
+
 def test_a_failed_write_keeps_the_old_file(tmp_path):
     path = tmp_path / "results.json"
     atomic_write_json(str(path), {"records": []})
