@@ -22,8 +22,8 @@ except ImportError as _error:  # pragma: no cover - depends on the install
 
 from . import callbacks, datasets, tta
 from .callbacks import BestCheckpoint, CSVLogger, EarlyStopping, ReduceLROnPlateau
-from .classifier import Ensemble, classify, ensemble, fine_tune, lr_find, predict_files, \
-    train_classifier
+from .classifier import Ensemble, classify, ensemble, evaluate_folder, fine_tune, lr_find, \
+    predict_files, train_classifier
 from .model_io import Classifier, ModelFolderError, export_onnx, export_symbol, \
     load_classifier, save_classifier
 from .backbones import FAMILIES, TransferNet, UnknownBackbone, feature_blocks, list_backbones, \
@@ -42,7 +42,7 @@ __all__ = [
     "Regime", "Plan", "apply_regime", "parse_regime", "Schedule", "Augment", "summary", "Summary",
     "fit", "evaluate", "predict_proba", "History", "StopTraining",
     "callbacks", "tta", "EarlyStopping", "BestCheckpoint", "ReduceLROnPlateau", "CSVLogger",
-    "train_classifier", "fine_tune", "lr_find", "classify", "predict_files", "ensemble",
+    "train_classifier", "fine_tune", "lr_find", "classify", "predict_files", "evaluate_folder", "ensemble",
     "Ensemble", "Classifier", "save_classifier", "load_classifier", "export_symbol",
     "export_onnx", "ModelFolderError",
 ]

@@ -191,23 +191,10 @@ def _predict(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from .data.folder import image_folder
+    from .classifier import evaluate_folder
     from .model_io import load_classifier
-    from .train import evaluate
-    from .tta import evaluate_tta
-    clf = load_classifier(args.model_dir)
-    # Stored exactly as in training, so the numbers are those of training's evaluation.
-    read = dict(image_size=clf.image_size, margin=clf.stored_size / clf.image_size, fit=clf.fit)
-    if args.split == "all":
-        data = image_folder(args.data_dir, val_fraction=0, split="train", **read)
-    else:
-        data = image_folder(args.data_dir, split=args.split, **read)
-    if tuple(data.classes) != tuple(clf.classes):
-        raise ValueError(f"{args.data_dir} has the classes {list(data.classes)} but the model "
-                         f"was trained on {list(clf.classes)}")
-    ctx = next(iter(clf.net.collect_params().values())).list_ctx()
-    score = (evaluate_tta(clf.net, data, views="flip", ctx=ctx, image_size=clf.image_size)
-             if args.tta else evaluate(clf.net, data, ctx=ctx, image_size=clf.image_size))
+    score = evaluate_folder(load_classifier(args.model_dir), args.data_dir, split=args.split,
+                            tta=args.tta)
     print(f"accuracy: {score['accuracy']:.4f} on {score['count']} images "
           f"({args.split}{', flip TTA' if args.tta else ''}); loss {score['loss']:.4f}")
     return 0

@@ -417,9 +417,9 @@ def _readme_line(clf: Classifier, what: str) -> str:
             + f"; classes in output order: {', '.join(clf.classes)}\n")
 
 
-def _restamp_opset(path: Path, opset: int) -> None:
-    """Stamp the default-domain opset MXNet's translations were written for (see export_onnx),
-    and the oldest file format that holds it."""
+def _tidy_onnx(path: Path, opset: int) -> None:
+    """Stamp the default-domain opset MXNet's translations were written for (see export_onnx)
+    and the oldest file format that holds it; keep the weights out of the graph inputs."""
     import onnx
     from onnx.defs import onnx_opset_version
 
@@ -436,6 +436,14 @@ def _restamp_opset(path: Path, opset: int) -> None:
     # (onnx 1.18 writes IR 11, onnxruntime 1.20 reads up to 10); the graph needs only the IR
     # version of its opsets, so stamp that: any runtime for those opsets loads it.
     model.ir_version = onnx.helper.find_min_ir_version_for(list(model.opset_import))
+    # MXNet lists every weight as a graph input too. Runtimes then treat the weights as inputs
+    # a caller may override: no constant folding, and onnxruntime writes one warning per weight
+    # to stderr (64 KB for a MobileNet, enough to fill a notebook kernel's stderr pipe and
+    # block it). Since IR 4 weights need not be inputs, so only the image input stays.
+    weights = {w.name for w in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in weights]
+    del model.graph.input[:]
+    model.graph.input.extend(inputs)
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
 
@@ -475,7 +483,7 @@ def export_onnx(clf: Classifier, path: PathLike, *, overwrite: bool = False) -> 
         out = Path(tmp) / "model.onnx"
         mx.onnx.export_model(str(symbol), str(params), [(1, 3, s, s)], [np.float32], str(out),
                              dynamic=True, dynamic_input_shapes=[(None, 3, s, s)])
-        _restamp_opset(out, ONNX_OPSET)
+        _tidy_onnx(out, ONNX_OPSET)
         (Path(tmp) / "readme").write_text(_readme_line(clf, f"{path.name} (ONNX)"))
         os.replace(out, path)
         os.replace(Path(tmp) / "readme", readme)

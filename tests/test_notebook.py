@@ -5,8 +5,6 @@ The notebook runs its small default configuration (real CIFAR-10 images and weig
 run folder goes to a temporary folder through GLUONFT_RUN_DIR so the checkout stays clean.
 """
 import json
-import os
-from pathlib import Path
 
 import pytest
 
@@ -16,7 +14,10 @@ pytest.importorskip("ipykernel", reason="pip install -e '.[notebook]'")
 
 from gluonft.results import read_results  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+from .notebooks import ROOT, execute  # noqa: E402
+from .notebooks import outputs as _outputs  # noqa: E402
+from .notebooks import stream_text as _text  # noqa: E402
+
 NOTEBOOK = ROOT / "notebooks" / "cifar10_transfer.ipynb"
 
 
@@ -28,29 +29,8 @@ def executed(shared, tmp_path_factory):
         if not path.exists():
             pytest.skip(f"{path} not found in ../shared")
     run_dir = tmp_path_factory.mktemp("notebook") / "run"
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
-    env = {"GLUONFT_SHARED": str(shared), "GLUONFT_RUN_DIR": str(run_dir)}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)  # the kernel inherits this process's environment
-    try:
-        client = nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
-                                         resources={"metadata": {"path": str(NOTEBOOK.parent)}})
-        client.execute()  # raises CellExecutionError on the first failing cell
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    notebook = execute(NOTEBOOK, {"GLUONFT_SHARED": shared, "GLUONFT_RUN_DIR": run_dir})
     return notebook, run_dir
-
-
-def _outputs(notebook):
-    return [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs]
-
-
-def _text(notebook):
-    return "".join(o.get("text", "") for o in _outputs(notebook) if o.output_type == "stream")
 
 
 def test_the_notebook_runs_without_an_error_cell(executed):
