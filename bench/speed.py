@@ -49,6 +49,7 @@ from mxnet import autograd, gluon
 import gluonft
 from gluonft.data import ImageSet
 from gluonft.data.imageset import iterate_batches
+from gluonft.results import atomic_write_text
 from gluonft.transforms import Augment, BatchTransform, sample_affine
 
 __all__ = ["SpeedConfig", "main", "run", "TARGETS"]
@@ -359,12 +360,6 @@ def render(record: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     """Run the benchmark, print the table and save ``speed.json`` and ``speed.md``."""
     config = _parse(argv)
@@ -374,8 +369,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
           f"{config.repeats} repetitions -> {out}", flush=True)
     record = run(config)
     text = render(record)
-    _atomic_write(out / "speed.json", json.dumps(record, indent=1))
-    _atomic_write(out / "speed.md", text)
+    atomic_write_text(out / "speed.json", json.dumps(record, indent=1))
+    atomic_write_text(out / "speed.md", text)
     print(text)
     print(f"saved {out / 'speed.json'} and {out / 'speed.md'}")
     return record

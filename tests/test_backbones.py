@@ -5,7 +5,7 @@ import pytest
 from gluoncv.model_zoo import get_model
 
 import gluonft
-from gluonft.backbones import FAMILIES, family_of, feature_blocks
+from gluonft.backbones import FAMILIES, family_of
 
 CPU = mx.cpu()
 

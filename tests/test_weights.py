@@ -1,6 +1,5 @@
 """Weights: real pretrained files on real images, offline errors that say what to do, bad files."""
 import os
-import shutil
 
 import cv2
 import mxnet as mx
