@@ -20,7 +20,6 @@ does that preprocessing from image files, exactly as prediction in gluonft does.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -32,6 +31,8 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import mxnet as mx
 import numpy as np
+
+from .weights import sha1_of
 
 __all__ = ["Classifier", "save_classifier", "load_classifier", "export_symbol", "export_onnx",
            "ModelFolderError", "MODEL_PARAMS", "MODEL_JSON", "FORMAT", "count_params"]
@@ -123,14 +124,6 @@ class Classifier:
 
 def _ctx_of(net):
     return next(iter(net.collect_params().values())).list_ctx()[0]
-
-
-def _sha1(path: Path) -> str:
-    digest = hashlib.sha1()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _versions() -> Dict[str, str]:
@@ -233,7 +226,7 @@ def save_classifier(net, folder: PathLike, *, classes: Sequence[str], image_size
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
     try:
         net.save_parameters(str(tmp / MODEL_PARAMS))
-        meta["params_sha1"] = _sha1(tmp / MODEL_PARAMS)
+        meta["params_sha1"] = sha1_of(tmp / MODEL_PARAMS)
         with open(tmp / MODEL_JSON, "w") as f:
             json.dump(meta, f, indent=1)
         if existing:
@@ -269,7 +262,7 @@ def _same_model(folder: Path, meta: dict) -> bool:
                 and old.get("backbone") == meta["backbone"]
                 and old.get("image_size") == meta["image_size"]
                 and (folder / MODEL_PARAMS).is_file()
-                and _sha1(folder / MODEL_PARAMS) == meta["params_sha1"])
+                and sha1_of(folder / MODEL_PARAMS) == meta["params_sha1"])
     except (OSError, ValueError):
         return False
 

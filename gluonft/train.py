@@ -462,6 +462,15 @@ def _progress(enabled, total, description):
 def predict_proba(net: TransferNet, data: ImageSet, *, ctx=None, batch_size: int = 64,
                   image_size: Optional[int] = None, hybridize: bool = True) -> np.ndarray:
     """Class probabilities (N, classes) for every image of ``data``, in order."""
+    return predict_view(net, data, None, ctx=ctx, batch_size=batch_size,
+                        image_size=image_size, hybridize=hybridize)
+
+
+def predict_view(net: TransferNet, data: ImageSet, affine: Optional[np.ndarray], *, ctx=None,
+                 batch_size: int = 64, image_size: Optional[int] = None,
+                 hybridize: bool = True) -> np.ndarray:
+    """`predict_proba` of one view: every image resampled by the same ``affine`` row (the
+    rows `sample_affine` makes; None: the image itself). Test-time augmentation uses it."""
     contexts = as_contexts(ctx)
     image_size = check_image_size(net.backbone, image_size or net.family.input_size,
                                   family=net.family)
@@ -474,7 +483,9 @@ def predict_proba(net: TransferNet, data: ImageSet, *, ctx=None, batch_size: int
         for ctx, x in zip(contexts, _split(images, len(contexts))):
             if len(x) == 0:
                 continue
-            logits = net(transform(to_device(x, ctx, "uint8"), None))
+            rows = None if affine is None else to_device(
+                np.tile(np.asarray(affine, np.float32), (len(x), 1)), ctx)
+            logits = net(transform(to_device(x, ctx, "uint8"), rows))
             batch.append(mx.nd.softmax(logits, axis=-1))
         out += [o.asnumpy() for o in pending]  # the previous batch: two in flight at most
         pending = batch

@@ -13,14 +13,12 @@ from __future__ import annotations
 
 from typing import Dict, Optional, Sequence, Tuple, Union
 
-import mxnet as mx
 import numpy as np
 
-from .backbones import TransferNet, check_image_size
-from .data.imageset import ImageSet, iterate_batches
+from .backbones import TransferNet
+from .data.imageset import ImageSet
 from .devices import as_contexts
-from .train import predict_proba
-from .transforms import BatchTransform
+from .train import predict_view
 
 __all__ = ["predict_proba_tta", "evaluate_tta", "tta_views", "VIEW_NAMES", "VIEW_SETS"]
 
@@ -139,37 +137,14 @@ def predict_proba_tta(net: TransferNet, data: ImageSet, *,
     _check_contexts(net, as_contexts(ctx))
     total = None
     for name in names:
-        affine = _affine(name, float(crop))
-        if affine is None:
-            # The very function evaluate() uses: identity-only TTA equals evaluate exactly.
-            proba = predict_proba(net, data, ctx=ctx, batch_size=batch_size,
-                                  image_size=image_size, hybridize=hybridize)
-        else:
-            proba = _predict_view(net, data, affine, ctx=ctx, batch_size=batch_size,
-                                  image_size=image_size, hybridize=hybridize)
+        # The identity view (affine None) is the very path evaluate() takes: identity-only
+        # TTA equals evaluate exactly.
+        proba = predict_view(net, data, _affine(name, float(crop)), ctx=ctx,
+                             batch_size=batch_size, image_size=image_size, hybridize=hybridize)
         if len(names) == 1:
             return proba
         total = proba.astype(np.float64) if total is None else total + proba
     return (total / len(names)).astype(np.float32)
-
-
-def _predict_view(net, data, affine, *, ctx, batch_size, image_size, hybridize):
-    contexts = as_contexts(ctx)
-    image_size = check_image_size(net.backbone, image_size or net.family.input_size,
-                                  family=net.family)
-    if hybridize:
-        net.hybridize(static_alloc=True, static_shape=True)
-    transform = BatchTransform(image_size, net.family.mean, net.family.std)
-    out = []
-    for images, _ in iterate_batches(data, batch_size, shuffle=False):
-        parts = np.array_split(images, len(contexts)) if len(contexts) > 1 else [images]
-        for ctx, x in zip(contexts, parts):
-            if len(x) == 0:
-                continue
-            rows = mx.nd.array(np.tile(affine, (len(x), 1)), ctx=ctx)
-            logits = net(transform(mx.nd.array(x, ctx=ctx, dtype="uint8"), rows))
-            out.append(mx.nd.softmax(logits, axis=-1).asnumpy())
-    return np.concatenate(out) if out else np.zeros((0, net.classes), np.float32)
 
 
 def evaluate_tta(net: TransferNet, data: ImageSet, *,
