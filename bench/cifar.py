@@ -88,6 +88,7 @@ class CifarConfig:
     ctx: Tuple[str, ...] = ("cpu(0)",)
     out: str = ""
     keep_checkpoints: bool = False
+    amp: bool = False
     summary_rows: int = 12
     progress: bool = True
     explicit: Tuple[str, ...] = ()
@@ -196,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "with the same folder to resume")
     run.add_argument("--keep-checkpoints", action="store_true", default=None,
                      help="keep every finished experiment's parameters in checkpoints/")
+    run.add_argument("--amp", action="store_true", default=None,
+                     help="float16 mixed-precision training (MXNet AMP); GPUs only")
     run.add_argument("--summary-rows", type=int, metavar="N",
                      help="rows of each architecture table (default 12)")
     run.add_argument("--no-progress", action="store_true", default=None,
@@ -308,6 +311,9 @@ def parse_config(argv: Optional[Sequence[str]] = None) -> CifarConfig:
     args = build_parser().parse_args(argv)
     explicit = tuple(sorted(k for k, v in vars(args).items() if v is not None))
     ctx = _parse_ctx(args.ctx)
+    if args.amp and any(not c.startswith("gpu") for c in ctx):
+        raise UsageError(f"--amp: float16 training needs GPUs, but --ctx is "
+                         f"{','.join(ctx)}; on a CPU leave --amp out (float32)")
     # No --preset: the devices decide (ctx defaults to gluonft.devices()).
     preset = PRESETS[args.preset or preset_for_devices(_contexts(ctx))]
     pick = lambda name: getattr(args, name) if getattr(args, name) is not None \
@@ -348,7 +354,7 @@ def parse_config(argv: Optional[Sequence[str]] = None) -> CifarConfig:
         data_root=os.path.abspath(os.path.expanduser(args.data_root)) if args.data_root
         else None,
         download=bool(args.download), ctx=ctx, out=out,
-        keep_checkpoints=bool(args.keep_checkpoints),
+        keep_checkpoints=bool(args.keep_checkpoints), amp=bool(args.amp),
         summary_rows=12 if args.summary_rows is None else args.summary_rows,
         progress=not args.no_progress, explicit=explicit)
 
@@ -503,7 +509,7 @@ def plan_experiments(config: CifarConfig, data) -> list:
 
     from .grid import Experiment, effective_image_size, experiment_id
 
-    common = dict(batch_size=config.batch_size, optimizer=config.optimizer,
+    common = dict(batch_size=config.batch_size, optimizer=config.optimizer, amp=config.amp,
                   momentum=config.momentum, wd=config.wd, schedule=config.schedule,
                   warmup_epochs=config.warmup_epochs, classes=len(data.test.classes),
                   data=data.description)

@@ -97,6 +97,7 @@ class Experiment:
     classes: int = 10
     recorded_accuracy: Optional[float] = None
     data: Dict[str, object] = field(default_factory=dict)
+    amp: bool = False
 
     @property
     def config(self) -> Dict[str, object]:
@@ -111,6 +112,8 @@ class Experiment:
             "wd": self.wd, "schedule": self.schedule_obj.to_dict(),
             "image_size": self.image_size, "classes": self.classes,
             "augment": asdict(gluonft.Augment()), "data": dict(self.data),
+            # Only when on: results of runs before the option existed stay equal.
+            **({"amp": "float16"} if self.amp else {}),
         }
 
     @property
@@ -293,7 +296,7 @@ def run_experiment(experiment: Experiment, *, data: Data, ctx, checkpoint: str,
             batch_size=experiment.batch_size, lr=experiment.lr, optimizer=experiment.optimizer,
             momentum=experiment.momentum, wd=experiment.wd, schedule=experiment.schedule_obj,
             image_size=experiment.image_size, ctx=ctx, seed=experiment.seed,
-            callbacks=[on_epoch], checkpoint=checkpoint, progress=progress)
+            callbacks=[on_epoch], checkpoint=checkpoint, progress=progress, amp=experiment.amp)
         resumed = len(history.epochs) - len(trained)
         if resumed and not trained:
             log(f"resumed from the checkpoint of epoch {resumed}: training was complete")

@@ -171,7 +171,9 @@ def compute_features(prefix: nn.HybridBlock, data: ImageSet, *, transform, conte
             if len(x) == 0:
                 continue
             x = transform(to_device(x, ctx, "uint8"), None if rows is None else rows[i])
-            batch.append(prefix(x))
+            # float32 on the device: under AMP the prefix may compute in bfloat16, whose
+            # asnumpy() bytes numpy cannot read as numbers.
+            batch.append(prefix(x).astype("float32", copy=False))
         # Read the previous batch only once this one is queued: the device never waits for
         # the host, and at most two batches are in flight.
         outputs += [o.asnumpy() for o in pending]

@@ -11,7 +11,7 @@ import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import mxnet as mx
 import numpy as np
@@ -217,7 +217,8 @@ def fit(net: TransferNet, train: ImageSet, val: Optional[ImageSet] = None, *, ep
         augment: Augment = Augment(), image_size: Optional[int] = None, ctx=None, seed: int = 0,
         callbacks: Sequence[Callable] = (), checkpoint: Optional[str] = None,
         progress: bool = True, hybridize: bool = True, cache_features: Optional[bool] = None,
-        cache_dir: Optional[str] = None, feature_views: Optional[int] = None) -> History:
+        cache_dir: Optional[str] = None, feature_views: Optional[int] = None,
+        amp: Union[bool, str] = False) -> History:
     """Train ``net`` (as set up by `apply_regime`) on ``train``; evaluate on ``val`` each epoch.
 
     Args:
@@ -239,6 +240,10 @@ def fit(net: TransferNet, train: ImageSet, val: Optional[ImageSet] = None, *, ep
             same settings resumes after its last epoch.
         progress: show a tqdm bar per epoch.
         hybridize: compile the net (static memory) for speed.
+        amp: mixed precision with MXNet AMP: ``True`` or ``"float16"`` on GPU contexts only
+            (on CPU training stays float32: a clear error), ``"bfloat16"`` on CPUs with
+            AVX512-BF16. MXNet's AMP patches its operators for the whole process, so once
+            on it stays on, and a second fit cannot ask for the other type.
         cache_features: compute the frozen prefix's features of ``train`` and ``val`` once and
             train the rest on them (`gluonft.features`); the result equals the uncached run
             within float tolerance. ``None`` (default): cache when the regime leaves a frozen
@@ -276,8 +281,12 @@ def fit(net: TransferNet, train: ImageSet, val: Optional[ImageSet] = None, *, ep
     trainable = [p for p in net.collect_params().values() if p.grad_req != "null"]
     if not trainable:
         raise ValueError("nothing to train: every parameter is frozen; call apply_regime first")
+    amp_dtype = _start_amp(amp, contexts)  # before the parts are traced: the graph casts
     trainer = gluon.Trainer(trainable, optimizer,
                             _optimizer_params(optimizer, lr, momentum, wd))
+    if amp_dtype:
+        from mxnet.contrib import amp as mx_amp
+        mx_amp.init_trainer(trainer)  # dynamic loss scaling; overflowing steps are skipped
     settings = {
         "backbone": net.backbone, "classes": net.classes, "epochs": epochs,
         "batch_size": batch_size, "lr": lr, "optimizer": optimizer,
@@ -288,6 +297,8 @@ def fit(net: TransferNet, train: ImageSet, val: Optional[ImageSet] = None, *, ep
         "val_images": len(val) if val is not None else 0,
         "trainable_params": int(sum(p.data(contexts[0]).size for p in trainable)),
     }
+    if amp_dtype or _AMP_STATE["dtype"]:  # absent when never used, as in earlier versions
+        settings["amp"] = _AMP_STATE["dtype"]
     views = _check_views(feature_views, augment)
     if views:  # a setting that changes results; absent otherwise, as in earlier versions
         settings["feature_views"] = views
@@ -345,7 +356,8 @@ def fit(net: TransferNet, train: ImageSet, val: Optional[ImageSet] = None, *, ep
                     affine = sample_affine(len(idx), augment, rng)
                 inputs = _image_inputs(parts, transform, train.images[idx], train.labels[idx],
                                        affine, contexts)
-            losses = _train_step(parts, trainer, inputs, label_smoothing, net.classes, meter)
+            losses = _train_step(parts, trainer, inputs, label_smoothing, net.classes, meter,
+                                 scale_loss=bool(amp_dtype))
             # Wait for the previous batch only: the host prepares the next batch while the
             # device computes, and at most two batches are queued.
             for loss in pending:
@@ -412,7 +424,36 @@ def _cached_inputs(features: Features, idx: np.ndarray, contexts):
     return inputs
 
 
-def _train_step(parts, trainer, inputs, smoothing, classes, meter: _Meter):
+# MXNet's AMP is process-wide and cannot be undone: the type it was started with.
+_AMP_STATE: Dict[str, Optional[str]] = {"dtype": None}
+_AMP_TYPES = {True: "float16", "float16": "float16", "bfloat16": "bfloat16"}
+
+
+def _start_amp(amp, contexts) -> Optional[str]:
+    """Validate ``amp`` for ``contexts`` and start MXNet AMP; the low-precision type or None."""
+    if amp is False or amp is None:
+        return None
+    if isinstance(amp, (bool, str)) and amp in _AMP_TYPES:
+        dtype = _AMP_TYPES[amp]
+    else:
+        raise ValueError(f"amp must be False, True, 'float16' or 'bfloat16', got {amp!r}")
+    if dtype == "float16":
+        cpus = [str(c) for c in contexts if c.device_type != "gpu"]
+        if cpus:
+            raise ValueError(f"amp={amp!r} (float16 training) needs GPU contexts, got "
+                             f"{', '.join(cpus)}: on a CPU train in float32 (amp=False), or "
+                             f"amp='bfloat16' on a CPU with AVX512-BF16")
+    if _AMP_STATE["dtype"] not in (None, dtype):
+        raise ValueError(f"MXNet AMP already runs in {_AMP_STATE['dtype']} in this process "
+                         f"and cannot switch to {dtype}; restart Python to change it")
+    from mxnet.contrib import amp as mx_amp
+    mx_amp.init(target_dtype=dtype)  # patches MXNet's operators; a no-op the second time
+    _AMP_STATE["dtype"] = dtype
+    return dtype
+
+
+def _train_step(parts, trainer, inputs, smoothing, classes, meter: _Meter, *,
+                scale_loss: bool = False):
     """One optimiser step over a batch split across devices; returns the per-device losses."""
     losses, outputs = [], []
     with autograd.record():
@@ -420,7 +461,12 @@ def _train_step(parts, trainer, inputs, smoothing, classes, meter: _Meter):
             out = parts.trainable(features)
             losses.append(_smoothed_cross_entropy(out, y, smoothing, classes))
             outputs.append(out)
-    autograd.backward(losses)
+        if scale_loss:  # AMP: scaled so that small float16 gradients do not vanish
+            from mxnet.contrib import amp as mx_amp
+            with mx_amp.scale_loss(losses, trainer) as scaled:
+                autograd.backward(scaled)
+    if not scale_loss:
+        autograd.backward(losses)
     trainer.step(sum(len(y) for _, y in inputs))
     meter.add(losses, outputs, [y for _, y in inputs])
     return losses

@@ -301,6 +301,7 @@ def data_root(shared):
     (["--ctx", "gpu3"], "--ctx gpu3: MXNet sees 0 GPU(s)"),
     (["--lr", "head=fast"], "--lr 'fast': expected a positive number"),
     (["--seeds", "0,-1"], "is not a non-negative integer"),
+    (["--ctx", "cpu", "--amp"], "--amp: float16 training needs GPUs, but --ctx is cpu(0)"),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(argv, expected, data_root, tmp_path):
     code, stdout, stderr = _run(["--preset", "smoke", "--data-root", data_root,
