@@ -116,9 +116,12 @@ class Plan:
     def describe(self) -> str:
         """One line for logs: what trains."""
         trained = self.trainable_blocks
-        what = ("the new head only" if not trained else
-                f"the new head and {len(trained)} of {len(self.blocks)} backbone blocks "
-                f"({trained[0]} .. {trained[-1]})")
+        if not trained:
+            what = "the new head only"
+        else:
+            span = trained[0] if len(trained) == 1 else f"{trained[0]} .. {trained[-1]}"
+            what = (f"the new head and {len(trained)} of {len(self.blocks)} backbone blocks "
+                    f"({span})")
         return (f"{self.regime}: {what}; {self.trainable_params:,} trainable, "
                 f"{self.frozen_params:,} frozen parameters; BatchNorm {self.bn}"
                 + ("; backbone re-initialised at random" if self.reinitialised else ""))
