@@ -42,8 +42,8 @@ __all__ = [
     "Regime", "Plan", "apply_regime", "parse_regime", "Schedule", "Augment", "summary", "Summary",
     "fit", "evaluate", "predict_proba", "History", "StopTraining",
     "callbacks", "tta", "EarlyStopping", "BestCheckpoint", "ReduceLROnPlateau", "CSVLogger",
-    "train_classifier", "fine_tune", "lr_find", "classify", "predict_files", "evaluate_folder", "ensemble",
-    "Ensemble", "Classifier", "save_classifier", "load_classifier", "export_symbol",
+    "train_classifier", "fine_tune", "lr_find", "classify", "predict_files", "evaluate_folder",
+    "ensemble", "Ensemble", "Classifier", "save_classifier", "load_classifier", "export_symbol",
     "export_onnx", "ModelFolderError",
 ]
 # `gluonft.serve` (Flask) is imported on demand: `from gluonft import serve`.

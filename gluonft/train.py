@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Union
 
@@ -297,8 +298,8 @@ def fit(net: TransferNet, train: ImageSet, val: Optional[ImageSet] = None, *, ep
         "val_images": len(val) if val is not None else 0,
         "trainable_params": int(sum(p.data(contexts[0]).size for p in trainable)),
     }
-    if amp_dtype or _AMP_STATE["dtype"]:  # absent when never used, as in earlier versions
-        settings["amp"] = _AMP_STATE["dtype"]
+    if amp_dtype:  # absent when off, as in earlier versions
+        settings["amp"] = amp_dtype
     views = _check_views(feature_views, augment)
     if views:  # a setting that changes results; absent otherwise, as in earlier versions
         settings["feature_views"] = views
@@ -432,7 +433,13 @@ _AMP_TYPES = {True: "float16", "float16": "float16", "bfloat16": "bfloat16"}
 def _start_amp(amp, contexts) -> Optional[str]:
     """Validate ``amp`` for ``contexts`` and start MXNet AMP; the low-precision type or None."""
     if amp is False or amp is None:
-        return None
+        if _AMP_STATE["dtype"]:
+            # MXNet's operators stay patched: training is mixed precision anyway, so it gets
+            # the loss scaling that goes with it, and the settings say so.
+            warnings.warn(f"MXNet AMP ({_AMP_STATE['dtype']}) was started by an earlier fit in "
+                          f"this process and cannot be turned off: this fit trains in mixed "
+                          f"precision too; restart Python for float32", stacklevel=3)
+        return _AMP_STATE["dtype"]
     if isinstance(amp, (bool, str)) and amp in _AMP_TYPES:
         dtype = _AMP_TYPES[amp]
     else:

@@ -63,6 +63,16 @@ for amp in (False, "bfloat16"):  # float32 first: AMP cannot be switched off aft
                      "moved": moved, "trainable": [k for k, p in params.items()
                                                    if p.grad_req != "null"],
                      "dtypes": sorted({str(p.data().dtype) for p in params.values()})}
+# AMP cannot be switched off in a process: a later fit(amp=False) says so and records it.
+import warnings
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    net = gluonft.load_backbone("cifar_resnet20_v1", classes=10, ctx=mx.cpu(), weights=None)
+    gluonft.apply_regime(net, "head")
+    later = gluonft.fit(net, train, epochs=1, batch_size=50, lr=0.02, ctx=mx.cpu(),
+                        progress=False, amp=False)
+out["later"] = {"amp": later.settings.get("amp"),
+                "warned": any("cannot be turned off" in str(w.message) for w in caught)}
 # Proof that AMP patched MXNet: a convolution now computes in bfloat16.
 x = mx.nd.ones((1, 3, 8, 8))
 w = mx.nd.ones((4, 3, 3, 3))
@@ -81,6 +91,7 @@ def test_bfloat16_amp_trains_like_float32_on_real_images(shared):
     fp32, bf16 = result["False"], result["bfloat16"]
     assert fp32["amp"] is None and bf16["amp"] == "bfloat16"
     assert "bfloat16" in result["conv_dtype"]
+    assert result["later"] == {"amp": "bfloat16", "warned": True}
     # Master weights stay float32; in both precisions every trainable weight moved and,
     # apart from the running statistics of the trainable block's BatchNorms, nothing else.
     assert bf16["dtypes"] == ["<class 'numpy.float32'>"]
