@@ -24,6 +24,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import mxnet as mx
 import numpy as np
 
+from .devices import contexts_of
 from .model_io import Classifier, count_params, save_classifier
 
 __all__ = ["train_classifier", "classify", "predict_files", "predict_images", "ensemble",
@@ -593,7 +594,7 @@ def _member_proba(clf: Classifier, images: np.ndarray, tta: bool) -> np.ndarray:
     from .data.imageset import ImageSet
     from .train import predict_proba
     from .tta import predict_proba_tta
-    ctx = next(iter(clf.net.collect_params().values())).list_ctx()
+    ctx = contexts_of(clf.net)
     data = ImageSet(images, np.zeros(len(images), np.int32), clf.classes, "prediction")
     if tta:
         return predict_proba_tta(clf.net, data, views="flip", ctx=ctx,
@@ -718,12 +719,12 @@ def evaluate_folder(clf: Classifier, data_dir: PathLike, *, split: str = "test",
     if tuple(data.classes) != tuple(clf.classes):
         raise ValueError(f"{data_dir} has the classes {list(data.classes)} but the model was "
                          f"trained on {list(clf.classes)}")
-    ctx = next(iter(clf.net.collect_params().values())).list_ctx()
+    ctx = contexts_of(clf.net)
     score = (evaluate_tta(clf.net, data, views="flip", ctx=ctx, image_size=clf.image_size)
              if tta else evaluate(clf.net, data, ctx=ctx, image_size=clf.image_size))
     return {"accuracy": float(score["accuracy"]), "loss": float(score["loss"]),
             "count": int(score["count"]), "split": split, "tta": bool(tta),
-            "skipped": list(getattr(data, "skipped", []))}
+            "skipped": list(data.skipped)}
 
 
 def predict_images(model, images: np.ndarray, *, tta: bool = False) -> np.ndarray:

@@ -5,7 +5,7 @@ from typing import List
 
 import mxnet as mx
 
-__all__ = ["devices", "as_contexts"]
+__all__ = ["devices", "as_contexts", "contexts_of"]
 
 
 def devices() -> List[mx.Context]:
@@ -37,3 +37,8 @@ def as_contexts(ctx) -> List[mx.Context]:
             raise ValueError(f"ctx lists a device twice: {list(ctx)}")
         return list(ctx)
     raise ValueError(f"ctx must be an mx.Context or a non-empty list of them, got {ctx!r}")
+
+
+def contexts_of(net) -> List[mx.Context]:
+    """The contexts a (initialised) net's parameters live on, in the order they were given."""
+    return next(iter(net.collect_params().values())).list_ctx()

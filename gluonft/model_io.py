@@ -32,6 +32,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import mxnet as mx
 import numpy as np
 
+from .devices import contexts_of
 from .weights import sha1_of
 
 __all__ = ["Classifier", "save_classifier", "load_classifier", "export_symbol", "export_onnx",
@@ -113,17 +114,13 @@ class Classifier:
         The same resize and normalisation as `gluonft.predict_proba` (`BatchTransform`).
         """
         from .transforms import BatchTransform, to_device
-        ctx = ctx or _ctx_of(self.net)
+        ctx = ctx or contexts_of(self.net)[0]
         transform = BatchTransform(self.image_size, self.mean, self.std)
         return transform(to_device(images, ctx, "uint8"), None)
 
     def __repr__(self) -> str:
         return (f"Classifier({self.backbone}, {len(self.classes)} classes, "
                 f"image_size={self.image_size}, params={self.params:,})")
-
-
-def _ctx_of(net):
-    return next(iter(net.collect_params().values())).list_ctx()[0]
 
 
 def _versions() -> Dict[str, str]:
@@ -362,7 +359,7 @@ def _export_graph(clf: Classifier, folder: Path, name: str) -> Tuple[Path, Path]
     net = clf.net
     net.hybridize()
     with mx.autograd.predict_mode():
-        net(mx.nd.zeros((1, 3, clf.image_size, clf.image_size), ctx=_ctx_of(net)))
+        net(mx.nd.zeros((1, 3, clf.image_size, clf.image_size), ctx=contexts_of(net)[0]))
     net.export(str(folder / name), epoch=0)
     return folder / f"{name}-symbol.json", folder / f"{name}-0000.params"
 

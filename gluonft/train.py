@@ -21,7 +21,7 @@ from mxnet.gluon import nn
 
 from .backbones import TransferNet, check_image_size
 from .data.imageset import ImageSet, iterate_batches
-from .devices import as_contexts
+from .devices import as_contexts, contexts_of
 from .features import Features, batch_indices, cached_features, feature_key, \
     weights_digest
 from .regimes import frozen_prefix
@@ -605,11 +605,7 @@ def _resume(path, net, trainer, history: History, settings: dict) -> int:
     if _comparable(saved.settings) != _comparable(settings):
         raise ValueError(f"checkpoint {path}.json was written with other settings; remove it or "
                          f"choose another checkpoint path")
-    net.load_parameters(path + ".params", ctx=[c for c in _contexts_of(net)])
+    net.load_parameters(path + ".params", ctx=contexts_of(net))
     trainer.load_states(path + ".states")
     history.epochs[:] = saved.epochs
     return len(saved.epochs)
-
-
-def _contexts_of(net):
-    return next(iter(net.collect_params().values())).list_ctx()

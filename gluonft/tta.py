@@ -17,7 +17,7 @@ import numpy as np
 
 from .backbones import TransferNet
 from .data.imageset import ImageSet
-from .devices import as_contexts
+from .devices import as_contexts, contexts_of
 from .train import predict_view
 
 __all__ = ["predict_proba_tta", "evaluate_tta", "tta_views", "VIEW_NAMES", "VIEW_SETS"]
@@ -100,7 +100,7 @@ def _check(net, data, crop):
 
 def _check_contexts(net, contexts):
     # A forward pass on a device the parameters do not live on fails deep inside MXNet.
-    have = next(iter(net.collect_params().values())).list_ctx()
+    have = contexts_of(net)
     missing = [c for c in contexts if c not in have]
     if missing:
         raise ValueError(f"the net's parameters live on {have} but ctx asks for {contexts}; "
