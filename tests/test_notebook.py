@@ -8,26 +8,20 @@ import json
 
 import pytest
 
-nbformat = pytest.importorskip("nbformat", reason="pip install -e '.[notebook]'")
-nbclient = pytest.importorskip("nbclient", reason="pip install -e '.[notebook]'")
-pytest.importorskip("ipykernel", reason="pip install -e '.[notebook]'")
+from gluonft.results import read_results
 
-from gluonft.results import read_results  # noqa: E402
-
-from .notebooks import ROOT, execute  # noqa: E402
-from .notebooks import outputs as _outputs  # noqa: E402
-from .notebooks import stream_text as _text  # noqa: E402
+from .notebooks import ROOT, execute, require
+from .notebooks import outputs as _outputs
+from .notebooks import stream_text as _text
 
 NOTEBOOK = ROOT / "notebooks" / "cifar10_transfer.ipynb"
 
 
 @pytest.fixture(scope="module")
 def executed(shared, tmp_path_factory):
-    data = shared / "data" / "cifar-10-subset"
-    for path in (data, shared / "weights" / "mobilenet0.75-imagenet.params",
-                 shared / "weights" / "cifar_resnet20_v1-cifar10.params"):
-        if not path.exists():
-            pytest.skip(f"{path} not found in ../shared")
+    require(shared / "data" / "cifar-10-subset",
+            shared / "weights" / "mobilenet0.75-imagenet.params",
+            shared / "weights" / "cifar_resnet20_v1-cifar10.params")
     run_dir = tmp_path_factory.mktemp("notebook") / "run"
     notebook = execute(NOTEBOOK, {"GLUONFT_SHARED": shared, "GLUONFT_RUN_DIR": run_dir})
     return notebook, run_dir

@@ -8,24 +8,17 @@ import re
 
 import pytest
 
-nbformat = pytest.importorskip("nbformat", reason="pip install -e '.[notebook]'")
-nbclient = pytest.importorskip("nbclient", reason="pip install -e '.[notebook]'")
-pytest.importorskip("ipykernel", reason="pip install -e '.[notebook]'")
+from gluonft.model_io import load_classifier
 
-from gluonft.model_io import load_classifier  # noqa: E402
-
-from .notebooks import ROOT, code, errors, execute, outputs, stream_text  # noqa: E402
+from .notebooks import ROOT, code, errors, execute, outputs, require, stream_text
 
 NOTEBOOK = ROOT / "notebooks" / "own_images.ipynb"
 
 
 @pytest.fixture(scope="module")
 def executed(shared, tmp_path_factory):
-    data = shared / "data" / "clothing-small"
-    weights = shared / "weights" / "mobilenet0.75-imagenet.params"
-    for path in (data, weights):
-        if not path.exists():
-            pytest.skip(f"{path} not found in ../shared")
+    require(shared / "data" / "clothing-small",
+            shared / "weights" / "mobilenet0.75-imagenet.params")
     model_dir = tmp_path_factory.mktemp("own_images") / "model"
     notebook = execute(NOTEBOOK, {"GLUONFT_SHARED": shared, "GLUONFT_MODEL_DIR": model_dir})
     return notebook, model_dir
