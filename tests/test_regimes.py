@@ -106,6 +106,14 @@ def test_head_regime_freezes_the_whole_backbone_and_documents_it():
     assert plan.to_dict()["frozen_blocks"][0].startswith("features.0")
 
 
+def test_describe_names_the_trained_blocks():
+    net = gluonft.load_backbone("cifar_resnet20_v1", classes=10, weights=None, ctx=CPU)
+    one, two = (gluonft.apply_regime(net, "last_k", k=k) for k in (1, 2))
+    last, before = one.trainable_blocks[0], two.trainable_blocks[0]
+    assert f"1 of 4 backbone blocks ({last});" in one.describe()  # one block named once
+    assert f"2 of 4 backbone blocks ({before} .. {last});" in two.describe()
+
+
 def test_unknown_regime_and_bad_k_are_clear_errors():
     net = gluonft.load_backbone("cifar_resnet20_v1", classes=10, weights=None, ctx=CPU)
     with pytest.raises(ValueError, match="unknown regime 'partial'.*head, last_k, full, scratch"):
