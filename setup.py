@@ -23,7 +23,7 @@ CORE = [
 MXNET_CPU = "mxnet==1.9.1"
 MXNET_GPU = "mxnet-cu112==1.9.1"
 ONNX = ["onnx>=1.14,<1.19", "onnxruntime>=1.16,<1.21", "protobuf>=3.20.2,<5"]
-SERVE = ["flask>=3,<4"]
+SERVE = ["flask>=3,<4", "waitress>=3,<4"]
 
 setup(
     name="gluonft",

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import json
+import math
 import os
 import sys
 import time
@@ -114,8 +116,15 @@ def _non_negative_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    if not 0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
+def _momentum(text: str) -> float:
+    value = _non_negative_float(text)
+    if not value < 1:
+        raise argparse.ArgumentTypeError(f"expected a momentum in [0, 1), got {text!r}")
     return value
 
 
@@ -126,7 +135,15 @@ def _count_or_all(text: str):
 
 
 def _size_or_native(text: str):
-    return "native" if text.strip().lower() == "native" else _positive_int(text)
+    if text.strip().lower() == "native":
+        return "native"
+    from gluonft.backbones import MAX_IMAGE_SIZE
+
+    value = _positive_int(text)
+    if value > MAX_IMAGE_SIZE:
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_IMAGE_SIZE} px (or native), "
+                                         f"got {text!r}")
+    return value
 
 
 def _none_for_word(value):
@@ -166,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", help="learning rate for every regime (0.01), or per regime "
                        "(head=0.05,full=0.01)")
     train.add_argument("--optimizer", choices=("sgd", "nag", "adam"))
-    train.add_argument("--momentum", type=_non_negative_float)
+    train.add_argument("--momentum", type=_momentum)
     train.add_argument("--wd", type=_non_negative_float, help="weight decay")
     train.add_argument("--schedule", choices=("cosine", "constant", "onecycle"))
     train.add_argument("--warmup-epochs", type=_non_negative_float)
@@ -228,8 +245,8 @@ def _float_value(text: str, flag: str) -> float:
         value = float(text)
     except ValueError:
         raise UsageError(f"{flag} {text!r}: expected a positive number") from None
-    if not value > 0:
-        raise UsageError(f"{flag} {text!r}: expected a positive number")
+    if not 0 < value < math.inf:
+        raise UsageError(f"{flag} {text!r}: expected a positive finite number")
     return value
 
 
@@ -333,7 +350,7 @@ def parse_config(argv: Optional[Sequence[str]] = None) -> CifarConfig:
         raise UsageError(f"--val-fraction {args.val_fraction:g}: expected a share in [0, 1)")
     if args.summary_rows is not None and args.summary_rows < 0:
         raise UsageError(f"--summary-rows {args.summary_rows}: expected a count >= 0")
-    if args.baseline_lr is not None and not args.baseline_lr > 0:
+    if args.baseline_lr is not None and not 0 < args.baseline_lr < math.inf:
         raise UsageError(f"--baseline-lr {args.baseline_lr:g}: expected a positive number")
     weights = _parse_weights(args.weights)
     baseline = ("none" if args.no_baseline else
@@ -619,37 +636,70 @@ def _error(message: str) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run the grid described by ``argv``; returns the exit code (0 ok, 1 failures, 2 input).
+    """Run the grid described by ``argv``; returns the exit code (0 ok, 1 failures, 2 input,
+    130 interrupted).
 
     Example:
         >>> main(["--preset", "smoke", "--models", "mobilenet0.75", "--regimes", "head"])
         0
     """
-    def log(line: str = "") -> None:
-        print(line, flush=True)
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        # Whatever finished is on disk and a running experiment has its epoch checkpoint.
+        print(f"{PROG}: interrupted; run the same command again to resume", file=sys.stderr,
+              flush=True)
+        return 130
+
+
+def _main(argv: Optional[Sequence[str]]) -> int:
+    from gluonft.fileio import FolderBusy, FolderLock, check_writable_folder
 
     try:
         config = parse_config(argv)
         check_config(config)
         data = load_data(config)
+        check_writable_folder(config.out, what="--out")
     except SystemExit as done:  # --help
         return int(done.code or 0)
-    except UsageError as error:
+    except (UsageError, OSError) as error:
         return _error(str(error))
+    try:
+        os.makedirs(config.out, exist_ok=True)
+        lock = FolderLock(config.out).acquire()
+    except FolderBusy as error:
+        return _error(f"--out: {error}")
+    except OSError as error:
+        return _error(f"--out {config.out}: cannot create it ({error.strerror})")
+    try:
+        return _run_locked(config, data, argv, lock)
+    finally:
+        lock.release()
 
-    import json
 
-    from gluonft.results import atomic_write_json, best_record, environment, results_table
+def _run_locked(config: CifarConfig, data, argv, lock) -> int:
+    """The grid, with ``config.out`` locked by this process."""
+    from gluonft.fileio import atomic_write_json, remove_stale_temporaries
+    from gluonft.results import best_record, environment, read_results, results_table
 
     from .grid import OutputPaths, run_grid
 
+    def log(line: str = "") -> None:
+        print(line, flush=True)
+
+    paths = OutputPaths(config.out)
+    if os.path.exists(paths.results_json):
+        try:  # before anything trains: a broken results file is the user's to look at
+            read_results(paths.results_json)
+        except ValueError as error:
+            return _error(f"--out: {error}; move it away or choose another --out")
+    if lock.describe_stale():
+        log(lock.describe_stale())
+    removed = remove_stale_temporaries(config.out)
+    if removed:
+        log(f"removed {len(removed)} half-written temporary file(s) left by a killed run")
     ctx = contexts_of(config)
     experiments = plan_experiments(config, data)
-    try:
-        os.makedirs(config.out, exist_ok=True)
-    except OSError as error:
-        return _error(f"--out {config.out}: cannot create it ({error.strerror})")
-    paths = OutputPaths(config.out)
     begin = time.perf_counter()
     for line in preset_lines(config):
         log(line)
@@ -666,17 +716,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "environment": environment(devices=ctx),
         "started": datetime.now().astimezone().isoformat(timespec="seconds"),
     })
-    try:
-        records = run_grid(experiments, data=data, out_dir=config.out, ctx=ctx,
-                           summary_rows=config.summary_rows, progress=config.progress,
-                           keep_checkpoints=config.keep_checkpoints, log=log,
-                           title=f"CIFAR-10 transfer learning ({config.preset} preset: "
-                                 f"{data.description['train_images']} train images)")
-    except KeyboardInterrupt:
-        # Everything finished is on disk and the running experiment has its epoch checkpoint.
-        print(f"{PROG}: interrupted; run the same command again to resume from "
-              f"{config.out}", file=sys.stderr, flush=True)
-        return 130
+    records = run_grid(experiments, data=data, out_dir=config.out, ctx=ctx,
+                       summary_rows=config.summary_rows, progress=config.progress,
+                       keep_checkpoints=config.keep_checkpoints, log=log,
+                       title=f"CIFAR-10 transfer learning ({config.preset} preset: "
+                             f"{data.description['train_images']} train images)")
     log("")
     log(f"=== all experiments ({time.perf_counter() - begin:.0f} s) ===")
     log(results_table(records))
@@ -686,16 +730,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         log(f"{len(failed)} failed:")
         for r in failed:
             log(f"  {r.id}: {r.error}")
-    best = best_record(records)
-    if best is not None and os.path.exists(paths.best_json):
+    card = None
+    if best_record(records) is not None and os.path.exists(paths.best_json):
         with open(paths.best_json) as f:
             card = json.load(f)
         log("")
         for line in _card_lines(card):
             log(line)
     log("")
-    log(f"written: {os.path.abspath(config.out)} (config.json, results.json, results.csv, "
-        f"accuracy.png/.svg, curves/, best.json, best.params)")
+    written = [name for name in ("config.json", "results.json", "results.csv", "accuracy.png",
+                                 "accuracy.svg", "curves", "best.json", "best.params")
+               if os.path.exists(os.path.join(config.out, name))]
+    log(f"written: {os.path.abspath(config.out)} ({', '.join(written)})")
     _write_report(config.out, log)
     return 1 if failed else 0
 

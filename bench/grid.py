@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 import os
 import time
 import traceback
@@ -27,6 +28,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import gluonft
 from gluonft.baseline import lab1_cnn
+from gluonft.checkpoint import remove_checkpoint
 from gluonft.results import (ExperimentRecord, accuracy_bars, atomic_write_json, best_record,
                              environment, model_card, one_line, read_results, regime_title,
                              write_results)
@@ -163,15 +165,13 @@ class OutputPaths:
 # --- one experiment ---------------------------------------------------------------------------
 
 def build_net(experiment: Experiment, *, ctx):
-    """The net of an experiment, initialised as its ``weights`` say (seeded)."""
-    import mxnet as mx
-
+    """The net of an experiment, initialised as its ``weights`` say, seeded by its seed."""
     if experiment.model == BASELINE_MODEL:
         return lab1_cnn(classes=experiment.classes, ctx=ctx, seed=experiment.seed)
-    # The new head is initialised from MXNet's global generator: seed it for repeatability.
-    mx.random.seed(experiment.seed)
+    # The experiment's seed initialises the new head (and everything for random init), so
+    # repeats over seeds start from different heads and the spread they show is real.
     return gluonft.load_backbone(experiment.model, classes=experiment.classes,
-                                 weights=experiment.weights, ctx=ctx)
+                                 weights=experiment.weights, ctx=ctx, seed=experiment.seed)
 
 
 def _now() -> str:
@@ -217,15 +217,6 @@ def _failed_record(experiment: Experiment, error: BaseException, *, started: str
         started=started, finished=_now())
 
 
-def _remove_checkpoint(path: str) -> None:
-    for ext in (".params", ".states", ".json", ".experiment.json"):
-        if os.path.exists(path + ext):
-            os.remove(path + ext)
-    folder = os.path.dirname(path)
-    if os.path.isdir(folder) and not os.listdir(folder):
-        os.rmdir(folder)
-
-
 def run_experiment(experiment: Experiment, *, data: Data, ctx, checkpoint: str,
                    summary_rows: int = 12, progress: bool = True,
                    log: Log = print) -> Tuple[ExperimentRecord, Optional[object]]:
@@ -263,7 +254,7 @@ def run_experiment(experiment: Experiment, *, data: Data, ctx, checkpoint: str,
             saved = json.load(f)
         if saved != json.loads(json.dumps(experiment.config)):
             log("a checkpoint of another configuration of this experiment exists: removed")
-            _remove_checkpoint(checkpoint)
+            remove_checkpoint(checkpoint)
     net = None
     try:
         net = build_net(experiment, ctx=ctx)
@@ -302,6 +293,10 @@ def run_experiment(experiment: Experiment, *, data: Data, ctx, checkpoint: str,
             log(f"resumed from the checkpoint of epoch {resumed}: training was complete")
         test = gluonft.evaluate(net, data.test, ctx=ctx, batch_size=experiment.batch_size,
                                 image_size=experiment.image_size)
+        if not math.isfinite(test["loss"]):
+            raise gluonft.TrainingDiverged(
+                f"the test loss is {test['loss']}: the trained weights are broken (non-finite "
+                f"outputs); the learning rate ({experiment.lr:g}) is the likely cause")
         log(f"test accuracy: {100 * test['accuracy']:.2f}% ({test['count']} images), loss "
             f"{test['loss']:.3f}")
         seconds = sum(e["seconds"] for e in history.epochs)
@@ -363,7 +358,7 @@ def _write_outputs(paths: OutputPaths, records: Sequence[ExperimentRecord], *, t
 
 def _update_best(paths: OutputPaths, records: Sequence[ExperimentRecord],
                  just_run: Optional[ExperimentRecord], net, *, log: Log) -> None:
-    from gluonft.results import atomic_write
+    from gluonft.fileio import atomic_write
     from gluonft.weights import sha1_of
 
     best = best_record(records)
@@ -399,6 +394,21 @@ def _update_best(paths: OutputPaths, records: Sequence[ExperimentRecord],
         card.update({k: v for k, v in model_card(best, repeats=records).items()
                      if k in ("repeats",)})
         atomic_write_json(paths.best_json, card)
+
+
+def _finish(paths: OutputPaths, record: ExperimentRecord, *, keep_checkpoints: bool,
+            only_missing: bool = False) -> None:
+    """After a finished experiment: its curves drawn, its checkpoint removed (unless kept)."""
+    if not record.ok:
+        return
+    from gluonft import plots
+
+    curves = paths.curves(record.id)
+    if record.history and not (only_missing and os.path.exists(curves)):
+        plots.save_figure(plots.curves_figure(record.history, title=record.id,
+                                              test_accuracy=record.test_accuracy), curves)
+    if not keep_checkpoints:
+        remove_checkpoint(paths.checkpoint(record.id))
 
 
 def run_grid(experiments: Sequence[Experiment], *, data: Data, out_dir: str, ctx,
@@ -454,6 +464,9 @@ def run_grid(experiments: Sequence[Experiment], *, data: Data, out_dir: str, ctx
                 and old.config == json.loads(json.dumps(experiment.config)):
             log(f"skipped: already finished in this folder with the same configuration "
                 f"({old.finished}); test accuracy {100 * old.test_accuracy:.2f}%")
+            # A run killed between recording an experiment and tidying up after it left
+            # these undone: do them now.
+            _finish(paths, old, keep_checkpoints=keep_checkpoints, only_missing=True)
             continue
         record, net = run_experiment(experiment, data=data, ctx=ctx,
                                      checkpoint=paths.checkpoint(experiment.id),
@@ -462,14 +475,7 @@ def run_grid(experiments: Sequence[Experiment], *, data: Data, out_dir: str, ctx
             _supersede(paths, [old])
         current[experiment.id] = record
         _write_outputs(paths, ordered(), title=title, log=log)
-        if record.ok:
-            from gluonft import plots
-
-            plots.save_figure(plots.curves_figure(record.history, title=record.id,
-                                                  test_accuracy=record.test_accuracy),
-                              paths.curves(record.id))
-            if not keep_checkpoints:
-                _remove_checkpoint(paths.checkpoint(record.id))
+        _finish(paths, record, keep_checkpoints=keep_checkpoints)
         _update_best(paths, ordered(), record, net, log=log)
         del net
         gc.collect()

@@ -20,7 +20,7 @@ except ImportError as _error:  # pragma: no cover - depends on the install
     raise ImportError("gluonft needs MXNet 1.9.1: pip install 'gluonft[cpu]' (CPU build) or "
                       "'gluonft[gpu]' (mxnet-cu112, CUDA 11.2)") from _error
 
-from . import callbacks, datasets, tta
+from . import baseline, callbacks, datasets, tta
 from .callbacks import BestCheckpoint, CSVLogger, EarlyStopping, ReduceLROnPlateau
 from .classifier import Ensemble, classify, ensemble, evaluate_folder, fine_tune, lr_find, \
     predict_files, train_classifier
@@ -32,15 +32,18 @@ from .devices import devices
 from .regimes import Plan, Regime, apply_regime, parse_regime
 from .schedules import Schedule
 from .summary import Summary, summary
-from .train import History, StopTraining, evaluate, fit, predict_proba
+from .fileio import FolderBusy, FolderLock
+from .train import History, StopTraining, TrainingDiverged, evaluate, fit, predict_proba
 from .transforms import Augment
 from .weights import WeightsMismatch, WeightsUnavailable
 
 __all__ = [
-    "__version__", "datasets", "list_backbones", "load_backbone", "feature_blocks", "FAMILIES",
+    "__version__", "baseline", "datasets", "list_backbones", "load_backbone", "feature_blocks",
+    "FAMILIES",
     "TransferNet", "UnknownBackbone", "WeightsUnavailable", "WeightsMismatch", "devices",
     "Regime", "Plan", "apply_regime", "parse_regime", "Schedule", "Augment", "summary", "Summary",
-    "fit", "evaluate", "predict_proba", "History", "StopTraining",
+    "fit", "evaluate", "predict_proba", "History", "StopTraining", "TrainingDiverged",
+    "FolderLock", "FolderBusy",
     "callbacks", "tta", "EarlyStopping", "BestCheckpoint", "ReduceLROnPlateau", "CSVLogger",
     "train_classifier", "fine_tune", "lr_find", "classify", "predict_files", "evaluate_folder",
     "ensemble", "Ensemble", "Classifier", "save_classifier", "load_classifier", "export_symbol",

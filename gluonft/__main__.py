@@ -6,7 +6,7 @@
     python -m gluonft predict MODEL_DIR IMAGE_OR_DIR... [--json] [--tta]
     python -m gluonft evaluate MODEL_DIR DATA_DIR [--split test] [--tta]
     python -m gluonft export MODEL_DIR [--out DIR] [--onnx] [--overwrite]
-    python -m gluonft serve MODEL_DIR --port N [--host H] [--max-bytes N]
+    python -m gluonft serve MODEL_DIR --port N [--host H] [--max-bytes N] [--max-pixels N]
 
 A bad input ends with one line ``gluonft: error: ...`` and exit status 2.
 """
@@ -38,6 +38,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a seed, an integer >= 0, got {text!r}")
     return value
 
 
@@ -77,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "head=4,last_k:4=4,full=6")
     train.add_argument("--image-size", type=_positive_int, help="input side in pixels")
     train.add_argument("--max-params", type=_positive_int, help="parameter budget")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=_seed, default=0)
     train.add_argument("--overwrite", action="store_true",
                        help="replace an existing model in MODEL_DIR")
 
@@ -109,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--max-bytes", type=_positive_int, default=None,
                        help="largest accepted upload (default 10 MiB)")
+    serve.add_argument("--max-pixels", type=_positive_int, default=None,
+                       help="largest accepted image, width x height (default 64,000,000)")
+    serve.add_argument("--threads", type=_positive_int, default=4,
+                       help="request threads (predictions run one at a time)")
     serve.add_argument("--tta", action="store_true")
     return parser
 
@@ -133,6 +147,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except SystemExit as done:  # --help
         return int(done.code or 0)
     from .backbones import UnknownBackbone
+    from .fileio import FolderBusy
     from .weights import WeightsMismatch, WeightsUnavailable
     with warnings.catch_warnings():
         # gluonft's own warnings (unreadable photos ...) as one line each; library chatter off.
@@ -144,7 +159,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             return _COMMANDS[args.command](args)
         except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError,
                 PermissionError, ImportError, UnknownBackbone, WeightsMismatch,
-                WeightsUnavailable) as error:
+                WeightsUnavailable, FolderBusy) as error:
             text = " ".join(str(error).split()) or type(error).__name__
             print(f"gluonft: error: {text}", file=sys.stderr)
             return 2
@@ -182,6 +197,9 @@ def _predict(args) -> int:
     from .model_io import load_classifier
     clf = load_classifier(args.model_dir)
     rows = predict_files(clf, args.images, tta=args.tta)
+    if not rows:
+        raise ValueError(f"no readable image among {', '.join(args.images)}: nothing was "
+                         f"predicted (expected JPEG, PNG, BMP, TIFF or WebP files)")
     if args.json:
         print(json.dumps(rows, indent=1))
     else:
@@ -201,9 +219,11 @@ def _evaluate(args) -> int:
 
 
 def _export(args) -> int:
+    from .fileio import check_writable_folder
     from .model_io import export_onnx, export_symbol, load_classifier
     clf = load_classifier(args.model_dir)
     out = Path(args.out) if args.out else Path(args.model_dir) / "export"
+    check_writable_folder(out, what="--out")
     files = export_symbol(clf, out, overwrite=args.overwrite)
     written = [files["symbol"], files["params"], files["readme"]]
     if args.onnx:
@@ -214,28 +234,25 @@ def _export(args) -> int:
 
 
 def _serve(args) -> int:
-    from werkzeug.serving import make_server
-
     from .model_io import load_classifier
-    from .serve import DEFAULT_MAX_BYTES, create_app
+    from .serve import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, create_app, serve
     if not 0 <= args.port <= 65535:
         raise ValueError(f"--port must be in 0..65535, got {args.port}")
     clf = load_classifier(args.model_dir)
-    app = create_app(clf, max_bytes=args.max_bytes or DEFAULT_MAX_BYTES, tta=args.tta)
+    app = create_app(clf, max_bytes=args.max_bytes or DEFAULT_MAX_BYTES,
+                     max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS, tta=args.tta)
+
+    def ready(port):
+        print(f"serving {clf.backbone} ({len(clf.classes)} classes) on http://{args.host}:"
+              f"{port} (POST /predict, GET /health; waitress, {args.threads} threads); "
+              f"Ctrl-C stops", flush=True)
+
     try:
-        server = make_server(args.host, args.port, app, threaded=True)
+        serve(app, host=args.host, port=args.port, threads=args.threads, ready=ready)
     except OSError as error:
-        raise ValueError(f"cannot listen on {args.host}:{args.port}: {error.strerror}") \
-            from None
-    print(f"serving {clf.backbone} ({len(clf.classes)} classes) on "
-          f"http://{args.host}:{server.server_port} (POST /predict, GET /health); Ctrl-C stops",
-          flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+        app.inference.shutdown()
+        raise ValueError(f"cannot listen on {args.host}:{args.port}: "
+                         f"{error.strerror or error}") from None
     return 0
 
 

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import os
 from typing import Dict, List, Optional
 
+from . import fileio
 from .train import StopTraining
 
 __all__ = ["EarlyStopping", "BestCheckpoint", "ReduceLROnPlateau", "CSVLogger", "Monitor",
@@ -161,23 +161,14 @@ class EarlyStopping(_Watching):
         self._observe(epoch, logs)
         if self.wait >= self.patience:
             self.stopped_epoch = epoch
+            best = ("no valid value yet: every one was NaN" if self.best is None
+                    else f"best {self.best:.6g} at epoch {self.best_epoch}")
             raise StopTraining(f"{self.monitor} has not improved for {self.wait} epochs "
-                               f"(best {self.best:.6g} at epoch {self.best_epoch})")
+                               f"({best})")
 
     def __repr__(self) -> str:
         return (f"EarlyStopping(monitor={self.monitor!r}, patience={self.patience}, "
                 f"min_delta={self._monitor.min_delta}, mode={self.mode!r})")
-
-
-def _atomic(path: str, write) -> None:
-    """Write through a temporary file in the same folder, then rename: readers never see half."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 class BestCheckpoint(_Watching):
@@ -220,22 +211,21 @@ class BestCheckpoint(_Watching):
         super().__init__(monitor, mode, min_delta)
 
     def __call__(self, epoch: int, logs: Dict[str, float]) -> None:
+        # Weights that produce a non-finite loss are broken whatever the monitored value says
+        # (accuracy at chance level is not NaN): they are never kept as the best.
+        broken = [k for k in ("train_loss", "val_loss")
+                  if k in logs and not math.isfinite(float(logs[k]))]
+        if broken:
+            return
         if not self._observe(epoch, logs):
             return
-        folder = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(folder, exist_ok=True)
-        _atomic(self.path, self.net.save_parameters)
+        fileio.atomic_write(self.path, self.net.save_parameters)
         info = {"epoch": epoch, "monitor": self.monitor, "mode": self.mode, "value": self.best,
                 "logs": {k: float(v) for k, v in logs.items()}}
-        _atomic(self.info_path, lambda tmp: _write_json(tmp, info))
+        fileio.atomic_write_json(self.info_path, info)
 
     def __repr__(self) -> str:
         return f"BestCheckpoint(path={self.path!r}, monitor={self.monitor!r}, mode={self.mode!r})"
-
-
-def _write_json(path, data):
-    with open(path, "w") as f:
-        json.dump(data, f, indent=1)
 
 
 class ReduceLROnPlateau(_Watching):

@@ -24,7 +24,9 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import mxnet as mx
 import numpy as np
 
+from .backbones import MAX_IMAGE_SIZE
 from .devices import contexts_of
+from .fileio import FolderLock, check_writable_folder
 from .model_io import Classifier, count_params, save_classifier
 
 __all__ = ["train_classifier", "classify", "predict_files", "predict_images", "ensemble",
@@ -217,54 +219,69 @@ def train_classifier(train_dir: PathLike, *, model: str = "mobilenet0.75",
         for regime, _ in stages:
             parse_regime(regime)  # a typo fails now, not after the first stages trained
     epochs = _check_positive_int("epochs", epochs)
+    lock = None
     if out is not None:
         _check_out(Path(out), overwrite)
-    if model != "auto":
-        family_of(model)  # fail on a bad name before decoding thousands of photos
-    size = image_size or (FAST_IMAGE_SIZE if fast_train else DEFAULT_IMAGE_SIZE)
-    if model != "auto":
-        size = check_image_size(model, size)
-    data = image_folder(train_dir, image_size=size)
-    classes = data.classes
-    name = pick_backbone(model=model, max_params=max_params, classes=len(classes))
-    size = check_image_size(name, size)
-    net = load_backbone(name, classes=len(classes), weights=weights, ctx=ctx, seed=seed)
-    common = dict(batch_size=64, image_size=size, ctx=ctx, seed=seed, progress=progress)
-    if fast_train:
-        apply_regime(net, "head")
-        # lr 0.01, not higher: on clothing-small 0.1 reached the same test accuracy (0.825 vs
-        # 0.823) but a test loss of 2.6 against 0.58, its wrong answers ~95 % "sure".
-        history = fit(net, data.train, data.validation, epochs=epochs or 10, lr=0.01,
-                      augment=Augment.none(), cache_features=True, **common)
-        recipe = "head only on cached features"
-    else:
-        per_stage = epochs or None
-        stages = stages or (("head", per_stage or 4), ("last_k:2", per_stage or 3),
-                            ("last_k:4", per_stage or 3))
-        history = fine_tune(net, data.train, data.validation, stages=stages, lr=0.05,
-                            backbone_lr_mult=0.1, augment=Augment.preset("standard"),
-                            **common)
-        recipe = "fine_tune " + ", ".join(f"{r} x{e}" for r, e in stages)
-    meta = {"stored_size": data.stored_size, "fit": data.fit, "recipe": recipe,
-            "train_dir": str(train_dir), "train_images": len(data.train),
-            "history": history.to_dict(), "skipped_files": list(data.skipped)}
-    if data.validation is not None:
-        meta["val_accuracy"] = history["val_acc"][-1]
-    if data.test is not None:
-        meta["test_accuracy"] = evaluate(net, data.test, ctx=ctx, image_size=size)["accuracy"]
-    meta["train_seconds"] = round(time.perf_counter() - begin, 2)
-    if out is not None:
-        save_classifier(net, out, classes=classes, image_size=size, overwrite=overwrite,
-                        extra=meta)
-    from .model_io import _metadata
-    full = _metadata(net, classes, size, meta)
-    return Classifier(net=net, classes=tuple(classes), image_size=size, mean=net.family.mean,
-                      std=net.family.std, meta=full)
+        # Two trainings into one model folder would each replace the other's result.
+        out_path = Path(out).expanduser()
+        lock = FolderLock(out_path, lock_file=str(out_path.parent / f".{out_path.name}.lock"))
+        lock.acquire()
+    try:
+        if model != "auto":
+            family_of(model)  # fail on a bad name before decoding thousands of photos
+        size = image_size if image_size is not None else (
+            FAST_IMAGE_SIZE if fast_train else DEFAULT_IMAGE_SIZE)
+        if model != "auto":
+            size = check_image_size(model, size)
+        elif isinstance(size, bool) or not isinstance(size, int) \
+                or not 8 <= size <= MAX_IMAGE_SIZE:
+            raise ValueError(f"image_size must be an int number of pixels in [8, "
+                             f"{MAX_IMAGE_SIZE}], got {size!r}")
+        data = image_folder(train_dir, image_size=size)
+        classes = data.classes
+        name = pick_backbone(model=model, max_params=max_params, classes=len(classes))
+        size = check_image_size(name, size)
+        net = load_backbone(name, classes=len(classes), weights=weights, ctx=ctx, seed=seed)
+        common = dict(batch_size=64, image_size=size, ctx=ctx, seed=seed, progress=progress)
+        if fast_train:
+            apply_regime(net, "head")
+            # lr 0.01, not higher: on clothing-small 0.1 reached the same test accuracy (0.825 vs
+            # 0.823) but a test loss of 2.6 against 0.58, its wrong answers ~95 % "sure".
+            history = fit(net, data.train, data.validation, epochs=epochs or 10, lr=0.01,
+                          augment=Augment.none(), cache_features=True, **common)
+            recipe = "head only on cached features"
+        else:
+            per_stage = epochs or None
+            stages = stages or (("head", per_stage or 4), ("last_k:2", per_stage or 3),
+                                ("last_k:4", per_stage or 3))
+            history = fine_tune(net, data.train, data.validation, stages=stages, lr=0.05,
+                                backbone_lr_mult=0.1, augment=Augment.preset("standard"),
+                                **common)
+            recipe = "fine_tune " + ", ".join(f"{r} x{e}" for r, e in stages)
+        meta = {"stored_size": data.stored_size, "fit": data.fit, "recipe": recipe,
+                "train_dir": str(train_dir), "train_images": len(data.train),
+                "history": history.to_dict(), "skipped_files": list(data.skipped)}
+        if data.validation is not None:
+            meta["val_accuracy"] = history["val_acc"][-1]
+        if data.test is not None:
+            meta["test_accuracy"] = evaluate(net, data.test, ctx=ctx, image_size=size)["accuracy"]
+        meta["train_seconds"] = round(time.perf_counter() - begin, 2)
+        if out is not None:
+            save_classifier(net, out, classes=classes, image_size=size, overwrite=overwrite,
+                            extra=meta)
+        from .model_io import _metadata
+        full = _metadata(net, classes, size, meta)
+        return Classifier(net=net, classes=tuple(classes), image_size=size, mean=net.family.mean,
+                          std=net.family.std, meta=full)
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
     """Fail before training (minutes) rather than after, when ``out`` cannot be written."""
     from .model_io import MODEL_JSON
+    check_writable_folder(out, what="model folder")
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out} exists and is a file, not a model folder")
     if out.is_dir() and any(out.iterdir()):
@@ -431,7 +448,8 @@ def lr_find(net, train, *, start: float = 1e-5, end: float = 1.0, steps: int = 5
         raise ValueError(f"smoothing must be in [0, 1), got {smoothing!r}")
     contexts = as_contexts(ctx)
     ctx0 = contexts[0]
-    image_size = check_image_size(net.backbone, image_size or net.family.input_size,
+    image_size = check_image_size(net.backbone, net.family.input_size if image_size is None
+                                  else image_size,
                                   family=net.family)
     trainable = [p for p in net.collect_params().values() if p.grad_req != "null"]
     if not trainable:

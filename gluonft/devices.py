@@ -1,6 +1,7 @@
 """Which devices to train on."""
 from __future__ import annotations
 
+import os
 from typing import List
 
 import mxnet as mx
@@ -15,11 +16,7 @@ def devices() -> List[mx.Context]:
         >>> gluonft.devices()
         [cpu(0)]
     """
-    try:
-        count = mx.context.num_gpus()
-    except mx.MXNetError:  # a CPU build of MXNet, or no driver
-        count = 0
-    return [mx.gpu(i) for i in range(count)] or [mx.cpu()]
+    return [mx.gpu(i) for i in range(_gpu_count())] or [mx.cpu()]
 
 
 def as_contexts(ctx) -> List[mx.Context]:
@@ -31,12 +28,36 @@ def as_contexts(ctx) -> List[mx.Context]:
     if ctx is None:
         return devices()
     if isinstance(ctx, mx.Context):
-        return [ctx]
+        ctx = [ctx]
     if isinstance(ctx, (list, tuple)) and ctx and all(isinstance(c, mx.Context) for c in ctx):
         if len(set(map(str, ctx))) != len(ctx):
             raise ValueError(f"ctx lists a device twice: {list(ctx)}")
+        for c in ctx:
+            _check_exists(c)
         return list(ctx)
     raise ValueError(f"ctx must be an mx.Context or a non-empty list of them, got {ctx!r}")
+
+
+def _gpu_count() -> int:
+    try:
+        return mx.context.num_gpus()
+    except mx.MXNetError:  # a CPU build of MXNet, or no driver
+        return 0
+
+
+def _check_exists(ctx: mx.Context) -> None:
+    """A device MXNet would accept but that is not there fails deep inside an operator."""
+    if ctx.device_type == "gpu":
+        count = _gpu_count()
+        if ctx.device_id >= count:
+            there = f"gpu(0)..gpu({count - 1})" if count else "no GPU (use mx.cpu())"
+            raise ValueError(f"ctx {ctx}: this machine has {there}")
+    elif ctx.device_type == "cpu":
+        # Several CPU contexts split a batch like several GPUs; one per core at most.
+        cores = os.cpu_count() or 1
+        if ctx.device_id >= cores:
+            raise ValueError(f"ctx {ctx}: expected cpu(0)..cpu({cores - 1}), one context per "
+                             f"core of this machine's {cores}")
 
 
 def contexts_of(net) -> List[mx.Context]:

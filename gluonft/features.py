@@ -27,6 +27,7 @@ import mxnet as mx
 import numpy as np
 from mxnet.gluon import nn
 
+from . import fileio
 from .data.imageset import ImageSet
 from .transforms import to_device
 
@@ -213,17 +214,13 @@ def _header(key: str, values: np.ndarray) -> dict:
 
 
 def _save(path: str, key: str, values: np.ndarray) -> None:
-    """Write ``<key>.npz`` atomically: a temporary file in the same folder, then a rename."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    """Write ``<key>.npz`` atomically (`gluonft.fileio.atomic_write`)."""
     header = np.frombuffer(json.dumps(_header(key, values)).encode(), dtype=np.uint8)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
+
+    def write(tmp):
         with open(tmp, "wb") as f:  # a file object: np.savez would append '.npz' to a name
             np.savez(f, header=header, features=values)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    fileio.atomic_write(path, write)
 
 
 def _load(path: str, key: str, count: int):
@@ -283,7 +280,8 @@ def extract_features(net, data: ImageSet, *, steps: Optional[int] = None,
     if not isinstance(data, ImageSet):
         raise ValueError(f"data must be a gluonft ImageSet, got {type(data).__name__}")
     contexts = as_contexts(ctx)
-    image_size = check_image_size(net.backbone, image_size or net.family.input_size,
+    image_size = check_image_size(net.backbone, net.family.input_size if image_size is None
+                                  else image_size,
                                   family=net.family)
     if steps is None:
         steps = frozen_prefix(net) or len(net.features._children)

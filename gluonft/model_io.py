@@ -33,6 +33,7 @@ import mxnet as mx
 import numpy as np
 
 from .devices import contexts_of
+from .fileio import library_versions
 from .weights import sha1_of
 
 __all__ = ["Classifier", "save_classifier", "load_classifier", "export_symbol", "export_onnx",
@@ -123,11 +124,6 @@ class Classifier:
                 f"image_size={self.image_size}, params={self.params:,})")
 
 
-def _versions() -> Dict[str, str]:
-    from . import __version__
-    return {"gluonft": __version__, "mxnet": mx.__version__}
-
-
 def _check_classes(classes, net) -> Tuple[str, ...]:
     if isinstance(classes, str) or not isinstance(classes, Sequence):
         raise ValueError(f"classes must be a list of class names, got {classes!r}")
@@ -156,7 +152,7 @@ def _metadata(net, classes, image_size, extra) -> dict:
                                   std=list(net.family.std), n=len(classes)),
         "weights_source": source.to_dict() if hasattr(source, "to_dict") else None,
         "params": count_params(net),
-        "versions": _versions(),
+        "versions": library_versions(),
         "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     if extra:

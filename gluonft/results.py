@@ -22,9 +22,12 @@ import math
 import os
 import platform
 import socket
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
+
+# Re-exported: results were the first home of these; gluonft.fileio is the one now.
+from .errors import one_line
+from .fileio import atomic_write, atomic_write_json, atomic_write_text, library_versions
 
 __all__ = ["ExperimentRecord", "STATUSES", "KINDS", "CSV_COLUMNS", "environment",
            "library_versions", "atomic_write", "atomic_write_json", "atomic_write_text",
@@ -173,38 +176,7 @@ CSV_COLUMNS: Tuple[str, ...] = (
     "train_seconds", "images_per_s", "resumed_from_epoch", "device", "error", "finished")
 
 
-# --- the machine ------------------------------------------------------------------------------
-
-def library_versions() -> Dict[str, Optional[str]]:
-    """Versions of Python and the libraries that produce a result (None: not installed).
-
-    Example:
-        >>> library_versions()["mxnet"]
-        '1.9.1'
-    """
-    out: Dict[str, Optional[str]] = {"python": platform.python_version()}
-    # Installed distributions first: gluoncv 0.10.5.post0 reports __version__ '0.11.0'; gluonft
-    # is read from the code that runs, which may be a checkout and not an installed package.
-    for module, dists in (("mxnet", ("mxnet", "mxnet-cu112")), ("gluoncv", ("gluoncv",)),
-                          ("numpy", ("numpy",)), ("matplotlib", ("matplotlib",)),
-                          ("gluonft", ())):
-        out[module] = _version(module, dists)
-    return out
-
-
-def _version(module: str, dists: Sequence[str]) -> Optional[str]:
-    from importlib import import_module, metadata
-
-    for dist in dists:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    try:
-        return str(import_module(module).__version__)
-    except Exception:  # not installed, or no __version__: say so rather than guess
-        return None
-
+# --- the machine ---------------------------------------------------------------------------
 
 def _cpu_model() -> str:
     try:
@@ -240,80 +212,6 @@ def environment(*, devices: Optional[Sequence] = None) -> Dict[str, object]:
     }
 
 
-# --- atomic files -----------------------------------------------------------------------------
-
-def atomic_write(path: str, write: Callable[[str], None]) -> str:
-    """Call ``write(tmp_path)`` and move the result to ``path`` in one step.
-
-    The temporary file sits in the destination folder (created if needed), so ``os.replace``
-    is a rename on one file system; it is removed if ``write`` fails.
-
-    Args:
-        path: the destination.
-        write: writes the complete file at the path it is given.
-
-    Returns:
-        ``path``.
-
-    Example:
-        >>> atomic_write("best.params", net.save_parameters)
-    """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        # mkstemp makes the file private (0600); results are shared like any new file.
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
-
-
-def _umask() -> int:
-    """The process umask (reading it means setting it, so it is set straight back)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_text(path: str, text: str) -> str:
-    """Write ``text`` (UTF-8) to ``path`` atomically; returns ``path``."""
-    def write(tmp):
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-    return atomic_write(path, write)
-
-
-def atomic_write_json(path: str, data) -> str:
-    """Write ``data`` as indented JSON to ``path`` atomically; returns ``path``.
-
-    Example:
-        >>> atomic_write_json("config.json", {"epochs": 3})
-        'config.json'
-    """
-    # Serialise before touching the disk: a value JSON cannot hold fails with nothing written.
-    return atomic_write_text(path, json.dumps(data, indent=1, sort_keys=False, default=_jsonable)
-                             + "\n")
-
-
-def _jsonable(value):
-    if hasattr(value, "to_dict"):
-        return value.to_dict()
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    try:  # numpy scalars
-        return value.item()
-    except AttributeError:
-        raise TypeError(f"{type(value).__name__} is not JSON serialisable: {value!r}") from None
-
-
 def records_to_csv(records: Sequence[ExperimentRecord]) -> str:
     """``results.csv`` as text: a header of `CSV_COLUMNS`, one row per record."""
     buffer = io.StringIO()
@@ -347,16 +245,24 @@ def read_results(path: str) -> List[ExperimentRecord]:
     Raises:
         ValueError: the file is not a results file (the message names it).
     """
-    with open(path, encoding="utf-8") as f:
-        try:
+    expected = "expected a results.json written by gluonft.results.write_results"
+    try:
+        with open(path, encoding="utf-8") as f:
             data = json.load(f)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path} is not JSON ({error}); expected a results.json written "
-                             f"by gluonft.results.write_results") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not JSON ({error}); {expected}") from None
     if not isinstance(data, dict) or not isinstance(data.get("records"), list):
-        raise ValueError(f"{path} holds no 'records' list; expected a results.json written by "
-                         f"gluonft.results.write_results")
-    return [ExperimentRecord.from_dict(r) for r in data["records"]]
+        raise ValueError(f"{path} holds no 'records' list; {expected}")
+    records = []
+    for index, item in enumerate(data["records"]):
+        try:
+            if not isinstance(item, dict):
+                raise TypeError(f"a {type(item).__name__}, not an object")
+            records.append(ExperimentRecord.from_dict(item))
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{path}: record {index} is not a valid experiment record "
+                             f"({error}); {expected}") from None
+    return records
 
 
 # --- reading a grid ---------------------------------------------------------------------------
@@ -478,23 +384,6 @@ def model_card(record: ExperimentRecord, *,
         card["repeats"] = {"n": len(same), "mean": mean, "std": std,
                            "seeds": [r.seed for r in same]}
     return card
-
-
-def one_line(error: BaseException, *, limit: int = 400) -> str:
-    """``"Type: first meaningful line"`` of an exception, for records and logs.
-
-    MXNet errors carry a C++ stack trace after the message; only the message is kept.
-
-    Example:
-        >>> one_line(ValueError("bad\\nmore"))
-        'ValueError: bad'
-    """
-    lines = [l.strip() for l in str(error).splitlines() if l.strip()]
-    lines = [l for l in lines if not l.startswith(("Stack trace", "[bt]", "File "))] or lines
-    text = lines[0] if lines else "(no message)"
-    if len(text) > limit:
-        text = text[:limit - 3] + "..."
-    return f"{type(error).__name__}: {text}"
 
 
 def _pct(value: Optional[float]) -> str:

@@ -1,40 +1,72 @@
-"""A small prediction service (Flask, the optional ``serve`` extra).
+"""A small prediction service (Flask app, served by waitress: the optional ``serve`` extra).
 
     POST /predict   an image as the multipart file field ``image`` or as the raw request body
                     -> {"class", "index", "probability", "probabilities": {name: p}}
     GET  /health    -> {"status": "ok", "model", "classes", "image_size", "params"}
 
-A bad upload (empty, not an image, larger than ``max_bytes``) gets a 4xx JSON answer
-``{"error": "..."}`` saying what was wrong; the server keeps running. Run it with
-``python -m gluonft serve MODEL_DIR --port 8000``, or put `create_app`'s app behind any WSGI
-server.
+A bad upload gets a 4xx JSON answer ``{"error": "...", "status": N}`` saying what was wrong,
+and the server keeps running: 400 empty or no ``image`` field, 413 more than ``max_bytes``
+(also for chunked uploads, which carry no length) or more than ``max_pixels`` (read from the
+image header before anything is decoded: a 750 KB PNG can hold 16000 x 16000 pixels, 0.8 GB
+decoded), 415 not a decodable image.
+
+Every prediction runs on one long-lived inference thread, whatever thread the request came in
+on. MXNet keeps per-thread state (engine and operator caches) that it never frees: served by
+a thread per request, the process grew by ~5 MB per request without end. One MXNet thread
+keeps memory flat, and serialises predictions, which MXNet's imperative API needs anyway.
+``python -m gluonft serve`` runs the app under waitress, a production WSGI server with a
+fixed pool of request threads (pure Python, no fork: the model is loaded once).
 """
 from __future__ import annotations
 
-import threading
+import io
+from concurrent.futures import ThreadPoolExecutor
 
-__all__ = ["create_app", "DEFAULT_MAX_BYTES"]
+__all__ = ["create_app", "serve", "DEFAULT_MAX_BYTES", "DEFAULT_MAX_PIXELS"]
 
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
+# 64 megapixels: above the largest phone photos (48 MP, 8000 x 6000); decoding one takes
+# ~0.2 GB of memory.
+DEFAULT_MAX_PIXELS = 64_000_000
 
 
-def create_app(clf, *, max_bytes: int = DEFAULT_MAX_BYTES, tta: bool = False):
+class _Rejected(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def _pixels(data: bytes):
+    """(width, height) from the image header, or None when Pillow cannot read one."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:  # reads the header only
+            return image.size
+    except Exception:  # not an image Pillow knows: the decoder will say so
+        return None
+
+
+def create_app(clf, *, max_bytes: int = DEFAULT_MAX_BYTES,
+               max_pixels: int = DEFAULT_MAX_PIXELS, tta: bool = False):
     """A Flask app serving predictions of ``clf``.
 
     Args:
         clf: a `gluonft.Classifier` (e.g. from `load_classifier`) or an `Ensemble`.
         max_bytes: largest accepted upload; a larger one gets 413.
+        max_pixels: largest accepted image (width x height); a larger one gets 413.
         tta: average each prediction over the image and its mirror.
 
     Returns:
-        the Flask application (a WSGI callable).
+        the Flask application (a WSGI callable); ``app.inference`` is its inference thread
+        (an executor with one worker), shut down by ``app.inference.shutdown()``.
 
     Raises:
         ImportError: Flask is not installed (``pip install 'gluonft[serve]'``).
 
     Example:
         >>> app = create_app(load_classifier("models/clothes"))  # doctest: +SKIP
-        >>> app.run(port=8000)  # doctest: +SKIP
+        >>> serve(app, port=8000)  # doctest: +SKIP
         $ curl -F image=@shirt.jpg localhost:8000/predict
         {"class": "shirt", "index": 7, "probability": 0.93, "probabilities": {...}}
     """
@@ -47,8 +79,9 @@ def create_app(clf, *, max_bytes: int = DEFAULT_MAX_BYTES, tta: bool = False):
     from .classifier import _members, predict_bytes
 
     members = _members(clf)
-    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
-        raise ValueError(f"max_bytes must be a positive int, got {max_bytes!r}")
+    for name, value in (("max_bytes", max_bytes), ("max_pixels", max_pixels)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
     first = members[0]
     health = {"status": "ok",
               "model": "+".join(m.backbone for m in members),
@@ -56,16 +89,42 @@ def create_app(clf, *, max_bytes: int = DEFAULT_MAX_BYTES, tta: bool = False):
               "image_size": [m.image_size for m in members] if len(members) > 1
               else first.image_size,
               "params": sum(m.params for m in members)}
-    # MXNet's imperative calls are not meant to run in several threads at once; requests are
-    # served in threads, predictions one at a time.
-    lock = threading.Lock()
+    inference = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gluonft-inference")
     app = Flask("gluonft.serve")
-    app.config["MAX_CONTENT_LENGTH"] = max_bytes
+    app.inference = inference
+    # Multipart bodies are parsed by werkzeug, which enforces this limit (a little above
+    # max_bytes: the form's boundaries and headers count too).
+    app.config["MAX_CONTENT_LENGTH"] = max_bytes + 64 * 1024
+    too_large = f"the upload is larger than the limit of {max_bytes:,} bytes"
 
     def error(status: int, message: str):
         response = jsonify({"error": message, "status": status})
         response.status_code = status
         return response
+
+    def read_body() -> bytes:
+        if request.mimetype == "multipart/form-data":
+            upload = request.files.get("image")
+            if upload is None:
+                fields = sorted(request.files) + sorted(request.form)
+                raise _Rejected(400, "expected the image in the multipart file field 'image'"
+                                + (f", got the field(s) {', '.join(fields)}" if fields else ""))
+            data = upload.read(max_bytes + 1)
+        else:
+            # Read one byte past the limit: a chunked upload has no Content-Length to refuse
+            # it by, and a truncated image must not reach the decoder (it answered 415).
+            data = request.stream.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise _Rejected(413, too_large)
+        if not data:
+            raise _Rejected(400, "the upload is empty: send an image (JPEG, PNG ...) as the "
+                                 "multipart field 'image' or as the request body")
+        size = _pixels(data)
+        if size is not None and size[0] * size[1] > max_pixels:
+            raise _Rejected(413, f"the image has {size[0]} x {size[1]} = "
+                                 f"{size[0] * size[1]:,} pixels, more than the limit of "
+                                 f"{max_pixels:,}; send a smaller image")
+        return data
 
     @app.get("/health")
     def _health():
@@ -73,21 +132,11 @@ def create_app(clf, *, max_bytes: int = DEFAULT_MAX_BYTES, tta: bool = False):
 
     @app.post("/predict")
     def _predict():
-        if request.mimetype == "multipart/form-data":
-            upload = request.files.get("image")
-            if upload is None:
-                fields = sorted(request.files) + sorted(request.form)
-                return error(400, "expected the image in the multipart file field 'image'"
-                                  + (f", got the field(s) {', '.join(fields)}" if fields else ""))
-            data = upload.read()
-        else:
-            data = request.get_data()
-        if not data:
-            return error(400, "the upload is empty: send an image (JPEG, PNG ...) as the "
-                              "multipart field 'image' or as the request body")
         try:
-            with lock:
-                row = predict_bytes(clf, data, tta=tta)
+            data = read_body()
+            row = inference.submit(predict_bytes, clf, data, tta=tta).result()
+        except _Rejected as bad:
+            return error(bad.status, str(bad))
         except ValueError as bad:
             return error(415, f"{bad}")
         row.pop("file", None)
@@ -96,7 +145,37 @@ def create_app(clf, *, max_bytes: int = DEFAULT_MAX_BYTES, tta: bool = False):
     @app.errorhandler(HTTPException)
     def _http_error(exc):
         if exc.code == 413:
-            return error(413, f"the upload is larger than the limit of {max_bytes:,} bytes")
+            return error(413, too_large)
         return error(exc.code or 500, exc.description or exc.name)
 
     return app
+
+
+def serve(app, *, host: str = "127.0.0.1", port: int = 8000, threads: int = 4,
+          ready=None) -> None:
+    """Serve ``app`` with waitress until interrupted (Ctrl-C).
+
+    Args:
+        app: from `create_app`.
+        host, port: where to listen (port 0: any free port).
+        threads: request threads (predictions still run one at a time on the app's inference
+            thread; more request threads only let uploads arrive in parallel).
+        ready: called with the bound port once listening.
+
+    Raises:
+        OSError: the address cannot be bound (busy port, no permission).
+    """
+    try:
+        from waitress import create_server
+    except ImportError:
+        raise ImportError("serving needs waitress: pip install 'gluonft[serve]'") from None
+    server = create_server(app, host=host, port=port, threads=threads, ident="gluonft")
+    try:
+        if ready is not None:
+            ready(server.effective_port)
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+        app.inference.shutdown(wait=True)

@@ -8,7 +8,7 @@ seeded by (seed, epoch), so a run is repeatable and does not depend on the numbe
 from __future__ import annotations
 
 import json
-import os
+import math
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -19,7 +19,8 @@ import numpy as np
 from mxnet import autograd, gluon
 from mxnet.gluon import nn
 
-from .backbones import TransferNet, check_image_size
+from .backbones import MAX_IMAGE_SIZE, TransferNet, check_image_size
+from .checkpoint import checkpoint_files, read_checkpoint, save_checkpoint
 from .data.imageset import ImageSet, iterate_batches
 from .devices import as_contexts, contexts_of
 from .features import Features, batch_indices, cached_features, feature_key, \
@@ -28,7 +29,8 @@ from .regimes import frozen_prefix
 from .schedules import Schedule
 from .transforms import Augment, BatchTransform, sample_affine, to_device
 
-__all__ = ["fit", "evaluate", "History", "StopTraining", "OPTIMIZERS", "predict_proba"]
+__all__ = ["fit", "evaluate", "History", "StopTraining", "TrainingDiverged", "OPTIMIZERS",
+           "predict_proba", "MAX_IMAGE_SIZE"]
 
 OPTIMIZERS = ("sgd", "nag", "adam")
 
@@ -68,7 +70,12 @@ def _smoothed_cross_entropy(logits, labels, smoothing: float, classes: int):
     return (1 - smoothing) * nll - smoothing * log_p.mean(axis=-1)
 
 
-def _validate_fit_args(net, train, val, epochs, batch_size, lr, optimizer, label_smoothing):
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def _validate_fit_args(net, train, val, epochs, batch_size, lr, optimizer, label_smoothing,
+                       momentum, wd):
     if not isinstance(net, TransferNet):
         raise ValueError(f"fit needs a net from gluonft.load_backbone, got {type(net).__name__}")
     for name, data in (("train", train), ("val", val)):
@@ -86,10 +93,15 @@ def _validate_fit_args(net, train, val, epochs, batch_size, lr, optimizer, label
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
-    if not (isinstance(lr, (int, float)) and lr > 0):
-        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    if not (_is_number(lr) and 0 < lr < math.inf):
+        raise ValueError(f"lr must be a positive number (and finite), got {lr!r}")
+    if not (_is_number(momentum) and 0 <= momentum < 1):
+        raise ValueError(f"momentum must be a number in [0, 1), got {momentum!r}")
+    if not (_is_number(wd) and 0 <= wd < math.inf):
+        raise ValueError(f"wd (weight decay) must be a finite number >= 0, got {wd!r}")
     if optimizer not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {optimizer!r}: expected one of {', '.join(OPTIMIZERS)}")
+        raise ValueError(f"unknown optimizer {optimizer!r}: expected one of "
+                         f"{', '.join(OPTIMIZERS)}")
     if not (0 <= label_smoothing < 1):
         raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
 
@@ -101,6 +113,11 @@ def _optimizer_params(optimizer, lr, momentum, wd) -> dict:
     return params
 
 
+def _default_size(net, image_size):
+    """``image_size``, or the backbone's pretrained size when it is None (0 is an error)."""
+    return net.family.input_size if image_size is None else image_size
+
+
 def _split(batch: np.ndarray, n: int) -> List[np.ndarray]:
     """Split a batch over ``n`` devices the way `gluon.utils.split_and_load` does."""
     return np.array_split(batch, n) if n > 1 else [batch]
@@ -109,6 +126,9 @@ def _split(batch: np.ndarray, n: int) -> List[np.ndarray]:
 # The largest feature cache `fit` builds on its own (cache_features=None), over train and val
 # together; above it the frozen prefix runs every epoch. cache_features=True has no limit.
 AUTO_CACHE_MAX_BYTES = 2 * 1024 ** 3
+# An epoch whose mean training loss exceeds this many times ln(classes) (the loss of a
+# uniform guess) has diverged: no run that learns comes near it.
+EXPLODED_LOSS_FACTOR = 1000
 # Steps between two reads of the running loss and accuracy for the progress bar: each read
 # waits for the device, so it is not done every step.
 _REPORT_EVERY = 25
@@ -269,13 +289,14 @@ def fit(net: TransferNet, train: ImageSet, val: Optional[ImageSet] = None, *, ep
         >>> history["val_acc"][-1], history.settings["cache_features"]
         (0.81, True)
     """
-    _validate_fit_args(net, train, val, epochs, batch_size, lr, optimizer, label_smoothing)
+    _validate_fit_args(net, train, val, epochs, batch_size, lr, optimizer, label_smoothing,
+                       momentum, wd)
     if not isinstance(schedule, Schedule):
         raise ValueError(f"schedule must be a gluonft.Schedule, got {schedule!r}")
     if not isinstance(augment, Augment):
         raise ValueError(f"augment must be a gluonft.Augment, got {augment!r}")
     contexts = as_contexts(ctx)
-    image_size = check_image_size(net.backbone, image_size or net.family.input_size,
+    image_size = check_image_size(net.backbone, _default_size(net, image_size),
                                   family=net.family)
     net.collect_params().reset_ctx(contexts)
     mx.random.seed(seed)
@@ -360,9 +381,10 @@ def fit(net: TransferNet, train: ImageSet, val: Optional[ImageSet] = None, *, ep
             losses = _train_step(parts, trainer, inputs, label_smoothing, net.classes, meter,
                                  scale_loss=bool(amp_dtype))
             # Wait for the previous batch only: the host prepares the next batch while the
-            # device computes, and at most two batches are queued.
-            for loss in pending:
-                loss.wait_to_read()
+            # device computes, and at most two batches are queued. Its losses are read then
+            # (a few floats), so a diverging run stops one step after its loss is non-finite.
+            _check_finite(pending, epoch=epoch, step=step, lr=lr, trainer=trainer,
+                          checkpoint=checkpoint, history=history)
             pending = losses
             if bar is not None:
                 bar.update(1)
@@ -370,6 +392,8 @@ def fit(net: TransferNet, train: ImageSet, val: Optional[ImageSet] = None, *, ep
                     totals = meter.read()
                     bar.set_postfix(loss=f"{totals[0] / totals[2]:.3f}",
                                     acc=f"{totals[1] / totals[2]:.3f}", refresh=False)
+        _check_finite(pending, epoch=epoch, step=per_epoch, lr=lr, trainer=trainer,
+                      checkpoint=checkpoint, history=history)
         totals = meter.read()
         seconds = time.perf_counter() - begin
         if bar is not None:
@@ -377,12 +401,23 @@ def fit(net: TransferNet, train: ImageSet, val: Optional[ImageSet] = None, *, ep
         logs = {"epoch": epoch + 1, "train_loss": totals[0] / totals[2],
                 "train_acc": totals[1] / totals[2], "lr": trainer.learning_rate,
                 "seconds": seconds, "images_per_s": totals[2] / seconds}
+        # A loss can explode without reaching inf (1e17 with BatchNorm at lr 1e4): far above
+        # a uniform guess's ln(classes) it means the weights are wrecked all the same.
+        if logs["train_loss"] > EXPLODED_LOSS_FACTOR * math.log(net.classes):
+            raise _diverged(f"the mean training loss of epoch {epoch + 1} is "
+                            f"{logs['train_loss']:.3g}, over {EXPLODED_LOSS_FACTOR} times that "
+                            f"of a uniform guess", lr=lr, trainer=trainer, checkpoint=checkpoint,
+                            history=history)
         if val is not None:
             result = _evaluate_parts(parts, val, val_features, transform, contexts, batch_size)
             logs.update(val_loss=result["loss"], val_acc=result["accuracy"])
+            if not math.isfinite(result["loss"]):
+                raise _diverged(f"the validation loss of epoch {epoch + 1} is "
+                                f"{result['loss']}", lr=lr, trainer=trainer,
+                                checkpoint=checkpoint, history=history)
         history.epochs.append({k: float(v) for k, v in logs.items()})
         if checkpoint:
-            _save_checkpoint(checkpoint, net, trainer, history)
+            save_checkpoint(checkpoint, net, trainer, history)
         try:
             for callback in callbacks:
                 callback(epoch + 1, dict(logs))
@@ -390,6 +425,31 @@ def fit(net: TransferNet, train: ImageSet, val: Optional[ImageSet] = None, *, ep
             history.stopped_early = True
             break
     return history
+
+
+class TrainingDiverged(ValueError):
+    """The loss became NaN or infinite: training stopped; the last good checkpoint is kept."""
+
+
+def _diverged(what: str, *, lr, trainer, checkpoint, history) -> TrainingDiverged:
+    done = len(history.epochs)
+    kept = (f"; the checkpoint of epoch {done} ({checkpoint}.json) is the last good state"
+            if checkpoint and done else "")
+    return TrainingDiverged(
+        f"training diverged: {what}. The learning rate is the likely cause (lr={lr:g}, "
+        f"{trainer.learning_rate:.3g} at that step): try a 10x smaller lr (e.g. "
+        f"{lr / 10:g}) or a warm-up{kept}")
+
+
+def _check_finite(losses, *, epoch, step, lr, trainer, checkpoint, history) -> None:
+    """Raise `TrainingDiverged` when a batch's per-image losses hold a NaN or an infinity."""
+    for loss in losses:
+        values = loss.asnumpy()  # waits for the batch; a few floats
+        if not np.isfinite(values).all():
+            bad = values[~np.isfinite(values)][0]
+            raise _diverged(f"the training loss became {bad} in epoch {epoch + 1} (step "
+                            f"{step} of the epoch)", lr=lr, trainer=trainer,
+                            checkpoint=checkpoint, history=history)
 
 
 def _frozen_features(parts, data, net, image_size, transform, contexts, batch_size,
@@ -525,7 +585,7 @@ def predict_view(net: TransferNet, data: ImageSet, affine: Optional[np.ndarray],
     """`predict_proba` of one view: every image resampled by the same ``affine`` row (the
     rows `sample_affine` makes; None: the image itself). Test-time augmentation uses it."""
     contexts = as_contexts(ctx)
-    image_size = check_image_size(net.backbone, image_size or net.family.input_size,
+    image_size = check_image_size(net.backbone, _default_size(net, image_size),
                                   family=net.family)
     if hybridize:
         net.hybridize(static_alloc=True, static_shape=True)
@@ -568,27 +628,6 @@ def evaluate(net: TransferNet, data: ImageSet, *, ctx=None, batch_size: int = 64
 
 # --- checkpoints ------------------------------------------------------------------------------
 
-def _atomic_write(path: str, write: Callable[[str], None]) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    write(tmp)
-    os.replace(tmp, path)
-
-
-def _save_checkpoint(path: str, net, trainer, history: History) -> None:
-    """Parameters, optimizer state and history; the JSON is written last, so a checkpoint is
-    complete exactly when its JSON names the epoch the parameters hold."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    _atomic_write(path + ".params", net.save_parameters)
-    _atomic_write(path + ".states", trainer.save_states)
-    _atomic_write(path + ".json", lambda tmp: _write_json(tmp, history.to_dict()))
-
-
-def _write_json(path, data):
-    with open(path, "w") as f:
-        json.dump(data, f, indent=1)
-
-
 def _comparable(settings: dict) -> dict:
     """Settings as they read back from JSON (tuples become lists); devices and the feature
     cache may differ."""
@@ -598,14 +637,15 @@ def _comparable(settings: dict) -> dict:
 
 def _resume(path, net, trainer, history: History, settings: dict) -> int:
     """Load a checkpoint of the same settings; returns the epoch to start from."""
-    if not path or not os.path.exists(path + ".json"):
+    manifest = read_checkpoint(path) if path else None
+    if manifest is None:
         return 0
-    with open(path + ".json") as f:
-        saved = History.from_dict(json.load(f))
+    saved = History.from_dict(manifest)
     if _comparable(saved.settings) != _comparable(settings):
         raise ValueError(f"checkpoint {path}.json was written with other settings; remove it or "
                          f"choose another checkpoint path")
-    net.load_parameters(path + ".params", ctx=contexts_of(net))
-    trainer.load_states(path + ".states")
+    files = checkpoint_files(path, manifest)
+    net.load_parameters(files["params"], ctx=contexts_of(net))
+    trainer.load_states(files["states"])
     history.epochs[:] = saved.epochs
     return len(saved.epochs)

@@ -12,6 +12,8 @@ from typing import Dict, List, Optional
 
 import mxnet as mx
 
+from .errors import error_message
+
 __all__ = ["WeightsSource", "WeightsUnavailable", "WeightsMismatch", "resolve_weights",
            "read_params", "load_params", "store_root", "sha1_of"]
 
@@ -144,7 +146,7 @@ def read_params(path: str) -> Dict[str, mx.nd.NDArray]:
         loaded = mx.nd.load(path)
     except Exception as error:
         raise WeightsMismatch(f"cannot read weights file {path!r}: it is not a Gluon parameter "
-                              f"file (mxnet said: {str(error).splitlines()[0][:200]})") from None
+                              f"file (mxnet said: {error_message(error, limit=200)})") from None
     if not isinstance(loaded, dict) or not loaded:
         raise WeightsMismatch(f"weights file {path!r} holds no named parameters; expected a file "
                               f"written by save_parameters")

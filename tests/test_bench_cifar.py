@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 import gluonft
+from gluonft.checkpoint import checkpoint_files
 from bench import cifar
 from bench.grid import Data, experiment_id
 from bench.presets import DEFAULT_MODELS, PRESETS
@@ -271,7 +272,8 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(shared, tmp_path):
     # --keep-checkpoints: the finished experiment's last epoch stays, and it is the tested net.
     assert len(_load(checkpoint)["epochs"]) == 3
     net = gluonft.load_backbone(RESNET20, classes=10, ctx=mx.cpu(),
-                                weights=str(checkpoint.with_suffix(".params")))
+                                weights=checkpoint_files(str(checkpoint.with_suffix("")))[
+                                    "params"])
     test = gluonft.datasets.cifar10(data, train=False, download=False).subset(
         n_per_class=PRESETS["smoke"].test_per_class, seed=0)
     assert gluonft.evaluate(net, test, ctx=mx.cpu(), image_size=32)["accuracy"] == \
@@ -302,6 +304,12 @@ def data_root(shared):
     (["--lr", "head=fast"], "--lr 'fast': expected a positive number"),
     (["--seeds", "0,-1"], "is not a non-negative integer"),
     (["--ctx", "cpu", "--amp"], "--amp: float16 training needs GPUs, but --ctx is cpu(0)"),
+    (["--lr", "inf"], "--lr 'inf': expected a positive finite number"),
+    (["--momentum", "inf"], "argument --momentum: expected a finite number >= 0, got 'inf'"),
+    (["--momentum", "1.5"], "argument --momentum: expected a momentum in [0, 1), got '1.5'"),
+    (["--wd", "nan"], "argument --wd: expected a finite number >= 0, got 'nan'"),
+    (["--image-size", "100000"], "argument --image-size: expected at most 1024 px (or "
+                                 "native), got '100000'"),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(argv, expected, data_root, tmp_path):
     code, stdout, stderr = _run(["--preset", "smoke", "--data-root", data_root,
@@ -436,3 +444,93 @@ def test_the_report_hook_runs_only_when_bench_report_exists(tmp_path, monkeypatc
     fake.write_report = broken
     cifar._write_report(str(tmp_path), lines.append, module="bench.fake_report")
     assert lines[-1] == "warning: the HTML report failed: RuntimeError: template missing"
+
+
+# ---------------------------------------------------------------- faults (issue 10)
+
+def _smoke_argv(shared, out, *extra):
+    data, weights = _paths(shared)
+    return ["--preset", "smoke", "--data-root", str(data), "--models", MOBILENET,
+            "--regimes", "head", "--weights", f"{MOBILENET}={weights[MOBILENET]}",
+            "--no-baseline", "--out", str(out), "--no-progress", *extra]
+
+
+def _reject_constant(name):
+    raise ValueError(f"not strict JSON: {name}")
+
+
+def test_the_experiment_seed_initialises_the_new_head():
+    from bench.grid import Experiment, build_net
+
+    def head(seed):
+        experiment = Experiment(id=f"x-s{seed}", model=RESNET20, regime="head", seed=seed,
+                                weights=None)
+        return build_net(experiment, ctx=[mx.cpu()]).output.weight.data().asnumpy()
+
+    assert not np.array_equal(head(0), head(1))
+    np.testing.assert_array_equal(head(1), head(1))
+
+
+def test_a_diverging_experiment_is_failed_with_its_cause_and_never_best(shared, tmp_path):
+    out = tmp_path / "out"
+    code, stdout, _ = _run(_smoke_argv(shared, out, "--lr", "1000"))
+    assert code == 1
+    (record,) = read_results(out / "results.json")
+    assert record.status == "failed" and "diverged" in record.error
+    assert "learning rate is the likely cause (lr=1000" in record.error
+    assert not (out / "best.params").exists() and not (out / "best.json").exists()
+    for name in ("results.json", "accuracy.json", "config.json"):
+        json.loads((out / name).read_text(), parse_constant=_reject_constant)
+    written = [line for line in stdout.splitlines() if line.startswith("written:")]
+    assert "best.json" not in written[0] and "results.json" in written[0]
+
+
+def test_a_second_run_on_the_same_folder_is_refused_and_names_the_first(shared, tmp_path):
+    out = tmp_path / "out"
+    hold = ("import sys, time\nfrom gluonft.fileio import FolderLock\n"
+            "FolderLock(sys.argv[1]).acquire()\nprint('held', flush=True)\ntime.sleep(120)\n")
+    first = subprocess.Popen([sys.executable, "-c", hold, str(out)], cwd=ROOT,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert first.stdout.readline().strip() == "held"
+        code, stdout, stderr = _run(_smoke_argv(shared, out))
+        assert code == 2 and stderr.count("\n") == 1
+        assert f"is in use by another run (pid {first.pid} on" in stderr
+        assert not (out / "results.json").exists()
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+    # The holder was killed: its lock is stale, and the next run says so and proceeds.
+    code, stdout, _ = _run(_smoke_argv(shared, out))
+    assert code == 0 and f"took over the lock of {out}" in stdout and str(first.pid) in stdout
+
+
+def test_a_rerun_tidies_what_a_kill_left_and_refuses_a_broken_results_file(shared, tmp_path):
+    out = tmp_path / "out"
+    assert _run(_smoke_argv(shared, out))[0] == 0
+    exp = experiment_id(MOBILENET, "head", 0)
+    # What a run killed after recording the experiment leaves: a temporary file, no curves,
+    # the finished experiment's checkpoint.
+    (out / ".results.json.k1ll.tmp").write_text("{half")
+    (out / "curves" / f"{exp}.png").unlink()
+    (out / "checkpoints").mkdir()
+    (out / "checkpoints" / f"{exp}.json").write_text("{}")
+    code, stdout, _ = _run(_smoke_argv(shared, out))
+    assert code == 0 and "skipped: already finished" in stdout
+    assert "removed 1 half-written temporary file(s)" in stdout
+    assert not (out / ".results.json.k1ll.tmp").exists()
+    assert (out / "curves" / f"{exp}.png").exists() and not (out / "checkpoints").exists()
+
+    (out / "results.json").write_text('{"records": [{"id": 3}]}')
+    code, stdout, stderr = _run(_smoke_argv(shared, out))
+    assert code == 2 and stderr.count("\n") == 1
+    assert f"{out / 'results.json'}: record 0 is not a valid experiment record" in stderr
+
+
+def test_interrupted_start_up_is_one_line_and_exit_130(monkeypatch, tmp_path):
+    def interrupted(argv):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(cifar, "parse_config", interrupted)
+    code, stdout, stderr = _run(["--out", str(tmp_path / "o")])
+    assert code == 130 and stderr == "bench.cifar: interrupted; run the same command again to " \
+                                     "resume\n"

@@ -171,3 +171,17 @@ def test_reduce_lr_on_plateau_in_a_real_fit(tiny):
     _, history = _fit(tiny, [plateau], epochs=4, schedule=gluonft.Schedule("constant"))
     # Never improves after epoch 1: halved after epochs 2, 3 (and 4, after the last epoch).
     assert history["lr"] == pytest.approx([0.1, 0.1, 0.05, 0.025])
+
+
+def test_nan_losses_neither_crash_early_stopping_nor_become_the_best(tmp_path):
+    nan = float("nan")
+    stop = EarlyStopping(monitor="val_loss", patience=2)
+    stop(1, {"val_loss": nan, "train_loss": nan})
+    with pytest.raises(StopTraining, match="no valid value yet"):
+        stop(2, {"val_loss": nan, "train_loss": nan})
+    net = gluonft.baseline.lab1_cnn(classes=10, widths=(4, 4, 4), ctx=CPU)
+    best = BestCheckpoint(net, tmp_path / "best.params", monitor="val_acc")
+    best(1, {"val_acc": 0.1, "val_loss": nan, "train_loss": nan})  # chance, broken weights
+    assert best.best is None and not (tmp_path / "best.params").exists()
+    best(2, {"val_acc": 0.3, "val_loss": 1.9, "train_loss": 2.0})
+    assert best.best_epoch == 2 and (tmp_path / "best.params").exists()

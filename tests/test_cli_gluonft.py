@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -125,6 +126,11 @@ def _importable(name):
     ("over_budget", "over max_params=1,000,000"),
     ("not_a_model_folder", "not a gluonft model folder"),
     ("missing_image", "does not exist"),
+    ("negative_seed", "argument --seed: expected a seed, an integer >= 0, got '-5'"),
+    ("huge_image_size", "image_size=100000 is too large: expected at most 1024"),
+    ("out_under_a_file", r"model folder .*a_file/model: .*a_file is a file, not a folder"),
+    ("export_to_a_file", r"--out .*a_file is a file, not a folder"),
+    ("only_unreadable", r"no readable image among .*: nothing was predicted"),
 ])
 def test_bad_input_is_one_line_and_exit_2(case, match, trained, shared, tmp_path, capsys):
     _, weights = clothing.paths(shared)
@@ -160,10 +166,29 @@ def test_bad_input_is_one_line_and_exit_2(case, match, trained, shared, tmp_path
         (tmp_path / "out").mkdir()
         (tmp_path / "out" / "mine.txt").write_text("keep me")
         argv = train + [photos, "--overwrite"]
+    elif case == "negative_seed":
+        argv = train + [photos, "--seed", "-5"]
+    elif case == "huge_image_size":
+        argv = train + [photos, "--image-size", "100000"]
+    elif case in ("out_under_a_file", "export_to_a_file"):
+        (tmp_path / "a_file").write_text("x")
+        argv = (["train", "--fast", "--weights", weights, photos, "--out",
+                 tmp_path / "a_file" / "model"] if case == "out_under_a_file"
+                else ["export", trained / "model", "--out", tmp_path / "a_file"])
+    elif case == "only_unreadable":
+        (tmp_path / "bad").mkdir()
+        (tmp_path / "bad" / "broken.jpg").write_bytes(b"not a jpeg")
+        argv = ["predict", trained / "model", tmp_path / "bad"]
     else:
         argv = ["predict", trained / "model", tmp_path / "nope.jpg"]
+    begin = time.perf_counter()
     code, out, err = run(capsys, *argv)
+    # Checked before any photo is decoded or any epoch trained.
+    assert time.perf_counter() - begin < 20, case
     assert code == 2, (out, err)
+    if case == "only_unreadable":  # the warning that names the unreadable file, then the error
+        warning, err = err.split("\n", 1)
+        assert warning.startswith("gluonft: warning: 1 unreadable image file(s) skipped: ")
     assert err.count("\n") == 1 and err.startswith("gluonft: error: "), err
     assert pytest.importorskip("re").search(match, err), err
     if case == "not_a_model_folder":

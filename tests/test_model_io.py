@@ -125,6 +125,8 @@ def test_symbol_export_gives_the_gluon_outputs(clf, test_set, tmp_path):
         expected = clf.net(x).asnumpy()
     block = mx.gluon.SymbolBlock.imports(str(files["symbol"]), ["data"], str(files["params"]),
                                          ctx=CPU)
+    # The same MXNet, the same oneDNN kernels on the same machine: only the graph object
+    # differs, so the logits agree to float32 rounding (measured: identical).
     np.testing.assert_allclose(block(x).asnumpy(), expected, rtol=1e-5, atol=1e-5)
     # The softmax of the exported logits is what gluonft predicts from the image files' pixels.
     proba = mx.nd.softmax(block(x)).asnumpy()
@@ -152,9 +154,15 @@ def test_onnx_export_predicts_like_gluon(clf, test_set, tmp_path):
     with mx.autograd.predict_mode():
         expected = clf.net(x).asnumpy()
     name = session.get_inputs()[0].name
+    # Two runtimes, two sets of float32 kernels: each of mobilenet's 28 conv layers sums in
+    # its own order, and the rounding differences grow with depth and with the size of the
+    # activations, so the bound is relative to the logits' scale. Seen: 2.6e-4 on logits of
+    # ~14 (1.9e-5 of the scale) on an AVX2 CPU, 6e-5 on AVX-512; 1e-3 of the scale leaves a
+    # 50x margin and is still far below any gap between classes that a prediction depends on.
+    scale = float(np.abs(expected).max())
     for batch in (x.asnumpy(), x.asnumpy()[:1]):  # a dynamic batch size
         logits = session.run(None, {name: batch})[0]
-        np.testing.assert_allclose(logits, expected[:len(batch)], rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(logits, expected[:len(batch)], rtol=0, atol=1e-3 * scale)
         assert (logits.argmax(1) == expected[:len(batch)].argmax(1)).all()
     with pytest.raises(FileExistsError, match="overwrite"):
         export_onnx(clf, tmp_path / "model.onnx")

@@ -131,8 +131,23 @@ def re_flags():
     return re.IGNORECASE
 
 
-def test_the_serve_command_answers_http(shared, clf, tmp_path):
-    """`python -m gluonft serve` in a child process on a free port, stopped by the test."""
+def _chunked_post(url, chunks):
+    """(status, JSON body) of a POST whose body has no Content-Length (chunked encoding)."""
+    import http.client
+    from urllib.parse import urlsplit
+    where = urlsplit(url)
+    connection = http.client.HTTPConnection(where.hostname, where.port, timeout=60)
+    try:
+        connection.request("POST", where.path, body=iter(chunks),
+                           headers={"Content-Type": "image/jpeg"}, encode_chunked=True)
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
+def test_the_serve_command_answers_http(shared, clf, tmp_path, photo):
+    """`python -m gluonft serve` (waitress) in a child process on a free port."""
     import subprocess
     import sys
     from pathlib import Path
@@ -141,8 +156,10 @@ def test_the_serve_command_answers_http(shared, clf, tmp_path):
     save_classifier(clf.net, tmp_path / "model", classes=clf.classes, image_size=64,
                     extra={"stored_size": 74})
     root = Path(__file__).resolve().parents[1]
-    child = subprocess.Popen([sys.executable, "-m", "gluonft", "serve", str(tmp_path / "model"),
-                              "--port", "0"], cwd=root, stdout=subprocess.PIPE,
+    small = len(photo.read_bytes()) + 10  # the photo fits, twice the photo does not
+    command = [sys.executable, "-m", "gluonft", "serve", str(tmp_path / "model"),
+               "--max-bytes", str(small), "--max-pixels", "60000"]
+    child = subprocess.Popen(command + ["--port", "0"], cwd=root, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
     try:
         line = child.stdout.readline()  # printed once the socket listens
@@ -151,6 +168,25 @@ def test_the_serve_command_answers_http(shared, clf, tmp_path):
         url = line.split(" on ")[1].split()[0]
         status, body = request(f"{url}/health")
         assert status == 200 and body["classes"] == list(clf.classes)
+        data = photo.read_bytes()
+        status, body = _chunked_post(f"{url}/predict", [data[:100], data[100:]])
+        assert status == 200 and body["class"] in clf.classes, body
+        status, body = _chunked_post(f"{url}/predict", [data, data])
+        assert status == 413 and f"larger than the limit of {small:,} bytes" in body["error"]
+        # A 300 x 300 PNG of few bytes is over 60,000 pixels: refused before decoding.
+        big = cv2.imencode(".png", np.zeros((300, 300, 3), np.uint8))[1].tobytes()
+        assert len(big) < small
+        status, body = request(f"{url}/predict", data=big, headers={"Content-Type": "image/png"})
+        assert status == 413 and "300 x 300 = 90,000 pixels, more than the limit of 60,000" \
+            in body["error"]
+        assert request(f"{url}/health")[0] == 200
+
+        # A busy port: one line and exit 2, not the server's traceback.
+        busy = int(url.rsplit(":", 1)[1])
+        taken = subprocess.run(command + ["--port", str(busy)], cwd=root, capture_output=True,
+                               text=True, timeout=120)
+        assert taken.returncode == 2 and taken.stderr.count("\n") == 1, taken.stderr
+        assert taken.stderr.startswith(f"gluonft: error: cannot listen on 127.0.0.1:{busy}: ")
     finally:
         child.terminate()
         child.wait(timeout=30)

@@ -169,3 +169,59 @@ def test_bad_fit_arguments_are_clear_errors(cifar):
         gluonft.fit(net, two, epochs=1, batch_size=4, lr=-1)
     with pytest.raises(ValueError, match="ctx must be"):
         gluonft.fit(net, two, epochs=1, batch_size=4, lr=0.1, ctx="gpu0")
+
+
+class _LrBomb:
+    """A callback that raises the learning rate 1e6-fold after the first epoch."""
+    lr_scale = 1.0
+
+    def __call__(self, epoch, logs):
+        self.lr_scale = 1e6
+
+
+def test_divergence_stops_with_the_cause_and_keeps_the_last_good_checkpoint(cifar, tmp_path):
+    from gluonft.checkpoint import checkpoint_files
+    data = cifar[0].subset(n_per_class=6, seed=1)
+    net = gluonft.baseline.lab1_cnn(classes=10, widths=(8, 16, 16), ctx=CPU, seed=0)
+    checkpoint = str(tmp_path / "run")
+    with pytest.raises(gluonft.TrainingDiverged,
+                       match=r"(loss became (nan|inf) in epoch 2|loss of epoch 2 is).*learning "
+                             r"rate is the likely cause \(lr=0\.05.*checkpoint of epoch 1"):
+        gluonft.fit(net, data, epochs=3, batch_size=20, lr=0.05, ctx=CPU, progress=False,
+                    augment=gluonft.Augment.none(), callbacks=[_LrBomb()],
+                    checkpoint=checkpoint)
+    files = checkpoint_files(checkpoint)
+    assert files["params"].endswith(".e0001.params")  # epoch 2 never overwrote it
+    kept = gluonft.baseline.lab1_cnn(classes=10, widths=(8, 16, 16), ctx=CPU)
+    kept.load_parameters(files["params"], ctx=CPU)
+    assert all(np.isfinite(p.data().asnumpy()).all() for p in kept.collect_params().values())
+
+
+def test_a_huge_learning_rate_is_reported_within_the_first_epoch(cifar):
+    data = cifar[0].subset(n_per_class=6, seed=1)
+    net = gluonft.baseline.lab1_cnn(classes=10, widths=(8, 16, 16), ctx=CPU, seed=0)
+    with pytest.raises(gluonft.TrainingDiverged, match=r"(in|of) epoch 1 .*lr=10000"):
+        gluonft.fit(net, data, epochs=2, batch_size=10, lr=1e4, ctx=CPU, progress=False,
+                    augment=gluonft.Augment.none())
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"momentum": -1}, r"momentum must be a number in \[0, 1\), got -1"),
+    ({"momentum": float("inf")}, r"momentum must be a number in \[0, 1\), got inf"),
+    ({"wd": -1}, r"wd \(weight decay\) must be a finite number >= 0, got -1"),
+    ({"lr": float("inf")}, r"lr must be a positive number \(and finite\), got inf"),
+    ({"image_size": 0}, r"image_size=0 is too small for cifar_resnet20_v1"),
+    ({"image_size": 100000}, r"image_size=100000 is too large: expected at most 1024"),
+    ({"ctx": mx.cpu(9)}, r"ctx cpu\(9\): expected cpu\(0\)\.\.cpu\("),
+    ({"ctx": mx.gpu(0)}, r"ctx gpu\(0\): this machine has"),
+])
+def test_values_that_used_to_pass_silently_are_clear_errors(cifar, kwargs, match):
+    if "gpu" in str(kwargs.get("ctx", "")) and gluonft.devices()[0].device_type == "gpu":
+        pytest.skip("this machine has a GPU")
+    net = gluonft.load_backbone("cifar_resnet20_v1", classes=10, weights=None, ctx=CPU)
+    gluonft.apply_regime(net, "head")
+    data = cifar[1].subset(n_per_class=2, seed=0)
+    args = dict(epochs=1, batch_size=4, lr=0.1, progress=False)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        gluonft.fit(net, data, **args)
