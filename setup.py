@@ -5,7 +5,7 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 VERSION = re.search(r'__version__ = "([^"]+)"',
-                    Path(__file__).with_name("gluonft").joinpath("__init__.py").read_text()).group(1)
+                    Path(__file__).with_name("gluonft").joinpath("version.py").read_text()).group(1)
 
 # Pinned so that the set co-installs and imports together on Python 3.11: mxnet 1.9.1 still
 # uses np.bool, removed in numpy 1.24, and gluoncv's own unpinned requirements pull numpy 2.

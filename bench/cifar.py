@@ -21,23 +21,30 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import json
 import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from .presets import (BASELINE_MODEL, BASELINE_NAME, DEFAULT_MODELS, DEFAULT_REGIMES, PRESETS,
-                      Preset, preset_for_devices)
+try:  # importing MXNet takes seconds; Ctrl-C then is an answer, not a traceback
+    from gluonft.argtypes import non_negative_float as _non_negative_float
+    from gluonft.argtypes import positive_int as _positive_int
+    from gluonft.regimes import REGIMES
+    from gluonft.train import TrainSettings
+
+    from .presets import (BASELINE_MODEL, BASELINE_NAME, DEFAULT_MODELS, DEFAULT_REGIMES,
+                          PRESETS, Preset, TrainingFields, preset_for_devices)
+except KeyboardInterrupt:
+    print("bench.cifar: interrupted while starting; nothing was run", file=sys.stderr)
+    sys.exit(130)
 
 __all__ = ["CifarConfig", "UsageError", "parse_config", "check_config", "load_data",
            "plan_experiments", "main", "PROG"]
 
 PROG = "bench.cifar"
-REGIME_NAMES = ("head", "last_k", "full", "scratch")
 
 
 class UsageError(ValueError):
@@ -51,12 +58,14 @@ class _Parser(argparse.ArgumentParser):
 
 
 @dataclass(frozen=True)
-class CifarConfig:
+class CifarConfig(TrainingFields):
     """Everything a grid run needs, after the preset is applied and the flags override it.
 
     Attributes:
         preset: the preset's name; ``explicit``: the settings given as flags (they override
             the preset's values). Other attributes: see ``python -m bench.cifar --help``.
+        training: the `gluonft.TrainSettings` of the transfer experiments, readable as
+            attributes of the config (``config.epochs``).
         lr: learning rate per regime name (``head``, ``last_k``, ``full``, ``scratch``).
         baseline: ``"train"`` (the lab-1 CNN runs in the grid), ``"recorded"`` (a given
             accuracy) or ``"none"``.
@@ -66,14 +75,8 @@ class CifarConfig:
     models: Tuple[str, ...]
     regimes: Tuple[str, ...]
     seeds: Tuple[int, ...]
-    epochs: int
-    batch_size: int
+    training: TrainSettings
     lr: Dict[str, float]
-    optimizer: str
-    momentum: float
-    wd: float
-    schedule: str
-    warmup_epochs: float
     image_size: Optional[int]
     train_per_class: Optional[int]
     test_per_class: Optional[int]
@@ -90,43 +93,12 @@ class CifarConfig:
     ctx: Tuple[str, ...] = ("cpu(0)",)
     out: str = ""
     keep_checkpoints: bool = False
-    amp: bool = False
     summary_rows: int = 12
     progress: bool = True
     explicit: Tuple[str, ...] = ()
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 # --- argv -> config ---------------------------------------------------------------------------
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not 0 <= value < math.inf:
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
-    return value
-
-
-def _momentum(text: str) -> float:
-    value = _non_negative_float(text)
-    if not value < 1:
-        raise argparse.ArgumentTypeError(f"expected a momentum in [0, 1), got {text!r}")
-    return value
-
 
 # "all" and "native" stay words here (None would read as "flag not given"); the config
 # turns them into None.
@@ -159,6 +131,18 @@ def _comma_list(text: str, what: str) -> List[str]:
     return items
 
 
+def _add_setting_flag(group, setting) -> None:
+    """``--<name>`` for a `TrainSettings` field: its help, its type's parser, its choices."""
+    flag = "--" + setting.name.replace("_", "-")
+    meta = dict(setting.metadata)
+    if setting.type in (bool, "bool"):
+        group.add_argument(flag, action="store_true", default=None, help=meta["help"])
+        return
+    parse = {int: _positive_int, "int": _positive_int, float: _non_negative_float,
+             "float": _non_negative_float}.get(setting.type, str)
+    group.add_argument(flag, type=parse, choices=meta.get("choices"), help=meta["help"])
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (every default None: unset flags take the preset's value)."""
     p = _Parser(prog=f"python -m {PROG}", description=__doc__.split("\n\n")[0],
@@ -178,15 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="local weights file for a model (repeatable or comma-separated), "
                            "for machines that cannot download GluonCV's")
     train = p.add_argument_group("training (defaults from the preset)")
-    train.add_argument("--epochs", type=_positive_int)
-    train.add_argument("--batch-size", type=_positive_int)
+    for setting in fields(TrainSettings):  # one flag per field: a new setting needs no edit here
+        _add_setting_flag(train, setting)
     train.add_argument("--lr", help="learning rate for every regime (0.01), or per regime "
                        "(head=0.05,full=0.01)")
-    train.add_argument("--optimizer", choices=("sgd", "nag", "adam"))
-    train.add_argument("--momentum", type=_momentum)
-    train.add_argument("--wd", type=_non_negative_float, help="weight decay")
-    train.add_argument("--schedule", choices=("cosine", "constant", "onecycle"))
-    train.add_argument("--warmup-epochs", type=_non_negative_float)
     train.add_argument("--image-size", type=_size_or_native, metavar="PX|native",
                        help="input side for backbones pretrained larger (CIFAR models and "
                             "the baseline stay at 32); native: each backbone's own size")
@@ -214,8 +193,6 @@ def build_parser() -> argparse.ArgumentParser:
                      "with the same folder to resume")
     run.add_argument("--keep-checkpoints", action="store_true", default=None,
                      help="keep every finished experiment's parameters in checkpoints/")
-    run.add_argument("--amp", action="store_true", default=None,
-                     help="float16 mixed-precision training (MXNet AMP); GPUs only")
     run.add_argument("--summary-rows", type=int, metavar="N",
                      help="rows of each architecture table (default 12)")
     run.add_argument("--no-progress", action="store_true", default=None,
@@ -229,13 +206,13 @@ def _parse_lr(text: Optional[str], preset: Preset) -> Dict[str, float]:
         return lr
     if "=" not in text:
         value = _float_value(text, "--lr")
-        return {name: value for name in REGIME_NAMES}
+        return {name: value for name in REGIMES}
     for item in _comma_list(text, "--lr"):
         name, _, value = item.partition("=")
         name = name.strip()
-        if name not in REGIME_NAMES:
+        if name not in REGIMES:
             raise UsageError(f"--lr {text!r}: unknown regime {name!r}; expected "
-                             f"{', '.join(REGIME_NAMES)}")
+                             f"{', '.join(REGIMES)}")
         lr[name] = _float_value(value, "--lr")
     return lr
 
@@ -303,7 +280,7 @@ def _contexts(names: Sequence[str]) -> list:
             for c in names]
 
 
-def contexts_of(config: CifarConfig) -> list:
+def config_contexts(config: CifarConfig) -> list:
     """The config's devices as MXNet contexts."""
     return _contexts(config.ctx)
 
@@ -358,9 +335,7 @@ def parse_config(argv: Optional[Sequence[str]] = None) -> CifarConfig:
     out = args.out or os.path.join("runs", f"cifar10-{datetime.now():%Y%m%d-%H%M%S}")
     return CifarConfig(
         preset=preset.name, models=models, regimes=regimes, seeds=seeds,
-        epochs=pick("epochs"), batch_size=pick("batch_size"),
-        lr=_parse_lr(args.lr, preset), optimizer=pick("optimizer"), momentum=pick("momentum"),
-        wd=pick("wd"), schedule=pick("schedule"), warmup_epochs=pick("warmup_epochs"),
+        training=_training(args, preset.training), lr=_parse_lr(args.lr, preset),
         image_size=_none_for_word(pick("image_size")),
         train_per_class=_none_for_word(pick("train_per_class")),
         test_per_class=_none_for_word(pick("test_per_class")),
@@ -371,9 +346,24 @@ def parse_config(argv: Optional[Sequence[str]] = None) -> CifarConfig:
         data_root=os.path.abspath(os.path.expanduser(args.data_root)) if args.data_root
         else None,
         download=bool(args.download), ctx=ctx, out=out,
-        keep_checkpoints=bool(args.keep_checkpoints), amp=bool(args.amp),
+        keep_checkpoints=bool(args.keep_checkpoints),
         summary_rows=12 if args.summary_rows is None else args.summary_rows,
         progress=not args.no_progress, explicit=explicit)
+
+
+def _training(args, preset: TrainSettings) -> TrainSettings:
+    """The preset's settings with each given flag applied, checked flag by flag."""
+    training = preset
+    for setting in fields(TrainSettings):
+        value = getattr(args, setting.name)
+        if value is None:
+            continue
+        try:
+            training = replace(training, **{setting.name: value})
+        except ValueError as error:
+            flag = "--" + setting.name.replace("_", "-")
+            raise UsageError(f"{flag} {value!r}: {error}") from None
+    return training
 
 
 def _parse_regimes(text: Optional[str]) -> Tuple[str, ...]:
@@ -455,15 +445,18 @@ def check_config(config: CifarConfig) -> None:
                              family=family)
         except ValueError as error:
             raise UsageError(f"--image-size: {error}") from None
-    for regime in config.regimes:
-        if not regime.startswith("last_k:"):
-            continue
-        for name in config.models:
-            net = gluonft.load_backbone(name, classes=10, weights=None, ctx=mx.cpu())
-            try:
-                gluonft.apply_regime(net, regime)
-            except ValueError as error:
-                raise UsageError(f"--regimes {regime}: {error}") from None
+    deepest = [r for r in config.regimes if r.startswith("last_k:")]
+    for name in config.models if deepest else ():
+        # The architecture once per model (random weights: only its blocks are counted).
+        blocks = len(gluonft.feature_blocks(
+            gluonft.load_backbone(name, classes=10, weights=None, ctx=mx.cpu())))
+        for regime in deepest:
+            k = int(regime.split(":")[1])
+            if k > blocks:
+                family = gluonft.backbones.family_of(name)
+                raise UsageError(f"--regimes {regime}: last_k with k={k} is out of range for "
+                                 f"{name}: it has {blocks} blocks ({family.blocks_doc}); "
+                                 f"expected 1 <= k <= {blocks}")
     if os.path.exists(config.out) and not os.path.isdir(config.out):
         raise UsageError(f"--out {config.out}: it is a file, not a folder")
     parent = os.path.dirname(os.path.abspath(config.out))
@@ -483,7 +476,7 @@ def load_data(config: CifarConfig):
         UsageError: no CIFAR-10 where it was looked for (one line saying where and what).
     """
     from gluonft.datasets import DatasetNotFound, cifar10
-    from gluonft.data.cifar10 import default_root
+    from gluonft.datasets.cifar10 import default_root
 
     from .grid import Data
 
@@ -523,13 +516,11 @@ def plan_experiments(config: CifarConfig, data) -> list:
         ['lab1_cnn-scratch-s0', 'mobilenet0.75-head-s0', 'mobilenet0.75-full-s0']
     """
     from gluonft.backbones import family_of
+    from gluonft.regimes import parse_regime
 
     from .grid import Experiment, effective_image_size, experiment_id
 
-    common = dict(batch_size=config.batch_size, optimizer=config.optimizer, amp=config.amp,
-                  momentum=config.momentum, wd=config.wd, schedule=config.schedule,
-                  warmup_epochs=config.warmup_epochs, classes=len(data.test.classes),
-                  data=data.description)
+    common = dict(classes=len(data.test.classes), data=data.description)
     out = []
     if config.baseline == "recorded":
         out.append(Experiment(id="baseline-recorded", model="baseline", regime="recorded",
@@ -540,8 +531,8 @@ def plan_experiments(config: CifarConfig, data) -> list:
             out.append(Experiment(
                 id=experiment_id(BASELINE_MODEL, "scratch", seed), model=BASELINE_MODEL,
                 regime="scratch", seed=seed, kind="baseline", label=config.baseline_name,
-                weights=None, epochs=config.baseline_epochs, lr=config.baseline_lr,
-                image_size=32, **common))
+                weights=None, training=replace(config.training, epochs=config.baseline_epochs),
+                lr=config.baseline_lr, image_size=32, **common))
     for model in config.models:
         family = family_of(model)
         for regime in config.regimes:
@@ -551,23 +542,24 @@ def plan_experiments(config: CifarConfig, data) -> list:
                     seed=seed, label=model,
                     weights=None if regime == "scratch" else config.weights.get(model,
                                                                                 "default"),
-                    epochs=config.epochs, lr=config.lr[regime.split(":")[0]],
+                    training=config.training, lr=config.lr[parse_regime(regime).name],
                     image_size=effective_image_size(family, config.image_size), **common))
     return out
 
 
 # --- printing ---------------------------------------------------------------------------------
 
-_PRESET_KEYS = ("train_per_class", "test_per_class", "val_fraction", "image_size", "epochs",
-                "batch_size", "lr", "optimizer", "momentum", "wd", "schedule", "warmup_epochs",
-                "baseline_epochs", "baseline_lr", "data_seed")
+def _preset_keys() -> List[str]:
+    """The values a preset sets, in the order its dataclass lists them (training inline)."""
+    skip = ("name", "description")
+    return [k for k in PRESETS["smoke"].to_dict() if k not in skip]
 
 
 def preset_lines(config: CifarConfig) -> List[str]:
     """The preset and every value it sets, each marked with where the used value came from."""
     preset = PRESETS[config.preset]
     lines = [f"preset {preset.name}: {preset.description}"]
-    for key in _PRESET_KEYS:
+    for key in _preset_keys():
         used = getattr(config, key)
         if key == "lr":
             given = "lr" in config.explicit
@@ -612,19 +604,13 @@ def _card_lines(card: dict) -> List[str]:
     return lines
 
 
-def _write_report(out_dir: str, log, *, module: str = "bench.report") -> None:
-    """Issue 4's HTML report plugs in here: ``<module>.write_report(out_dir)`` is called only
-    when that module exists, so the grid runs the same before and after it is written."""
-    import importlib
-    import importlib.util
-
-    if importlib.util.find_spec(module) is None:
-        return
+def _write_report(out_dir: str, log) -> None:
     from gluonft.results import one_line
 
+    from .report import write_report
+
     try:
-        path = importlib.import_module(module).write_report(out_dir)
-        log(f"report: {path}")
+        log(f"report: {write_report(out_dir)}")
     except Exception as error:  # results are written already; a report must not lose them
         log(f"warning: the HTML report failed: {one_line(error)}")
 
@@ -680,7 +666,7 @@ def _main(argv: Optional[Sequence[str]]) -> int:
 def _run_locked(config: CifarConfig, data, argv, lock) -> int:
     """The grid, with ``config.out`` locked by this process."""
     from gluonft.fileio import atomic_write_json, remove_stale_temporaries
-    from gluonft.results import best_record, environment, read_results, results_table
+    from gluonft.results import environment, read_results, results_table
 
     from .grid import OutputPaths, run_grid
 
@@ -698,7 +684,7 @@ def _run_locked(config: CifarConfig, data, argv, lock) -> int:
     removed = remove_stale_temporaries(config.out)
     if removed:
         log(f"removed {len(removed)} half-written temporary file(s) left by a killed run")
-    ctx = contexts_of(config)
+    ctx = config_contexts(config)
     experiments = plan_experiments(config, data)
     begin = time.perf_counter()
     for line in preset_lines(config):
@@ -716,11 +702,12 @@ def _run_locked(config: CifarConfig, data, argv, lock) -> int:
         "environment": environment(devices=ctx),
         "started": datetime.now().astimezone().isoformat(timespec="seconds"),
     })
-    records = run_grid(experiments, data=data, out_dir=config.out, ctx=ctx,
+    result = run_grid(experiments, data=data, out_dir=config.out, ctx=ctx,
                        summary_rows=config.summary_rows, progress=config.progress,
                        keep_checkpoints=config.keep_checkpoints, log=log,
                        title=f"CIFAR-10 transfer learning ({config.preset} preset: "
                              f"{data.description['train_images']} train images)")
+    records = result.records
     log("")
     log(f"=== all experiments ({time.perf_counter() - begin:.0f} s) ===")
     log(results_table(records))
@@ -730,12 +717,9 @@ def _run_locked(config: CifarConfig, data, argv, lock) -> int:
         log(f"{len(failed)} failed:")
         for r in failed:
             log(f"  {r.id}: {r.error}")
-    card = None
-    if best_record(records) is not None and os.path.exists(paths.best_json):
-        with open(paths.best_json) as f:
-            card = json.load(f)
+    if result.best_card is not None:
         log("")
-        for line in _card_lines(card):
+        for line in _card_lines(result.best_card):
             log(line)
     log("")
     written = [name for name in ("config.json", "results.json", "results.csv", "accuracy.png",

@@ -20,6 +20,7 @@ import gc
 import json
 import math
 import os
+import shutil
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
@@ -28,14 +29,16 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import gluonft
 from gluonft.baseline import lab1_cnn
-from gluonft.checkpoint import remove_checkpoint
+from gluonft.checkpoint import checkpoint_files, read_checkpoint, remove_checkpoint
 from gluonft.results import (ExperimentRecord, accuracy_bars, atomic_write_json, best_record,
                              environment, model_card, one_line, read_results, regime_title,
                              write_results)
 
-from .presets import BASELINE_MODEL
+from gluonft.train import MOMENTUM_OPTIMIZERS, TrainSettings
 
-__all__ = ["Experiment", "Data", "OutputPaths", "experiment_id", "effective_image_size",
+from .presets import BASELINE_MODEL, TrainingFields
+
+__all__ = ["Experiment", "Data", "OutputPaths", "GridResult", "experiment_id", "effective_image_size",
            "run_grid", "run_experiment", "build_net"]
 
 Log = Callable[[str], None]
@@ -70,13 +73,16 @@ class Data:
 
 
 @dataclass(frozen=True)
-class Experiment:
+class Experiment(TrainingFields):
     """One cell of the grid with everything that affects its result.
 
     Attributes:
         id: see `experiment_id`. ``kind``: ``"transfer"`` or ``"baseline"``.
         label: display name (the baseline's name).
         weights: ``"default"`` (GluonCV's pretrained file), a path, or None (random init).
+        training: the `gluonft.TrainSettings` (epochs, batch, optimizer, schedule ...),
+            readable as attributes of the experiment (``experiment.epochs``).
+        lr, image_size: this experiment's learning rate and input side.
         recorded_accuracy: for a recorded baseline: the given result; nothing is trained.
         data: `Data.description` (root, subset sizes, seed, image counts).
     """
@@ -87,19 +93,12 @@ class Experiment:
     kind: str = "transfer"
     label: str = ""
     weights: Optional[str] = "default"
-    epochs: int = 1
-    batch_size: int = 64
+    training: TrainSettings = TrainSettings()
     lr: float = 0.01
-    optimizer: str = "sgd"
-    momentum: float = 0.9
-    wd: float = 1e-4
-    schedule: str = "cosine"
-    warmup_epochs: float = 0.0
     image_size: int = 32
     classes: int = 10
     recorded_accuracy: Optional[float] = None
     data: Dict[str, object] = field(default_factory=dict)
-    amp: bool = False
 
     @property
     def config(self) -> Dict[str, object]:
@@ -107,20 +106,23 @@ class Experiment:
         if self.recorded_accuracy is not None:
             return {"kind": self.kind, "label": self.label,
                     "recorded_accuracy": self.recorded_accuracy}
-        return {
+        t = self.training
+        config = {
             "model": self.model, "regime": self.regime, "seed": self.seed, "kind": self.kind,
-            "weights": self.weights, "epochs": self.epochs, "batch_size": self.batch_size,
-            "lr": self.lr, "optimizer": self.optimizer, "momentum": self.momentum,
-            "wd": self.wd, "schedule": self.schedule_obj.to_dict(),
-            "image_size": self.image_size, "classes": self.classes,
-            "augment": asdict(gluonft.Augment()), "data": dict(self.data),
-            # Only when on: results of runs before the option existed stay equal.
-            **({"amp": "float16"} if self.amp else {}),
-        }
-
-    @property
-    def schedule_obj(self) -> "gluonft.Schedule":
-        return gluonft.Schedule(self.schedule, warmup_epochs=self.warmup_epochs)
+            "weights": self.weights, "epochs": t.epochs, "batch_size": t.batch_size,
+            "lr": self.lr, "optimizer": t.optimizer, "momentum": t.momentum, "wd": t.wd,
+            "schedule": t.schedule_obj.to_dict(), "image_size": self.image_size,
+            "classes": self.classes, "augment": asdict(gluonft.Augment()),
+            "data": dict(self.data)}
+        # Settings added after the first results, only when on: the results of runs from
+        # before they existed keep their configs, and are not trained again.
+        defaults = TrainSettings()
+        for name in ("label_smoothing",):
+            if getattr(t, name) != getattr(defaults, name):
+                config[name] = getattr(t, name)
+        if t.amp:
+            config["amp"] = "float16"
+        return config
 
 
 @dataclass(frozen=True)
@@ -188,8 +190,8 @@ def _modified_layers(plan, net) -> Tuple[str, ...]:
 
 def _settings_lines(experiment: Experiment, plan, modified: Sequence[str]) -> List[str]:
     opt = f"{experiment.optimizer} (lr {experiment.lr:g}, " + (
-        f"momentum {experiment.momentum:g}, " if experiment.optimizer in ("sgd", "nag") else "") \
-        + f"wd {experiment.wd:g})"
+        f"momentum {experiment.momentum:g}, " if experiment.optimizer in MOMENTUM_OPTIMIZERS
+        else "") + f"wd {experiment.wd:g})"
     shown = list(modified) if len(modified) <= 6 else (
         list(modified[:2]) + [f"... {len(modified) - 4} more ..."] + list(modified[-2:]))
     return [
@@ -283,11 +285,9 @@ def run_experiment(experiment: Experiment, *, data: Data, ctx, checkpoint: str,
                 f"{logs['seconds']:.1f} s, {logs['images_per_s']:.0f} img/s")
 
         history = gluonft.fit(
-            net, data.train, data.val, epochs=experiment.epochs,
-            batch_size=experiment.batch_size, lr=experiment.lr, optimizer=experiment.optimizer,
-            momentum=experiment.momentum, wd=experiment.wd, schedule=experiment.schedule_obj,
-            image_size=experiment.image_size, ctx=ctx, seed=experiment.seed,
-            callbacks=[on_epoch], checkpoint=checkpoint, progress=progress, amp=experiment.amp)
+            net, data.train, data.val, lr=experiment.lr, image_size=experiment.image_size,
+            ctx=ctx, seed=experiment.seed, callbacks=[on_epoch], checkpoint=checkpoint,
+            progress=progress, **experiment.training.fit_kwargs())
         resumed = len(history.epochs) - len(trained)
         if resumed and not trained:
             log(f"resumed from the checkpoint of epoch {resumed}: training was complete")
@@ -357,7 +357,10 @@ def _write_outputs(paths: OutputPaths, records: Sequence[ExperimentRecord], *, t
 
 
 def _update_best(paths: OutputPaths, records: Sequence[ExperimentRecord],
-                 just_run: Optional[ExperimentRecord], net, *, log: Log) -> None:
+                 just_run: Optional[ExperimentRecord], save_params, *,
+                 log: Log) -> Optional[dict]:
+    """best.json (and best.params when ``just_run`` is the best and ``save_params`` writes its
+    parameters to a path) for ``records``; returns the card written (None: no best)."""
     from gluonft.fileio import atomic_write
     from gluonft.weights import sha1_of
 
@@ -367,9 +370,9 @@ def _update_best(paths: OutputPaths, records: Sequence[ExperimentRecord],
         with open(paths.best_json) as f:
             current = json.load(f)
     if best is None:
-        return
-    if just_run is not None and net is not None and best.id == just_run.id:
-        atomic_write(paths.best_params, net.save_parameters)
+        return None
+    if just_run is not None and save_params is not None and best.id == just_run.id:
+        atomic_write(paths.best_params, save_params)
         card = model_card(best, repeats=records)
         card["params_file"] = os.path.basename(paths.best_params)
         card["params_sha1"] = sha1_of(paths.best_params)
@@ -378,6 +381,7 @@ def _update_best(paths: OutputPaths, records: Sequence[ExperimentRecord],
                              else f"gluonft.load_backbone({best.model!r}, classes="
                                   f"{card['classes']}, weights='best.params')")
         atomic_write_json(paths.best_json, card)
+        return card
         log(f"new best model: {best.id} ({100 * best.test_accuracy:.2f}%): best.json, "
             f"best.params")
     elif current is None or current.get("id") != best.id \
@@ -389,11 +393,32 @@ def _update_best(paths: OutputPaths, records: Sequence[ExperimentRecord],
         if os.path.exists(paths.best_params):
             os.remove(paths.best_params)
         atomic_write_json(paths.best_json, card)
+        return card
     else:  # same best as on disk; refresh its card (repeats may have changed)
         card = dict(current)
         card.update({k: v for k, v in model_card(best, repeats=records).items()
                      if k in ("repeats",)})
         atomic_write_json(paths.best_json, card)
+        return card
+
+
+def _restore_best(paths: OutputPaths, records: Sequence[ExperimentRecord],
+                  finished: ExperimentRecord, *, log: Log) -> None:
+    """best.json/best.params for a finished experiment whose run was killed before writing
+    them: its last epoch checkpoint still holds the trained parameters."""
+    best = best_record(records)
+    if best is None or best.id != finished.id:
+        return
+    if os.path.exists(paths.best_json):
+        with open(paths.best_json) as f:
+            if json.load(f).get("id") == best.id:
+                return
+    manifest = read_checkpoint(paths.checkpoint(best.id))
+    if manifest is None or len(manifest.get("epochs", ())) != len(best.history):
+        _update_best(paths, records, None, None, log=log)
+        return
+    params = checkpoint_files(paths.checkpoint(best.id), manifest)["params"]
+    _update_best(paths, records, best, lambda tmp: shutil.copyfile(params, tmp), log=log)
 
 
 def _finish(paths: OutputPaths, record: ExperimentRecord, *, keep_checkpoints: bool,
@@ -411,10 +436,17 @@ def _finish(paths: OutputPaths, record: ExperimentRecord, *, keep_checkpoints: b
         remove_checkpoint(paths.checkpoint(record.id))
 
 
+@dataclass(frozen=True)
+class GridResult:
+    """What `run_grid` produced: the records in grid order and the best model's card."""
+    records: List[ExperimentRecord]
+    best_card: Optional[dict]
+
+
 def run_grid(experiments: Sequence[Experiment], *, data: Data, out_dir: str, ctx,
              summary_rows: int = 12, progress: bool = True, keep_checkpoints: bool = False,
              title: str = "CIFAR-10 transfer learning", log: Log = print
-             ) -> List[ExperimentRecord]:
+             ) -> GridResult:
     """Run every experiment not already finished in ``out_dir``; write the files after each.
 
     A record in ``out_dir/results.json`` with the same id and an equal config and status ok or
@@ -435,7 +467,7 @@ def run_grid(experiments: Sequence[Experiment], *, data: Data, out_dir: str, ctx
         log: where the lines go.
 
     Returns:
-        The records of the grid, in grid order.
+        A `GridResult`: the records of the grid, in grid order, and best.json's card.
     """
     paths = OutputPaths(out_dir)
     os.makedirs(out_dir, exist_ok=True)
@@ -465,7 +497,8 @@ def run_grid(experiments: Sequence[Experiment], *, data: Data, out_dir: str, ctx
             log(f"skipped: already finished in this folder with the same configuration "
                 f"({old.finished}); test accuracy {100 * old.test_accuracy:.2f}%")
             # A run killed between recording an experiment and tidying up after it left
-            # these undone: do them now.
+            # these undone: do them now (the best model's files from its last checkpoint).
+            _restore_best(paths, ordered(), old, log=log)
             _finish(paths, old, keep_checkpoints=keep_checkpoints, only_missing=True)
             continue
         record, net = run_experiment(experiment, data=data, ctx=ctx,
@@ -475,8 +508,11 @@ def run_grid(experiments: Sequence[Experiment], *, data: Data, out_dir: str, ctx
             _supersede(paths, [old])
         current[experiment.id] = record
         _write_outputs(paths, ordered(), title=title, log=log)
+        # The best model's parameters are saved before its checkpoint is removed, so that a
+        # kill in between leaves them recoverable (`_restore_best`).
+        _update_best(paths, ordered(), record, net.save_parameters if net is not None else None,
+                     log=log)
         _finish(paths, record, keep_checkpoints=keep_checkpoints)
-        _update_best(paths, ordered(), record, net, log=log)
         del net
         gc.collect()
-    return ordered()
+    return GridResult(ordered(), _update_best(paths, ordered(), None, None, log=log))

@@ -22,11 +22,14 @@ Every value a preset sets can be overridden by the command-line flag of the same
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Dict, Optional
 
+from gluonft.regimes import REGIME_INFO
+from gluonft.train import TrainSettings
+
 __all__ = ["Preset", "PRESETS", "preset_for_devices", "DEFAULT_MODELS", "DEFAULT_REGIMES",
-           "BASELINE_MODEL", "BASELINE_NAME"]
+           "BASELINE_MODEL", "BASELINE_NAME", "TrainingFields", "regime_lrs"]
 
 # The grid of issue 3: four ImageNet backbones, frozen feature extractor vs full fine-tune.
 DEFAULT_MODELS = ("resnet18_v1", "resnet50_v1", "mobilenetv2_1.0", "densenet121")
@@ -35,12 +38,39 @@ BASELINE_MODEL = "lab1_cnn"
 BASELINE_NAME = "Lab 1 CNN"
 
 
-def _lr(head: float, last_k: float, full: float, scratch: float) -> Dict[str, float]:
-    return {"head": head, "last_k": last_k, "full": full, "scratch": scratch}
+def regime_lrs(**overrides: float) -> Dict[str, float]:
+    """A learning rate for every regime: `gluonft.regimes.REGIME_INFO`'s, then ``overrides``.
+
+    Example:
+        >>> regime_lrs(full=0.03)["full"], regime_lrs()["head"]
+        (0.03, 0.05)
+    """
+    unknown = sorted(set(overrides) - set(REGIME_INFO))
+    if unknown:
+        raise ValueError(f"no such regime(s) {', '.join(unknown)}: expected "
+                         f"{', '.join(REGIME_INFO)}")
+    return {name: float(overrides.get(name, info.lr)) for name, info in REGIME_INFO.items()}
+
+
+class TrainingFields:
+    """Reads the fields of ``self.training`` (a `TrainSettings`) as attributes of its own:
+    ``preset.epochs`` is ``preset.training.epochs``."""
+    _TRAINING = frozenset([f.name for f in fields(TrainSettings)] + ["schedule_obj"])
+
+    def __getattr__(self, name):
+        if name in TrainingFields._TRAINING:
+            return getattr(self.training, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def to_dict(self) -> dict:
+        """Every value, the training settings among the others (flat, as records show)."""
+        out = asdict(self)
+        training = out.pop("training")
+        return {**out, **training}
 
 
 @dataclass(frozen=True)
-class Preset:
+class Preset(TrainingFields):
     """The values a preset sets.
 
     Attributes:
@@ -52,11 +82,9 @@ class Preset:
         image_size: input side for backbones pretrained at a larger size; None: each
             backbone's own pretrained size. A backbone never runs above its pretrained size,
             so CIFAR-pretrained models (and the baseline) stay at 32 px.
-        epochs, batch_size: for the transfer experiments.
-        lr: learning rate per regime (``head``, ``last_k``, ``full``, ``scratch``): a frozen
-            backbone takes a larger step than a pretrained one being fine-tuned.
-        optimizer, momentum, wd: the optimizer (``sgd``, ``nag``, ``adam``) and its settings.
-        schedule, warmup_epochs: the learning-rate schedule (see `gluonft.Schedule`).
+        training: the `gluonft.TrainSettings` of the transfer experiments (epochs, batch,
+            optimizer, schedule ...), readable as attributes of the preset.
+        lr: learning rate per regime (`regime_lrs`: one for every regime).
         baseline_epochs, baseline_lr: the lab-1 CNN trained from scratch at 32 px.
         data_seed: seed of the subsets and the validation split (the same for every
             experiment, so all see the same images).
@@ -67,20 +95,11 @@ class Preset:
     test_per_class: Optional[int]
     val_fraction: float
     image_size: Optional[int]
-    epochs: int
-    batch_size: int
-    lr: Dict[str, float] = field(default_factory=lambda: _lr(0.05, 0.02, 0.01, 0.05))
-    optimizer: str = "sgd"
-    momentum: float = 0.9
-    wd: float = 1e-4
-    schedule: str = "cosine"
-    warmup_epochs: float = 1.0
+    training: TrainSettings
+    lr: Dict[str, float] = field(default_factory=regime_lrs)
     baseline_epochs: int = 30
     baseline_lr: float = 0.05
     data_seed: int = 0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 PRESETS: Dict[str, Preset] = {
@@ -89,19 +108,21 @@ PRESETS: Dict[str, Preset] = {
         description="GPU default: all of CIFAR-10, each backbone at its pretrained size "
                     "(224 px for ImageNet), 12 epochs",
         train_per_class=None, test_per_class=None, val_fraction=0.1, image_size=None,
-        epochs=12, batch_size=64, baseline_epochs=30),
+        training=TrainSettings(epochs=12, batch_size=64, warmup_epochs=1.0),
+        baseline_epochs=30),
     "cpu": Preset(
         name="cpu",
         description="CPU default: 200 train + 100 test images per class, 64 px, 6 epochs "
                     "(the default grid: ~30 min on 2 cores)",
         train_per_class=200, test_per_class=100, val_fraction=0.1, image_size=64,
-        epochs=6, batch_size=64, lr=_lr(0.05, 0.03, 0.03, 0.05), baseline_epochs=20),
+        training=TrainSettings(epochs=6, batch_size=64, warmup_epochs=1.0),
+        lr=regime_lrs(last_k=0.03, full=0.03), baseline_epochs=20),
     "smoke": Preset(
         name="smoke",
         description="pipeline check (< 3 min): 10 train + 5 test images per class, 32 px, "
                     "1 epoch; the accuracies mean nothing",
         train_per_class=10, test_per_class=5, val_fraction=0.2, image_size=32,
-        epochs=1, batch_size=32, warmup_epochs=0.0, baseline_epochs=1),
+        training=TrainSettings(epochs=1, batch_size=32, warmup_epochs=0.0), baseline_epochs=1),
 }
 
 

@@ -32,7 +32,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -47,10 +46,10 @@ import numpy as np
 from mxnet import autograd, gluon
 
 import gluonft
-from gluonft.data import ImageSet
-from gluonft.data.imageset import iterate_batches
+from gluonft.datasets import ImageSet
+from gluonft.datasets.imageset import iterate_batches
 from gluonft.results import atomic_write_text
-from gluonft.transforms import Augment, BatchTransform, sample_affine
+from gluonft.transforms import Augment, BatchTransform, sample_augment
 
 __all__ = ["SpeedConfig", "main", "run", "TARGETS"]
 
@@ -125,7 +124,7 @@ def _parse(argv: Optional[Sequence[str]]) -> SpeedConfig:
 def _load_data(config: SpeedConfig) -> Tuple[ImageSet, ImageSet, str]:
     root = SHARED / "data" / "cifar-10-subset"
     if config.data == "auto" and root.is_dir():
-        from gluonft.data import cifar10
+        from gluonft.datasets import cifar10
         train = cifar10(str(root.resolve()), train=True)
         test = cifar10(str(root.resolve()), train=False)
         pick = lambda s, n: s.take(np.random.RandomState(0).permutation(len(s))[:n])  # noqa
@@ -207,7 +206,7 @@ def _loader_images_per_s(data: ImageSet, size: int, batch_size: int, ctx, seed: 
     begin = time.perf_counter()
     out = []
     for images, _ in iterate_batches(data, batch_size, shuffle=True, seed=seed):
-        affine = sample_affine(len(images), Augment(), rng)
+        affine = sample_augment(len(images), Augment(), rng)
         out.append(tf(mx.nd.array(images, ctx=ctx, dtype="uint8"), affine))
     mx.nd.waitall()
     return len(data) / (time.perf_counter() - begin)
@@ -305,10 +304,9 @@ def _check(medians: Dict[str, float]) -> Dict[str, dict]:
 
 
 def _environment(ctx) -> dict:
-    return {"mxnet": mx.__version__, "gluonft": gluonft.__version__, "python":
-            platform.python_version(), "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-            "context": str(ctx), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+    from gluonft.results import environment
+    return {**environment(devices=[ctx]),
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
             "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
@@ -335,9 +333,9 @@ def render(record: dict) -> str:
     """The markdown table and the target verdicts."""
     c = record["config"]
     lines = [f"# bench.speed: {record['environment']['utc']}", "",
-             f"`{record['command']}`  ", f"{record['environment']['cpus']} CPUs "
-             f"({record['environment']['processor']}), {record['environment']['context']}, "
-             f"MXNet {record['environment']['mxnet']}; {c['images']} training images "
+             f"`{record['command']}`  ", f"{record['environment']['cpu_count']} CPUs "
+             f"({record['environment']['cpu']}), {', '.join(record['environment']['devices'])}, "
+             f"MXNet {record['environment']['versions']['mxnet']}; {c['images']} training images "
              f"({record['data']}), batch {c['batch_size']}, random backbone weights; median of "
              f"{c['repeats']} interleaved repetitions; {record['seconds']:.0f} s in all.", "",
              "| model | px | " + " | ".join(h for h, _, _ in COLUMNS) + " |",

@@ -11,8 +11,29 @@ Your own photos (a folder per class), then predictions and a saved, exportable m
     >>> clf = gluonft.train_classifier("photos", out="model", fast_train=True)
     >>> gluonft.classify(clf, "new_photos")            # {file name: class index}
     >>> gluonft.export_onnx(gluonft.load_classifier("model"), "model.onnx")
+
+Architecture: one home per concept; imports go down this list, never up.
+
+    recipes      train_classifier, fine_tune, lr_find (a step hook on fit); RECIPES as data
+    train        fit: one loop (named parts in _Run); TrainSettings, OPTIMIZERS: the vocabulary
+    callbacks    the hooks of fit (Callback, StopTraining) and the callbacks built on them
+    predict      predict_proba/predict_view (one path), evaluate, TTA, ensembles, classify,
+                 predict_files/_bytes, evaluate_folder: one averaging path (_average)
+    features     the feature cache of a frozen prefix (keys, disk entries)
+    checkpoint   fit's epoch checkpoints as one atomic unit
+    model_io     model folders (Classifier), symbol/ONNX export
+    regimes      Regime/Plan/apply_regime; REGIME_INFO (names, titles, colours, default lr);
+                 split_net: the one frozen-prefix / trainable split
+    backbones    per-model facts: FAMILIES (head, steps, blocks, input size, mean/std),
+                 load_backbone, count_params, the model="auto" CANDIDATES
+    weights, heads, baseline, summary, schedules, transforms, datasets (cifar10, folders)
+    devices      contexts, split_batch, read_in_flight (the one two-batches-in-flight reader)
+    fileio       atomic writes, strict JSON, FolderLock, library_versions; errors, argtypes
+    results, plots, serve  (records, figures, the HTTP service: read the layers above)
+Aliases kept for code written against the first layout: gluonft.classifier, gluonft.tta,
+gluonft.data (= gluonft.datasets), transforms.sample_affine (= sample_augment).
 """
-__version__ = "0.1.0"
+from .version import __version__
 
 try:
     import mxnet as _mxnet  # noqa: F401
@@ -20,20 +41,21 @@ except ImportError as _error:  # pragma: no cover - depends on the install
     raise ImportError("gluonft needs MXNet 1.9.1: pip install 'gluonft[cpu]' (CPU build) or "
                       "'gluonft[gpu]' (mxnet-cu112, CUDA 11.2)") from _error
 
-from . import baseline, callbacks, datasets, tta
-from .callbacks import BestCheckpoint, CSVLogger, EarlyStopping, ReduceLROnPlateau
-from .classifier import Ensemble, classify, ensemble, evaluate_folder, fine_tune, lr_find, \
-    predict_files, train_classifier
+from . import baseline, callbacks, datasets, predict, recipes, tta
+from .backbones import FAMILIES, TransferNet, UnknownBackbone, feature_blocks, list_backbones, \
+    load_backbone, pick_backbone
+from .callbacks import BestCheckpoint, Callback, CSVLogger, EarlyStopping, ReduceLROnPlateau
+from .devices import devices
+from .fileio import FolderBusy, FolderLock
 from .model_io import Classifier, ModelFolderError, export_onnx, export_symbol, \
     load_classifier, save_classifier
-from .backbones import FAMILIES, TransferNet, UnknownBackbone, feature_blocks, list_backbones, \
-    load_backbone
-from .devices import devices
+from .predict import Ensemble, classify, ensemble, evaluate, evaluate_folder, predict_files, \
+    predict_proba
+from .recipes import RECIPES, fine_tune, lr_find, train_classifier
 from .regimes import Plan, Regime, apply_regime, parse_regime
 from .schedules import Schedule
 from .summary import Summary, summary
-from .fileio import FolderBusy, FolderLock
-from .train import History, StopTraining, TrainingDiverged, evaluate, fit, predict_proba
+from .train import History, StopTraining, TrainingDiverged, TrainSettings, fit
 from .transforms import Augment
 from .weights import WeightsMismatch, WeightsUnavailable
 
@@ -43,8 +65,9 @@ __all__ = [
     "TransferNet", "UnknownBackbone", "WeightsUnavailable", "WeightsMismatch", "devices",
     "Regime", "Plan", "apply_regime", "parse_regime", "Schedule", "Augment", "summary", "Summary",
     "fit", "evaluate", "predict_proba", "History", "StopTraining", "TrainingDiverged",
-    "FolderLock", "FolderBusy",
-    "callbacks", "tta", "EarlyStopping", "BestCheckpoint", "ReduceLROnPlateau", "CSVLogger",
+    "TrainSettings", "FolderLock", "FolderBusy", "predict", "recipes", "RECIPES",
+    "pick_backbone", "callbacks", "tta", "Callback", "EarlyStopping", "BestCheckpoint",
+    "ReduceLROnPlateau", "CSVLogger",
     "train_classifier", "fine_tune", "lr_find", "classify", "predict_files", "evaluate_folder",
     "ensemble", "Ensemble", "Classifier", "save_classifier", "load_classifier", "export_symbol",
     "export_onnx", "ModelFolderError",

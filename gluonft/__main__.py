@@ -19,6 +19,9 @@ import warnings
 from pathlib import Path
 from typing import List, Optional
 
+from .argtypes import positive_int as _positive_int
+from .argtypes import seed as _seed
+
 __all__ = ["main", "build_parser"]
 
 
@@ -29,26 +32,6 @@ class _UsageError(Exception):
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, not argparse's usage block
         raise _UsageError(message)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text.replace("_", ""))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a seed, an integer >= 0, got {text!r}")
-    return value
 
 
 def _stages(text: str):
@@ -168,12 +151,12 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def _gluonft_warnings():
-    from .data.folder import UnreadableImagesWarning
+    from .datasets.folder import UnreadableImagesWarning
     return UnreadableImagesWarning
 
 
 def _train(args) -> int:
-    from .classifier import train_classifier
+    from .recipes import train_classifier
     weights = None if args.weights.lower() == "none" else args.weights
     clf = train_classifier(args.data_dir, model=args.model, weights=weights,
                            fast_train=args.fast, max_params=args.max_params,
@@ -193,7 +176,7 @@ def _train(args) -> int:
 
 
 def _predict(args) -> int:
-    from .classifier import predict_files
+    from .predict import predict_files
     from .model_io import load_classifier
     clf = load_classifier(args.model_dir)
     rows = predict_files(clf, args.images, tta=args.tta)
@@ -209,7 +192,7 @@ def _predict(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from .classifier import evaluate_folder
+    from .predict import evaluate_folder
     from .model_io import load_classifier
     score = evaluate_folder(load_classifier(args.model_dir), args.data_dir, split=args.split,
                             tta=args.tta)

@@ -15,6 +15,7 @@ from .backbones import Family, TransferNet
 from .devices import as_contexts
 from .heads import make_head
 from .transforms import CIFAR_MEAN, CIFAR_STD
+from .weights import WeightsSource
 
 __all__ = ["LAB1_CNN", "lab1_cnn"]
 
@@ -50,6 +51,5 @@ def lab1_cnn(*, classes: int = 10, widths: Sequence[int] = (32, 64, 128), ctx=No
     net.initialize(mx.init.Xavier(), ctx=contexts)
     with mx.autograd.predict_mode():
         net(mx.nd.zeros((1, 3, 32, 32), ctx=contexts[0]))
-    from .weights import WeightsSource
     net.weights_source = WeightsSource("random")
     return net

@@ -1,17 +1,26 @@
-"""Callbacks for `gluonft.fit`: early stopping, best checkpoint, reduce-LR-on-plateau, CSV log.
+"""The hooks of `gluonft.fit`, and the callbacks built on them: early stopping, best
+checkpoint, reduce-LR-on-plateau, CSV log.
 
-`fit` calls each callback as ``callback(epoch, logs)`` after every epoch (epoch counts from 1;
-``logs`` holds ``train_loss``, ``train_acc``, ``lr``, ``seconds``, ``images_per_s`` and, with a
-validation set, ``val_loss`` and ``val_acc``). A callback ends training by raising
-`gluonft.StopTraining`; fit then marks the `History` as stopped early.
+A callback is a `Callback` (override the hooks you need) or a plain function
+``(epoch, logs)``, which is its ``on_epoch_end``. `fit` calls, in order:
+
+    on_step_begin(trainer, step)         before each optimiser step; the schedule has just set
+                                         ``trainer.learning_rate``, which the hook may change
+    on_step_end(trainer, step, losses)   after it; ``losses``: the per-image losses on each
+                                         device (reading them waits for the device)
+    on_epoch_end(epoch, logs)            after each epoch (epoch counts from 1; ``logs`` holds
+                                         ``train_loss``, ``train_acc``, ``lr``, ``seconds``,
+                                         ``images_per_s`` and, with a validation set,
+                                         ``val_loss`` and ``val_acc``)
+
+``step`` counts optimiser steps over the whole run from 0. A hook ends training by raising
+`StopTraining`: from ``on_epoch_end`` after that epoch, from a step hook at once (the epoch in
+progress is then not recorded); fit marks the `History` as stopped early. Hooks get the
+Trainer explicitly (as Keras hooks get the model), so nothing is read off callbacks by name.
 
 Each callback keeps its own small state (best value, epochs waited) as attributes you can read
 after training. When the epoch number does not grow (a second ``fit`` with the same callback,
 e.g. the next stage of a fine-tune schedule), that state starts afresh.
-
-`ReduceLROnPlateau` cannot reach the optimiser (fit builds it inside); it sets its attribute
-``lr_scale``, and fit multiplies the scheduled learning rate by the product of ``lr_scale``
-over its callbacks (see `ReduceLROnPlateau` for the exact contract).
 """
 from __future__ import annotations
 
@@ -22,12 +31,55 @@ import os
 from typing import Dict, List, Optional
 
 from . import fileio
-from .train import StopTraining
 
-__all__ = ["EarlyStopping", "BestCheckpoint", "ReduceLROnPlateau", "CSVLogger", "Monitor",
-           "MODES"]
+__all__ = ["Callback", "StopTraining", "as_callback", "EarlyStopping", "BestCheckpoint",
+           "ReduceLROnPlateau", "CSVLogger", "Monitor", "MODES"]
 
 MODES = ("auto", "min", "max")
+
+
+class StopTraining(Exception):
+    """Raise from a callback to end training (e.g. early stopping)."""
+
+
+class Callback:
+    """The hooks of `fit` (see the module docstring); each does nothing unless overridden.
+
+    Example:
+        >>> class Halve(Callback):
+        ...     def on_step_begin(self, trainer, step):
+        ...         trainer.set_learning_rate(trainer.learning_rate / 2)
+    """
+
+    def on_step_begin(self, trainer, step: int) -> None:
+        """Before optimiser step ``step``; ``trainer.learning_rate`` is the scheduled rate."""
+
+    def on_step_end(self, trainer, step: int, losses) -> None:
+        """After optimiser step ``step``; ``losses`` are its per-device loss NDArrays."""
+
+    def on_epoch_end(self, epoch: int, logs: Dict[str, float]) -> None:
+        """After epoch ``epoch`` (from 1) with its logged values."""
+
+    def __call__(self, epoch: int, logs: Dict[str, float]) -> None:
+        self.on_epoch_end(epoch, logs)
+
+
+class _EpochFunction(Callback):
+    def __init__(self, function):
+        self.function = function
+
+    def on_epoch_end(self, epoch, logs):
+        self.function(epoch, logs)
+
+
+def as_callback(callback) -> Callback:
+    """A `Callback` as it is; a plain function ``(epoch, logs)`` as an epoch-end hook."""
+    if isinstance(callback, Callback):
+        return callback
+    if callable(callback):
+        return _EpochFunction(callback)
+    raise ValueError(f"a callback must be a gluonft Callback or a function (epoch, logs), got "
+                     f"{callback!r}")
 
 
 class Monitor:
@@ -83,7 +135,7 @@ class Monitor:
             else value > best + self.min_delta
 
 
-class _Watching:
+class _Watching(Callback):
     """Shared state: the best value so far and its epoch; restarts when epochs do not grow."""
 
     def __init__(self, monitor, mode, min_delta):
@@ -157,7 +209,7 @@ class EarlyStopping(_Watching):
         super().reset()
         self.stopped_epoch: Optional[int] = None
 
-    def __call__(self, epoch: int, logs: Dict[str, float]) -> None:
+    def on_epoch_end(self, epoch: int, logs: Dict[str, float]) -> None:
         self._observe(epoch, logs)
         if self.wait >= self.patience:
             self.stopped_epoch = epoch
@@ -210,7 +262,7 @@ class BestCheckpoint(_Watching):
                                       "choose another path or pass overwrite=True")
         super().__init__(monitor, mode, min_delta)
 
-    def __call__(self, epoch: int, logs: Dict[str, float]) -> None:
+    def on_epoch_end(self, epoch: int, logs: Dict[str, float]) -> None:
         # Weights that produce a non-finite loss are broken whatever the monitored value says
         # (accuracy at chance level is not NaN): they are never kept as the best.
         broken = [k for k in ("train_loss", "val_loss")
@@ -234,10 +286,9 @@ class ReduceLROnPlateau(_Watching):
     After ``patience`` epochs without improvement, ``lr_scale`` is multiplied by ``factor``
     (never below ``min_scale``), then ``cooldown`` epochs pass before waiting starts again.
 
-    `gluonft.fit` sets the learning rate of every step of the next epoch to
-    ``schedule.lr(...) * prod(getattr(cb, "lr_scale", 1.0) for cb in callbacks)``; so the
-    reduction composes with any schedule (warm-up, cosine...) and with other callbacks, and the
-    logged ``lr`` shows it.
+    Before every step (`Callback.on_step_begin`) it multiplies the learning rate the schedule
+    has just set by ``lr_scale``; so the reduction composes with any schedule (warm-up,
+    cosine...) and with other callbacks, and the logged ``lr`` shows it.
 
     Args:
         monitor: logged value to watch (default ``"val_loss"``).
@@ -272,13 +323,17 @@ class ReduceLROnPlateau(_Watching):
         self.cooldown = _check_count("cooldown", cooldown, 0)
         super().__init__(monitor, mode, min_delta)
 
+    def on_step_begin(self, trainer, step: int) -> None:
+        if self.lr_scale != 1.0:
+            trainer.set_learning_rate(trainer.learning_rate * self.lr_scale)
+
     def reset(self) -> None:
         super().reset()
         self.lr_scale = 1.0
         self.reductions: List[int] = []
         self._cooling = 0
 
-    def __call__(self, epoch: int, logs: Dict[str, float]) -> None:
+    def on_epoch_end(self, epoch: int, logs: Dict[str, float]) -> None:
         improved = self._observe(epoch, logs)
         if self._cooling > 0:
             self._cooling -= 1
@@ -297,7 +352,7 @@ class ReduceLROnPlateau(_Watching):
                 f"patience={self.patience}, lr_scale={self.lr_scale})")
 
 
-class CSVLogger:
+class CSVLogger(Callback):
     """Append one CSV row per epoch: ``epoch`` then the logged values.
 
     The columns are fixed by the first row (or by the header of the file being appended to);
@@ -336,7 +391,7 @@ class CSVLogger:
                 header = next(csv.reader(f), None)
             self.columns = header or None
 
-    def __call__(self, epoch: int, logs: Dict[str, float]) -> None:
+    def on_epoch_end(self, epoch: int, logs: Dict[str, float]) -> None:
         row = {"epoch": epoch, **{k: v for k, v in logs.items() if k != "epoch"}}
         lines = io.StringIO()
         writer = csv.writer(lines, lineterminator="\n")

@@ -1,12 +1,14 @@
-"""Which devices to train on."""
+"""Which devices to train on, how a batch is split over them, and how results come back
+without making the device wait."""
 from __future__ import annotations
 
 import os
-from typing import List
+from typing import Iterable, Iterator, List, Sequence
 
 import mxnet as mx
+import numpy as np
 
-__all__ = ["devices", "as_contexts", "contexts_of"]
+__all__ = ["devices", "as_contexts", "contexts_of", "split_batch", "read_in_flight"]
 
 
 def devices() -> List[mx.Context]:
@@ -63,3 +65,29 @@ def _check_exists(ctx: mx.Context) -> None:
 def contexts_of(net) -> List[mx.Context]:
     """The contexts a (initialised) net's parameters live on, in the order they were given."""
     return next(iter(net.collect_params().values())).list_ctx()
+
+
+def split_batch(batch: np.ndarray, n: int) -> List[np.ndarray]:
+    """Split a batch over ``n`` devices the way `gluon.utils.split_and_load` does."""
+    return np.array_split(batch, n) if n > 1 else [batch]
+
+
+def read_in_flight(batches: Iterable[Sequence[mx.nd.NDArray]]) -> Iterator[np.ndarray]:
+    """The arrays of each batch as numpy, in order, each read only once the next batch is
+    queued: the device never waits for the host, and at most two batches are in flight.
+
+    Args:
+        batches: per batch, the device arrays it produced (one per device).
+
+    Example:
+        >>> outputs = np.concatenate(list(read_in_flight(
+        ...     [net(x) for x in xs] for xs in batches)))  # doctest: +SKIP
+    """
+    pending: Sequence[mx.nd.NDArray] = ()
+    for batch in batches:
+        batch = list(batch)  # queued now; the previous batch is read below
+        for array in pending:
+            yield array.asnumpy()
+        pending = batch
+    for array in pending:
+        yield array.asnumpy()

@@ -21,15 +21,18 @@ import os
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Iterator, List, Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import mxnet as mx
 import numpy as np
 from mxnet.gluon import nn
 
 from . import fileio
-from .data.imageset import ImageSet
-from .transforms import to_device
+from .backbones import TransferNet, check_image_size
+from .datasets.imageset import ImageSet
+from .devices import as_contexts, read_in_flight, split_batch
+from .regimes import frozen_prefix, split_net
+from .transforms import BatchTransform, to_device
 
 __all__ = ["Features", "FeatureCacheWarning", "feature_key", "weights_digest", "cached_features",
            "extract_features", "batch_indices", "prefix_block", "FORMAT_VERSION"]
@@ -70,15 +73,13 @@ class Features:
 
 
 def prefix_block(net, steps: int) -> nn.HybridSequential:
-    """The first ``steps`` steps of ``net.features`` as one block (same objects, same weights)."""
-    all_steps = list(net.features._children.values())
-    if isinstance(steps, bool) or not isinstance(steps, int) or not 0 < steps <= len(all_steps):
-        raise ValueError(f"steps must be an int in [1, {len(all_steps)}] (the number of leading "
+    """The first ``steps`` steps of ``net.features`` as one block (same objects, same weights):
+    the frozen part of `gluonft.regimes.split_net`."""
+    count = len(net.features._children)
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 0 < steps <= count:
+        raise ValueError(f"steps must be an int in [1, {count}] (the number of leading "
                          f"net.features steps), got {steps!r}")
-    block = nn.HybridSequential(prefix="")
-    for step in all_steps[:steps]:
-        block.add(step)
-    return block
+    return split_net(net, steps).frozen
 
 
 def weights_digest(prefix: nn.HybridBlock) -> str:
@@ -152,34 +153,26 @@ def batch_indices(count: int, batch_size: int, *, shuffle: bool, seed: Optional[
         yield order[start:start + batch_size]
 
 
-def _split(batch: np.ndarray, n: int) -> List[np.ndarray]:
-    return np.array_split(batch, n) if n > 1 else [batch]
-
-
 def compute_features(prefix: nn.HybridBlock, data: ImageSet, *, transform, contexts,
                      batch_size: int, augment_rows: Optional[np.ndarray] = None) -> np.ndarray:
     """Run ``prefix`` (inference mode) over ``data`` in stored order; float32 (N, ...).
 
     ``augment_rows``: one row of `sample_augment` per image (an augmented view), or None.
     """
-    outputs, pending = [], []
-    for idx in batch_indices(len(data), batch_size, shuffle=False):
-        images = data.images[idx[0]:idx[-1] + 1]
-        rows = None if augment_rows is None else _split(augment_rows[idx[0]:idx[-1] + 1],
-                                                        len(contexts))
-        batch = []
-        for i, (ctx, x) in enumerate(zip(contexts, _split(images, len(contexts)))):
-            if len(x) == 0:
-                continue
-            x = transform(to_device(x, ctx, "uint8"), None if rows is None else rows[i])
-            # float32 on the device: under AMP the prefix may compute in bfloat16, whose
-            # asnumpy() bytes numpy cannot read as numbers.
-            batch.append(prefix(x).astype("float32", copy=False))
-        # Read the previous batch only once this one is queued: the device never waits for
-        # the host, and at most two batches are in flight.
-        outputs += [o.asnumpy() for o in pending]
-        pending = batch
-    outputs += [o.asnumpy() for o in pending]
+    def batches():
+        for idx in batch_indices(len(data), batch_size, shuffle=False):
+            images = data.images[idx[0]:idx[-1] + 1]
+            rows = None if augment_rows is None else split_batch(
+                augment_rows[idx[0]:idx[-1] + 1], len(contexts))
+            for i, (ctx, x) in enumerate(zip(contexts, split_batch(images, len(contexts)))):
+                if len(x) == 0:
+                    continue
+                x = transform(to_device(x, ctx, "uint8"), None if rows is None else rows[i])
+                # float32 on the device: under AMP the prefix may compute in bfloat16, whose
+                # asnumpy() bytes numpy cannot read as numbers.
+                yield prefix(x).astype("float32", copy=False)
+
+    outputs = list(read_in_flight([out] for out in batches()))
     return np.concatenate(outputs).astype(np.float32, copy=False)
 
 
@@ -269,11 +262,6 @@ def extract_features(net, data: ImageSet, *, steps: Optional[int] = None,
         >>> feats.values.shape
         (5085, 768)
     """
-    from .backbones import TransferNet, check_image_size
-    from .devices import as_contexts
-    from .regimes import frozen_prefix
-    from .transforms import BatchTransform
-
     if not isinstance(net, TransferNet):
         raise ValueError(f"extract_features needs a net from gluonft.load_backbone, got "
                          f"{type(net).__name__}")

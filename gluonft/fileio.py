@@ -24,6 +24,8 @@ import tempfile
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
+from .version import __version__
+
 __all__ = ["atomic_write", "atomic_write_text", "atomic_write_json", "finite_json",
            "FolderLock", "FolderBusy", "check_writable_folder", "remove_stale_temporaries",
            "library_versions",
@@ -298,9 +300,9 @@ def library_versions() -> Dict[str, Optional[str]]:
     # Installed distributions first: gluoncv 0.10.5.post0 reports __version__ '0.11.0'; gluonft
     # is read from the code that runs, which may be a checkout and not an installed package.
     for module, dists in (("mxnet", ("mxnet", "mxnet-cu112")), ("gluoncv", ("gluoncv",)),
-                          ("numpy", ("numpy",)), ("matplotlib", ("matplotlib",)),
-                          ("gluonft", ())):
+                          ("numpy", ("numpy",)), ("matplotlib", ("matplotlib",))):
         out[module] = _version(module, dists)
+    out["gluonft"] = __version__
     return out
 
 

@@ -32,11 +32,15 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import mxnet as mx
 import numpy as np
 
+from .backbones import TransferNet, UnknownBackbone, check_image_size, count_params, \
+    load_backbone
 from .devices import contexts_of
 from .fileio import library_versions
-from .weights import sha1_of
+from .transforms import BatchTransform, to_device
+from .weights import WeightsMismatch, read_params, sha1_of
 
-__all__ = ["Classifier", "save_classifier", "load_classifier", "export_symbol", "export_onnx",
+__all__ = ["Classifier", "classifier_of", "save_classifier", "load_classifier", "export_symbol",
+           "export_onnx",
            "ModelFolderError", "MODEL_PARAMS", "MODEL_JSON", "FORMAT", "count_params"]
 
 MODEL_PARAMS = "model.params"
@@ -54,16 +58,6 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 class ModelFolderError(ValueError):
     """A model folder is missing a file, holds a corrupt one, or cannot be written."""
-
-
-def count_params(net) -> int:
-    """Number of weights of ``net`` (running statistics of BatchNorm excluded)."""
-    total = 0
-    for param in net.collect_params().values():
-        if param.name.endswith(("running_mean", "running_var", "moving_mean", "moving_var")):
-            continue
-        total += int(np.prod(param.shape))
-    return total
 
 
 @dataclass(eq=False)
@@ -114,7 +108,6 @@ class Classifier:
 
         The same resize and normalisation as `gluonft.predict_proba` (`BatchTransform`).
         """
-        from .transforms import BatchTransform, to_device
         ctx = ctx or contexts_of(self.net)[0]
         transform = BatchTransform(self.image_size, self.mean, self.std)
         return transform(to_device(images, ctx, "uint8"), None)
@@ -170,6 +163,14 @@ def _metadata(net, classes, image_size, extra) -> dict:
     return meta
 
 
+def classifier_of(net, classes: Sequence[str], image_size: int,
+                  extra: Optional[dict] = None) -> Classifier:
+    """The `Classifier` of a trained net, with the metadata a model folder would hold."""
+    names = _check_classes(classes, net)
+    return Classifier(net=net, classes=names, image_size=int(image_size), mean=net.family.mean,
+                      std=net.family.std, meta=_metadata(net, names, image_size, extra))
+
+
 def save_classifier(net, folder: PathLike, *, classes: Sequence[str], image_size: int,
                     overwrite: bool = False, extra: Optional[dict] = None) -> Path:
     """Save a trained net as a model folder (model.params + model.json), atomically.
@@ -199,11 +200,9 @@ def save_classifier(net, folder: PathLike, *, classes: Sequence[str], image_size
         ...                 image_size=96)  # doctest: +SKIP
         PosixPath('models/clothes')
     """
-    from .backbones import TransferNet
     if not isinstance(net, TransferNet):
         raise ValueError(f"save_classifier needs a net from gluonft.load_backbone, "
                          f"got {type(net).__name__}")
-    from .backbones import check_image_size
     image_size = check_image_size(net.backbone, image_size, family=net.family)
     names = _check_classes(classes, net)
     meta = _metadata(net, names, image_size, extra)
@@ -307,8 +306,6 @@ def load_classifier(folder: PathLike, *, ctx=None) -> Classifier:
         >>> classify(clf, "new_photos/")  # doctest: +SKIP
         {'IMG_0001.jpg': 3, ...}
     """
-    from .backbones import UnknownBackbone, load_backbone
-    from .weights import WeightsMismatch
 
     folder = Path(folder).expanduser()
     meta = read_meta(folder)
@@ -336,7 +333,6 @@ def load_classifier(folder: PathLike, *, ctx=None) -> Classifier:
 def _loaded_head_keys(net, params: Path) -> List[str]:
     # load_backbone silently keeps a fresh head when the file's head has another shape: that
     # would be a model predicting at random, so check the head really came from the file.
-    from .weights import read_params
     stored = read_params(str(params))
     own = net._collect_params_with_prefix()
     return [k for k in own if k.startswith("output") and k in stored

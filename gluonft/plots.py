@@ -17,18 +17,18 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import PercentFormatter
 
-from .results import atomic_write, regime_title
+from .fileio import atomic_write
+from .regimes import REGIME_INFO, regime_colour, regime_title
+
+# The regimes' colours, by name (the table lives in gluonft.regimes).
+REGIME_COLOURS: Dict[str, str] = {name: info.colour for name, info in REGIME_INFO.items()}
 
 __all__ = ["accuracy_chart", "curves_figure", "save_figure", "regime_colour", "BASELINE_STYLE",
            "REGIME_COLOURS"]
 
-# Transfer bars are coloured by regime; the baseline is grey and hatched so it stands apart
-# in colour, in texture (also in greyscale print) and in the legend.
-REGIME_COLOURS: Dict[str, str] = {"head": "#1f77b4", "last_k": "#2ca02c", "full": "#ff7f0e",
-                                  "scratch": "#9467bd"}
-# last_k:1, last_k:2... are different experiments: greens from light to dark, so two of them
-# side by side stay apart (and match their separate legend entries).
-LAST_K_SHADES = ("#98df8a", "#2ca02c", "#1a6e1a", "#5fd35f", "#0c420c")
+# Transfer bars are coloured by regime (`gluonft.regimes.regime_colour`); the baseline is grey
+# and hatched so it stands apart in colour, in texture (also in greyscale print) and in the
+# legend.
 BASELINE_STYLE: Dict[str, object] = {"color": "#9e9e9e", "hatch": "//", "edgecolor": "#424242"}
 
 
@@ -36,14 +36,6 @@ def _new_figure(width: float, height: float) -> Figure:
     fig = Figure(figsize=(width, height), dpi=100)
     FigureCanvasAgg(fig)  # a canvas of its own: savefig works without pyplot
     return fig
-
-
-def regime_colour(regime: str) -> str:
-    """The bar colour of a regime name (``head``, ``last_k:2``...); unknown ones are cyan."""
-    key, _, k = regime.partition(":")
-    if key == "last_k" and k.isdigit() and int(k) >= 1:
-        return LAST_K_SHADES[(int(k) - 1) % len(LAST_K_SHADES)]
-    return REGIME_COLOURS.get(key, "#17becf")
 
 
 def _bar_label(bar: Mapping) -> str:

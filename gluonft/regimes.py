@@ -16,17 +16,74 @@ good statistics.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import mxnet as mx
 
-from .backbones import TransferNet, feature_blocks
+from mxnet.gluon import nn
+
+from .backbones import TransferNet, feature_blocks, is_running_stat
 
 __all__ = ["Regime", "Plan", "BlockPlan", "apply_regime", "parse_regime", "REGIMES",
-           "BN_POLICIES", "frozen_prefix"]
+           "REGIME_INFO", "RegimeInfo", "regime_title", "regime_colour", "BN_POLICIES",
+           "frozen_prefix", "NetParts", "split_net"]
 
-REGIMES = ("head", "last_k", "full", "scratch")
 BN_POLICIES = ("frozen", "global")
+
+
+@dataclass(frozen=True)
+class RegimeInfo:
+    """How a regime is named and shown, and the learning rate it starts from.
+
+    Attributes:
+        title: words for charts and tables (``{k}`` is the block count of ``last_k``).
+        colour: bar colour in charts; ``last_k`` uses `LAST_K_SHADES` by k.
+        lr: default learning rate (SGD, batch 64): a frozen backbone takes a larger step than
+            a pretrained one being fine-tuned.
+    """
+    title: str
+    colour: str
+    lr: float
+
+
+# The one regime vocabulary: regimes, results, plots and the bench read it from here.
+REGIME_INFO: Dict[str, RegimeInfo] = {
+    "head": RegimeInfo("head only", "#1f77b4", 0.05),
+    "last_k": RegimeInfo("last {k} blocks", "#2ca02c", 0.02),
+    "full": RegimeInfo("full fine-tune", "#ff7f0e", 0.01),
+    "scratch": RegimeInfo("from scratch", "#9467bd", 0.05),
+}
+REGIMES = tuple(REGIME_INFO)
+RECORDED = "recorded"  # the regime label of a baseline result given by the user
+# last_k:1, last_k:2... are different experiments: greens from light to dark, so two of them
+# side by side stay apart (and match their separate legend entries).
+LAST_K_SHADES = ("#98df8a", "#2ca02c", "#1a6e1a", "#5fd35f", "#0c420c")
+
+
+def regime_title(regime: str) -> str:
+    """Human words for a regime label: ``"last_k:2"`` -> ``"last 2 blocks"``.
+
+    ``"recorded"`` (a baseline's given result, nothing trained) reads "recorded result"; any
+    other label is an error naming it.
+
+    Example:
+        >>> regime_title("last_k:1"), regime_title("head")
+        ('last 1 block', 'head only')
+    """
+    if regime == RECORDED:
+        return "recorded result"
+    parsed = parse_regime(regime)
+    if parsed.name == "last_k":
+        return f"last {parsed.k} block{'s' if parsed.k != 1 else ''}"
+    return REGIME_INFO[parsed.name].title
+
+
+def regime_colour(regime: str) -> str:
+    """The chart colour of a regime label (``head``, ``last_k:2`` ...)."""
+    parsed = parse_regime(regime)
+    if parsed.name == "last_k":
+        return LAST_K_SHADES[(parsed.k - 1) % len(LAST_K_SHADES)]
+    return REGIME_INFO[parsed.name].colour
 
 
 @dataclass(frozen=True)
@@ -133,12 +190,8 @@ class Plan:
         return out
 
 
-def _is_running_stat(param) -> bool:
-    return param.name.endswith(("running_mean", "running_var", "moving_mean", "moving_var"))
-
-
 def _weights(block):
-    return [p for p in block.collect_params().values() if not _is_running_stat(p)]
+    return [p for p in block.collect_params().values() if not is_running_stat(p)]
 
 
 def _count(params) -> int:
@@ -240,3 +293,59 @@ def frozen_prefix(net: TransferNet) -> int:
             break
         count += 1
     return count
+
+
+class NetParts:
+    """A net cut after its first ``frozen_steps`` steps: the frozen prefix and the rest.
+
+    The parts hold the net's own blocks (same objects, same weights): ``frozen`` runs outside
+    ``autograd.record()`` (or once, into the feature cache), ``trainable`` (the remaining
+    backbone steps and the head) is what a training step records.
+
+    Attributes:
+        frozen: HybridSequential of the first steps (empty when ``frozen_steps`` is 0).
+        trainable: HybridSequential of the other steps, then ``net.output``.
+        frozen_steps: the cut.
+    """
+
+    def __init__(self, net: TransferNet, frozen_steps: int, *, hybridize: bool = False):
+        steps = list(net.features._children.values())
+        self.frozen = nn.HybridSequential(prefix="")
+        self.trainable = nn.HybridSequential(prefix="")
+        for step in steps[:frozen_steps]:
+            self.frozen.add(step)
+        for step in steps[frozen_steps:]:
+            self.trainable.add(step)
+        self.trainable.add(net.output)
+        self.frozen_steps = frozen_steps
+        if hybridize:
+            for part in (self.frozen, self.trainable):
+                part.hybridize(static_alloc=True, static_shape=True)
+
+    def prefix(self, x):
+        """The frozen prefix's output for input ``x`` (``x`` itself when nothing is frozen)."""
+        return self.frozen(x) if self.frozen_steps else x
+
+    def prefix_shape(self, image_size: int) -> tuple:
+        """Shape of the prefix output for one image, by symbolic shape inference (no compute)."""
+        _, shapes, _ = self.frozen(mx.sym.var("data")).infer_shape(
+            data=(1, 3, image_size, image_size))
+        return tuple(shapes[0][1:])
+
+
+def split_net(net: TransferNet, steps: Optional[int] = None, *,
+              hybridize: bool = False) -> NetParts:
+    """The net cut after ``steps`` leading steps (default: its frozen prefix, `frozen_prefix`).
+
+    Example:
+        >>> parts = split_net(net)  # after apply_regime(net, "head"): the whole backbone
+        >>> parts.frozen_steps == len(net.features)
+        True
+    """
+    count = len(net.features._children)
+    if steps is None:
+        steps = frozen_prefix(net)
+    elif isinstance(steps, bool) or not isinstance(steps, int) or not 0 <= steps <= count:
+        raise ValueError(f"steps must be an int in [0, {count}] (the number of leading "
+                         f"net.features steps), got {steps!r}")
+    return NetParts(net, steps, hybridize=hybridize)

@@ -27,6 +27,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 # Re-exported: results were the first home of these; gluonft.fileio is the one now.
 from .errors import one_line
+from .regimes import regime_title
 from .fileio import atomic_write, atomic_write_json, atomic_write_text, library_versions
 
 __all__ = ["ExperimentRecord", "STATUSES", "KINDS", "CSV_COLUMNS", "environment",
@@ -281,15 +282,6 @@ def best_record(records: Sequence[ExperimentRecord]) -> Optional[ExperimentRecor
         if record.ok and (best is None or record.test_accuracy > best.test_accuracy):
             best = record
     return best
-
-
-def regime_title(regime: str) -> str:
-    """Human words for a regime label: ``"last_k:2"`` -> ``"last 2 blocks"``."""
-    if regime.startswith("last_k:"):
-        k = regime.split(":", 1)[1]
-        return f"last {k} block{'s' if k != '1' else ''}"
-    return {"head": "head only", "full": "full fine-tune", "scratch": "from scratch"}.get(
-        regime, regime)
 
 
 def _mean_std(values: Sequence[float]) -> Tuple[Optional[float], Optional[float]]:

@@ -76,7 +76,7 @@ def create_app(clf, *, max_bytes: int = DEFAULT_MAX_BYTES,
     except ImportError:
         raise ImportError("the prediction service needs Flask: pip install 'gluonft[serve]'") \
             from None
-    from .classifier import _members, predict_bytes
+    from .predict import _members, predict_bytes
 
     members = _members(clf)
     for name, value in (("max_bytes", max_bytes), ("max_pixels", max_pixels)):

@@ -1,9 +1,16 @@
-"""`fit` and `evaluate`: one plain training loop for every regime, device and script.
+"""`fit`: one plain training loop for every regime, device and script, and the vocabulary of
+training settings (`TrainSettings`, `OPTIMIZERS`) that presets, the bench and recipes share.
 
 Per batch: uint8 images go to each device, are augmented and normalised there, the frozen
 prefix of the backbone runs outside ``autograd.record()`` (no graph, no backward through it),
 and only the trainable rest is recorded. Augmentation and shuffling draw from numpy generators
 seeded by (seed, epoch), so a run is repeatable and does not depend on the number of devices.
+
+    fit(...)
+      _Run.start        devices, Trainer, the frozen/trainable split, feature cache, resume
+      for each epoch:
+        run.train_epoch   batches -> steps (hooks before/after each), losses checked
+        run.end_epoch     validation, history, checkpoint, epoch hooks
 """
 from __future__ import annotations
 
@@ -17,26 +24,117 @@ from typing import Callable, Dict, List, Optional, Sequence, Union
 import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon
-from mxnet.gluon import nn
 
 from .backbones import MAX_IMAGE_SIZE, TransferNet, check_image_size
+from .callbacks import StopTraining, as_callback
 from .checkpoint import checkpoint_files, read_checkpoint, save_checkpoint
-from .data.imageset import ImageSet, iterate_batches
-from .devices import as_contexts, contexts_of
-from .features import Features, batch_indices, cached_features, feature_key, \
-    weights_digest
-from .regimes import frozen_prefix
-from .schedules import Schedule
-from .transforms import Augment, BatchTransform, sample_affine, to_device
+from .datasets.imageset import ImageSet
+from .devices import as_contexts, contexts_of, read_in_flight, split_batch
+from .features import Features, batch_indices, cached_features, feature_key, weights_digest
+from .predict import evaluate, predict_proba, scores
+from .regimes import NetParts, split_net
+from .schedules import SCHEDULES, Schedule
+from .transforms import Augment, BatchTransform, sample_augment, to_device
 
 __all__ = ["fit", "evaluate", "History", "StopTraining", "TrainingDiverged", "OPTIMIZERS",
-           "predict_proba", "MAX_IMAGE_SIZE"]
+           "optimizer_params", "TrainSettings", "predict_proba", "MAX_IMAGE_SIZE"]
+
+
+# --- the settings vocabulary -------------------------------------------------------------------
 
 OPTIMIZERS = ("sgd", "nag", "adam")
+MOMENTUM_OPTIMIZERS = ("sgd", "nag")  # the optimizers that take ``momentum``
 
 
-class StopTraining(Exception):
-    """Raise from a callback to end training after the current epoch (e.g. early stopping)."""
+def optimizer_params(optimizer: str, lr: float, momentum: float, wd: float) -> dict:
+    """The Trainer's ``optimizer_params`` (and what records show): momentum only where used."""
+    params = {"learning_rate": lr, "wd": wd}
+    if optimizer in MOMENTUM_OPTIMIZERS:
+        params["momentum"] = momentum
+    return params
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def check_optimizer(optimizer, lr, momentum, wd) -> None:
+    """Raise ValueError naming the value when an optimizer setting is invalid."""
+    if not (_is_number(lr) and 0 < lr < math.inf):
+        raise ValueError(f"lr must be a positive number (and finite), got {lr!r}")
+    if not (_is_number(momentum) and 0 <= momentum < 1):
+        raise ValueError(f"momentum must be a number in [0, 1), got {momentum!r}")
+    if not (_is_number(wd) and 0 <= wd < math.inf):
+        raise ValueError(f"wd (weight decay) must be a finite number >= 0, got {wd!r}")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}: expected one of "
+                         f"{', '.join(OPTIMIZERS)}")
+
+
+def _flag(help: str, **more) -> dict:
+    return {"help": help, **more}
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How a run trains, apart from what differs per experiment (learning rate, input size).
+
+    The one vocabulary of training settings: bench presets hold one, the bench config and
+    each experiment carry one, `fit_kwargs` passes it to `fit`, and `fit` records the same
+    names in ``History.settings``. Each field's metadata holds its command-line help, so a
+    new option is one field here (plus its use in `fit`), and ``python -m bench.cifar`` gains
+    the flag ``--<field-name>``.
+
+    Example:
+        >>> s = TrainSettings(epochs=3, optimizer="adam")
+        >>> s.fit_kwargs()["schedule"]
+        Schedule(name='cosine', warmup_epochs=0.0, steps=(), factor=0.1)
+    """
+    epochs: int = field(default=1, metadata=_flag("epochs of every transfer experiment"))
+    batch_size: int = field(default=64, metadata=_flag("images per step (split over devices)"))
+    optimizer: str = field(default="sgd", metadata=_flag("optimizer", choices=OPTIMIZERS))
+    momentum: float = field(default=0.9, metadata=_flag("momentum of sgd and nag, in [0, 1)"))
+    wd: float = field(default=1e-4, metadata=_flag("weight decay"))
+    schedule: str = field(default="cosine", metadata=_flag(
+        "learning-rate schedule", choices=tuple(s for s in SCHEDULES if s != "step")))
+    warmup_epochs: float = field(default=0.0, metadata=_flag("linear warm-up, in epochs"))
+    label_smoothing: float = field(default=0.0, metadata=_flag("label smoothing, in [0, 1)"))
+    amp: bool = field(default=False, metadata=_flag(
+        "float16 mixed-precision training (MXNet AMP); GPUs only"))
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        check_optimizer(self.optimizer, 1.0, self.momentum, self.wd)
+        Schedule(self.schedule, warmup_epochs=self.warmup_epochs)  # validates both
+        if not (_is_number(self.label_smoothing) and 0 <= self.label_smoothing < 1):
+            raise ValueError(f"label_smoothing must be in [0, 1), got "
+                             f"{self.label_smoothing!r}")
+        if not isinstance(self.amp, bool):
+            raise ValueError(f"amp must be True or False, got {self.amp!r}")
+
+    @property
+    def schedule_obj(self) -> Schedule:
+        return Schedule(self.schedule, warmup_epochs=self.warmup_epochs)
+
+    def fit_kwargs(self) -> dict:
+        """The `fit` arguments these settings stand for."""
+        return {"epochs": self.epochs, "batch_size": self.batch_size,
+                "optimizer": self.optimizer, "momentum": self.momentum, "wd": self.wd,
+                "schedule": self.schedule_obj, "label_smoothing": self.label_smoothing,
+                "amp": self.amp}
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# --- the record of a run -----------------------------------------------------------------------
+
+class TrainingDiverged(ValueError):
+    """The loss became NaN or infinite (or exploded): training stopped; the last good
+    checkpoint is kept."""
 
 
 @dataclass
@@ -61,21 +159,94 @@ class History:
                    stopped_early=bool(data.get("stopped_early", False)))
 
 
-def _smoothed_cross_entropy(logits, labels, smoothing: float, classes: int):
-    """Cross-entropy against ``(1 - s) * one_hot + s / classes`` (s = 0: the usual loss)."""
-    log_p = mx.nd.log_softmax(logits, axis=-1)
-    nll = -mx.nd.pick(log_p, labels, axis=-1)
-    if smoothing == 0:
-        return nll
-    return (1 - smoothing) * nll - smoothing * log_p.mean(axis=-1)
+# The largest feature cache `fit` builds on its own (cache_features=None), over train and val
+# together; above it the frozen prefix runs every epoch. cache_features=True has no limit.
+AUTO_CACHE_MAX_BYTES = 2 * 1024 ** 3
+# An epoch whose mean training loss exceeds this many times ln(classes) (the loss of a
+# uniform guess) has diverged: no run that learns comes near it.
+EXPLODED_LOSS_FACTOR = 1000
+# Steps between two reads of the running loss and accuracy for the progress bar: each read
+# waits for the device, so it is not done every step.
+_REPORT_EVERY = 25
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+def fit(net: TransferNet, train: ImageSet, val: Optional[ImageSet] = None, *, epochs: int,
+        batch_size: int, lr: float, optimizer: str = "sgd", momentum: float = 0.9,
+        wd: float = 1e-4, schedule: Schedule = Schedule(), label_smoothing: float = 0.0,
+        augment: Augment = Augment(), image_size: Optional[int] = None, ctx=None, seed: int = 0,
+        callbacks: Sequence[Callable] = (), checkpoint: Optional[str] = None,
+        progress: bool = True, hybridize: bool = True, cache_features: Optional[bool] = None,
+        cache_dir: Optional[str] = None, feature_views: Optional[int] = None,
+        amp: Union[bool, str] = False) -> History:
+    """Train ``net`` (as set up by `apply_regime`) on ``train``; evaluate on ``val`` each epoch.
+
+    Args:
+        net: a `TransferNet`; its parameters with ``grad_req != 'null'`` are trained.
+        train, val: `ImageSet`s (uint8 images; resized, augmented and normalised on the device).
+        epochs, batch_size, lr: the usual; ``batch_size`` is split over the contexts.
+        optimizer: ``sgd`` (with ``momentum``), ``nag`` or ``adam``; ``wd``: weight decay.
+        schedule: a `Schedule` (cosine by default; step, constant, onecycle; warm-up).
+        label_smoothing: in [0, 1).
+        augment: training augmentation (`Augment`); ``Augment.none()`` disables it.
+        image_size: input side (default: the backbone's pretrained size).
+        ctx: a context or a list (each batch is split across them); default `devices()`.
+        seed: seeds shuffling, augmentation and MXNet's generator.
+        callbacks: `gluonft.callbacks.Callback` objects (hooks before and after each step and
+            after each epoch, given the Trainer) or functions ``(epoch, logs)`` run after each
+            epoch; raise `StopTraining` to end (see `gluonft.callbacks`).
+        checkpoint: a file path; after each epoch the parameters, optimizer state and history
+            are saved there (atomically), and a run started with an existing checkpoint of the
+            same settings resumes after its last epoch.
+        progress: show a tqdm bar per epoch.
+        hybridize: compile the net (static memory) for speed.
+        amp: mixed precision with MXNet AMP: ``True`` or ``"float16"`` on GPU contexts only
+            (on CPU training stays float32: a clear error), ``"bfloat16"`` on CPUs with
+            AVX512-BF16. MXNet's AMP patches its operators for the whole process, so once
+            on it stays on, and a second fit cannot ask for the other type.
+        cache_features: compute the frozen prefix's features of ``train`` and ``val`` once and
+            train the rest on them (`gluonft.features`); the result equals the uncached run
+            within float tolerance. ``None`` (default): cache when the regime leaves a frozen
+            prefix, ``augment`` is the identity and the features fit in
+            ``AUTO_CACHE_MAX_BYTES``; ``True``: cache (an error when impossible); ``False``:
+            never. ``history.settings["cache_features"]`` records what was done.
+        cache_dir: a folder where features are also kept on disk (``<sha1 key>.npz``) and
+            reused by later runs with the same frozen weights, data, size and prefix; an
+            unreadable or stale file is rebuilt with a warning.
+        feature_views: with an augmentation, draw K fixed augmented views of each training
+            image (seeded by ``seed``) and train epoch e on view e % K instead of on fresh
+            draws: the frozen prefix's features of the K views can then be cached. ``None``
+            (default): fresh augmentation every epoch.
+
+    Returns:
+        A `History`.
+
+    Raises:
+        TrainingDiverged: the loss became NaN or infinite (or exploded); the message names the
+            learning rate, and the checkpoint keeps the last good epoch.
+
+    Example:
+        >>> plan = gluonft.apply_regime(net, "head")
+        >>> history = gluonft.fit(net, train, val, epochs=3, batch_size=64, lr=0.05,
+        ...                       augment=gluonft.Augment.none())  # features computed once
+        >>> history["val_acc"][-1], history.settings["cache_features"]
+        (0.81, True)
+    """
+    run = _Run.start(net, train, val, dict(
+        epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, momentum=momentum,
+        wd=wd, schedule=schedule, label_smoothing=label_smoothing, augment=augment,
+        image_size=image_size, ctx=ctx, seed=seed, callbacks=callbacks, checkpoint=checkpoint,
+        progress=progress, hybridize=hybridize, cache_features=cache_features,
+        cache_dir=cache_dir, feature_views=feature_views, amp=amp))
+    try:
+        for epoch in range(run.start_epoch, epochs):
+            logs = run.train_epoch(epoch)
+            run.end_epoch(epoch, logs)
+    except StopTraining:
+        run.history.stopped_early = True
+    return run.history
 
 
-def _validate_fit_args(net, train, val, epochs, batch_size, lr, optimizer, label_smoothing,
-                       momentum, wd):
+def _check_data(net, train, val) -> None:
     if not isinstance(net, TransferNet):
         raise ValueError(f"fit needs a net from gluonft.load_backbone, got {type(net).__name__}")
     for name, data in (("train", train), ("val", val)):
@@ -90,76 +261,210 @@ def _validate_fit_args(net, train, val, epochs, batch_size, lr, optimizer, label
             raise ValueError(f"{name} has {len(data.classes)} classes but the net has "
                              f"{net.classes} outputs; load the backbone with "
                              f"classes={len(data.classes)}")
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+
+
+def _check_args(a: dict) -> None:
+    for name in ("epochs", "batch_size"):
+        value = a[name]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
-    if not (_is_number(lr) and 0 < lr < math.inf):
-        raise ValueError(f"lr must be a positive number (and finite), got {lr!r}")
-    if not (_is_number(momentum) and 0 <= momentum < 1):
-        raise ValueError(f"momentum must be a number in [0, 1), got {momentum!r}")
-    if not (_is_number(wd) and 0 <= wd < math.inf):
-        raise ValueError(f"wd (weight decay) must be a finite number >= 0, got {wd!r}")
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {optimizer!r}: expected one of "
-                         f"{', '.join(OPTIMIZERS)}")
-    if not (0 <= label_smoothing < 1):
-        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
+    check_optimizer(a["optimizer"], a["lr"], a["momentum"], a["wd"])
+    if not (0 <= a["label_smoothing"] < 1):
+        raise ValueError(f"label_smoothing must be in [0, 1), got {a['label_smoothing']!r}")
+    if not isinstance(a["schedule"], Schedule):
+        raise ValueError(f"schedule must be a gluonft.Schedule, got {a['schedule']!r}")
+    if not isinstance(a["augment"], Augment):
+        raise ValueError(f"augment must be a gluonft.Augment, got {a['augment']!r}")
 
 
-def _optimizer_params(optimizer, lr, momentum, wd) -> dict:
-    params = {"learning_rate": lr, "wd": wd}
-    if optimizer in ("sgd", "nag"):
-        params["momentum"] = momentum
-    return params
+class _Run:
+    """Everything one `fit` call holds while it trains: the named parts of its loop."""
+
+    @classmethod
+    def start(cls, net, train, val, a: dict) -> "_Run":
+        _check_data(net, train, val)
+        _check_args(a)
+        run = cls()
+        run.net, run.train, run.val, run.a = net, train, val, a
+        run.contexts = as_contexts(a["ctx"])
+        run.image_size = check_image_size(
+            net.backbone, net.family.input_size if a["image_size"] is None else a["image_size"],
+            family=net.family)
+        run.callbacks = [as_callback(cb) for cb in a["callbacks"]]
+        net.collect_params().reset_ctx(run.contexts)
+        mx.random.seed(a["seed"])
+        trainable = [p for p in net.collect_params().values() if p.grad_req != "null"]
+        if not trainable:
+            raise ValueError("nothing to train: every parameter is frozen; call apply_regime "
+                             "first")
+        run.amp_dtype = _start_amp(a["amp"], run.contexts)  # before tracing: the graph casts
+        params = optimizer_params(a["optimizer"], a["lr"], a["momentum"], a["wd"])
+        run.trainer = gluon.Trainer(trainable, a["optimizer"], params)
+        if run.amp_dtype:
+            from mxnet.contrib import amp as mx_amp
+            mx_amp.init_trainer(run.trainer)  # dynamic loss scaling; overflows are skipped
+        run.views = _check_views(a["feature_views"], a["augment"])
+        run.history = History(settings=run._settings(params, trainable))
+        run.parts = split_net(net, hybridize=a["hybridize"])
+        run.transform = BatchTransform(run.image_size, net.family.mean, net.family.std)
+        run.start_epoch = _resume(a["checkpoint"], net, run.trainer, run.history,
+                                  run.history.settings)
+        run.per_epoch = -(-len(train) // a["batch_size"])
+        run._prepare_features()
+        return run
+
+    def _settings(self, params: dict, trainable) -> dict:
+        a, train, val = self.a, self.train, self.val
+        settings = {
+            "backbone": self.net.backbone, "classes": self.net.classes, "epochs": a["epochs"],
+            "batch_size": a["batch_size"], "lr": a["lr"], "optimizer": a["optimizer"],
+            "optimizer_params": params, "schedule": a["schedule"].to_dict(),
+            "label_smoothing": a["label_smoothing"], "augment": asdict(a["augment"]),
+            "image_size": self.image_size, "seed": a["seed"],
+            "contexts": [str(c) for c in self.contexts], "train_images": len(train),
+            "val_images": len(val) if val is not None else 0,
+            "trainable_params": int(sum(p.data(self.contexts[0]).size for p in trainable)),
+        }
+        # Settings that change results are absent when off, as in earlier versions, so that
+        # their checkpoints still resume.
+        if self.amp_dtype:
+            settings["amp"] = self.amp_dtype
+        if self.views:
+            settings["feature_views"] = self.views
+        return settings
+
+    def _prepare_features(self) -> None:
+        """The frozen prefix's features, computed once, when the cache applies."""
+        a, train, val = self.a, self.train, self.val
+        use, why = _cache_plan(a["cache_features"], self.parts, a["augment"], self.views,
+                               self.image_size, len(train) * max(self.views, 1)
+                               + (len(val) if val is not None else 0))
+        # Each view draws one augmentation per image, from its own seeded generator.
+        self.view_rows = [sample_augment(len(train), a["augment"],
+                                         np.random.RandomState([a["seed"] % 2 ** 32, v]))
+                          for v in range(self.views)]
+        self.train_features: List[Features] = []
+        self.val_features = None
+        if use and self.start_epoch < a["epochs"]:
+            weights = weights_digest(self.parts.frozen)
+            make = lambda data, rows=None: _frozen_features(  # noqa: E731
+                self.parts, data, self.net, self.image_size, self.transform, self.contexts,
+                a["batch_size"], a["cache_dir"], weights, rows)
+            self.train_features = [make(train, r) for r in self.view_rows] or [make(train)]
+            self.val_features = make(val) if val is not None else None
+        # Not compared on resume: caching changes how, not what, is computed.
+        settings = self.history.settings
+        settings["cache_features"] = use
+        settings["feature_cache"] = {
+            "reason": why, "cache_dir": a["cache_dir"],
+            "train": self.train_features[0].info() if self.train_features else None,
+            "val": self.val_features.info() if self.val_features is not None else None}
+        if self.views and self.train_features:
+            settings["feature_cache"]["train_views"] = [f.info() for f in self.train_features]
+
+    def _inputs(self, epoch: int, idx: np.ndarray, rng):
+        """[(prefix output, labels)] per device for the training images at ``idx``."""
+        a = self.a
+        if self.train_features:
+            return _cached_inputs(self.train_features[epoch % len(self.train_features)], idx,
+                                  self.contexts)
+        if self.views:
+            affine = self.view_rows[epoch % self.views][idx]
+        elif a["augment"].is_identity:  # no resampling: the images stay exact (transforms)
+            affine = None
+        else:
+            affine = sample_augment(len(idx), a["augment"], rng)
+        return _image_inputs(self.parts, self.transform, self.train.images[idx],
+                             self.train.labels[idx], affine, self.contexts)
+
+    def train_epoch(self, epoch: int) -> Dict[str, float]:
+        """One epoch of steps; the logged training numbers."""
+        a, trainer = self.a, self.trainer
+        begin = time.perf_counter()
+        rng = np.random.RandomState((a["seed"] * 100003 + epoch) % (2 ** 32))
+        meter = _Meter()
+        bar = _progress(a["progress"], self.per_epoch, f"epoch {epoch + 1}/{a['epochs']}")
+        pending = []
+        # The order iterate_batches gives (tests/test_features.py checks it).
+        for step, idx in enumerate(batch_indices(len(self.train), a["batch_size"],
+                                                 shuffle=True, seed=a["seed"], epoch=epoch)):
+            iteration = epoch * self.per_epoch + step
+            trainer.set_learning_rate(a["schedule"].lr(
+                a["lr"], iteration=iteration, per_epoch=self.per_epoch, epochs=a["epochs"]))
+            for callback in self.callbacks:
+                callback.on_step_begin(trainer, iteration)
+            losses = _train_step(self.parts, trainer, self._inputs(epoch, idx, rng),
+                                 a["label_smoothing"], self.net.classes, meter,
+                                 scale_loss=bool(self.amp_dtype))
+            for callback in self.callbacks:
+                callback.on_step_end(trainer, iteration, losses)
+            # Wait for the previous batch only: the host prepares the next batch while the
+            # device computes, and at most two batches are queued. Its losses are read then
+            # (a few floats), so a diverging run stops one step after its loss is non-finite.
+            self._check_finite(pending, epoch, step)
+            pending = losses
+            if bar is not None:
+                bar.update(1)
+                if (step + 1) % _REPORT_EVERY == 0 or step + 1 == self.per_epoch:
+                    totals = meter.read()
+                    bar.set_postfix(loss=f"{totals[0] / totals[2]:.3f}",
+                                    acc=f"{totals[1] / totals[2]:.3f}", refresh=False)
+        self._check_finite(pending, epoch, self.per_epoch)
+        totals = meter.read()
+        seconds = time.perf_counter() - begin
+        if bar is not None:
+            bar.close()
+        return {"epoch": epoch + 1, "train_loss": totals[0] / totals[2],
+                "train_acc": totals[1] / totals[2], "lr": trainer.learning_rate,
+                "seconds": seconds, "images_per_s": totals[2] / seconds}
+
+    def end_epoch(self, epoch: int, logs: Dict[str, float]) -> None:
+        """Check, validate, record and checkpoint the epoch; run the epoch hooks."""
+        # A loss can explode without reaching inf (1e17 with BatchNorm at lr 1e4): far above
+        # a uniform guess's ln(classes) it means the weights are wrecked all the same.
+        if logs["train_loss"] > EXPLODED_LOSS_FACTOR * math.log(self.net.classes):
+            raise self._diverged(f"the mean training loss of epoch {epoch + 1} is "
+                                 f"{logs['train_loss']:.3g}, over {EXPLODED_LOSS_FACTOR} times "
+                                 f"that of a uniform guess")
+        if self.val is not None:
+            result = _evaluate_parts(self.parts, self.val, self.val_features, self.transform,
+                                     self.contexts, self.a["batch_size"])
+            logs.update(val_loss=result["loss"], val_acc=result["accuracy"])
+            if not math.isfinite(result["loss"]):
+                raise self._diverged(f"the validation loss of epoch {epoch + 1} is "
+                                     f"{result['loss']}")
+        self.history.epochs.append({k: float(v) for k, v in logs.items()})
+        if self.a["checkpoint"]:
+            save_checkpoint(self.a["checkpoint"], self.net, self.trainer, self.history)
+        for callback in self.callbacks:
+            callback.on_epoch_end(epoch + 1, dict(logs))
+
+    def _diverged(self, what: str) -> TrainingDiverged:
+        checkpoint, done, lr = self.a["checkpoint"], len(self.history.epochs), self.a["lr"]
+        kept = (f"; the checkpoint of epoch {done} ({checkpoint}.json) is the last good state"
+                if checkpoint and done else "")
+        return TrainingDiverged(
+            f"training diverged: {what}. The learning rate is the likely cause (lr={lr:g}, "
+            f"{self.trainer.learning_rate:.3g} at that step): try a 10x smaller lr (e.g. "
+            f"{lr / 10:g}) or a warm-up{kept}")
+
+    def _check_finite(self, losses, epoch: int, step: int) -> None:
+        """Raise `TrainingDiverged` when a batch's per-image losses hold a NaN or infinity."""
+        for loss in losses:
+            values = loss.asnumpy()  # waits for the batch; a few floats
+            if not np.isfinite(values).all():
+                bad = values[~np.isfinite(values)][0]
+                raise self._diverged(f"the training loss became {bad} in epoch {epoch + 1} "
+                                     f"(step {step} of the epoch)")
 
 
-def _default_size(net, image_size):
-    """``image_size``, or the backbone's pretrained size when it is None (0 is an error)."""
-    return net.family.input_size if image_size is None else image_size
-
-
-def _split(batch: np.ndarray, n: int) -> List[np.ndarray]:
-    """Split a batch over ``n`` devices the way `gluon.utils.split_and_load` does."""
-    return np.array_split(batch, n) if n > 1 else [batch]
-
-
-# The largest feature cache `fit` builds on its own (cache_features=None), over train and val
-# together; above it the frozen prefix runs every epoch. cache_features=True has no limit.
-AUTO_CACHE_MAX_BYTES = 2 * 1024 ** 3
-# An epoch whose mean training loss exceeds this many times ln(classes) (the loss of a
-# uniform guess) has diverged: no run that learns comes near it.
-EXPLODED_LOSS_FACTOR = 1000
-# Steps between two reads of the running loss and accuracy for the progress bar: each read
-# waits for the device, so it is not done every step.
-_REPORT_EVERY = 25
-
-
-class _Parts:
-    """The frozen prefix and the trainable rest of a net, each hybridized on its own."""
-
-    def __init__(self, net: TransferNet, hybridize: bool):
-        steps = list(net.features._children.values())
-        cut = frozen_prefix(net)
-        self.frozen = nn.HybridSequential(prefix="")
-        self.trainable = nn.HybridSequential(prefix="")
-        for step in steps[:cut]:
-            self.frozen.add(step)
-        for step in steps[cut:]:
-            self.trainable.add(step)
-        self.trainable.add(net.output)
-        self.frozen_steps = cut
-        if hybridize:
-            for part in (self.frozen, self.trainable):
-                part.hybridize(static_alloc=True, static_shape=True)
-
-    def prefix(self, x):
-        return self.frozen(x) if self.frozen_steps else x
-
-    def prefix_shape(self, image_size: int) -> tuple:
-        """Shape of the prefix output for one image, by symbolic shape inference (no compute)."""
-        _, shapes, _ = self.frozen(mx.sym.var("data")).infer_shape(
-            data=(1, 3, image_size, image_size))
-        return tuple(shapes[0][1:])
+def _smoothed_cross_entropy(logits, labels, smoothing: float, classes: int):
+    """Cross-entropy against ``(1 - s) * one_hot + s / classes`` (s = 0: the usual loss)."""
+    log_p = mx.nd.log_softmax(logits, axis=-1)
+    nll = -mx.nd.pick(log_p, labels, axis=-1)
+    if smoothing == 0:
+        return nll
+    return (1 - smoothing) * nll - smoothing * log_p.mean(axis=-1)
 
 
 class _Meter:
@@ -202,7 +507,7 @@ def _check_views(feature_views, augment: Augment) -> int:
     return feature_views
 
 
-def _cache_plan(cache_features, parts: _Parts, augment: Augment, views: int, image_size: int,
+def _cache_plan(cache_features, parts: NetParts, augment: Augment, views: int, image_size: int,
                 n_images: int):
     """(use the feature cache?, why) for fit's ``cache_features`` argument."""
     if cache_features not in (None, True, False):
@@ -232,226 +537,6 @@ def _cache_plan(cache_features, parts: _Parts, augment: Augment, views: int, ima
                      else "there is no augmentation"))
 
 
-def fit(net: TransferNet, train: ImageSet, val: Optional[ImageSet] = None, *, epochs: int,
-        batch_size: int, lr: float, optimizer: str = "sgd", momentum: float = 0.9,
-        wd: float = 1e-4, schedule: Schedule = Schedule(), label_smoothing: float = 0.0,
-        augment: Augment = Augment(), image_size: Optional[int] = None, ctx=None, seed: int = 0,
-        callbacks: Sequence[Callable] = (), checkpoint: Optional[str] = None,
-        progress: bool = True, hybridize: bool = True, cache_features: Optional[bool] = None,
-        cache_dir: Optional[str] = None, feature_views: Optional[int] = None,
-        amp: Union[bool, str] = False) -> History:
-    """Train ``net`` (as set up by `apply_regime`) on ``train``; evaluate on ``val`` each epoch.
-
-    Args:
-        net: a `TransferNet`; its parameters with ``grad_req != 'null'`` are trained.
-        train, val: `ImageSet`s (uint8 images; resized, augmented and normalised on the device).
-        epochs, batch_size, lr: the usual; ``batch_size`` is split over the contexts.
-        optimizer: ``sgd`` (with ``momentum``), ``nag`` or ``adam``; ``wd``: weight decay.
-        schedule: a `Schedule` (cosine by default; step, constant, onecycle; warm-up).
-        label_smoothing: in [0, 1).
-        augment: training augmentation (`Augment`); ``Augment.none()`` disables it.
-        image_size: input side (default: the backbone's pretrained size).
-        ctx: a context or a list (each batch is split across them); default `devices()`.
-        seed: seeds shuffling, augmentation and MXNet's generator.
-        callbacks: callables ``(epoch, logs)`` run after each epoch; raise `StopTraining` to end.
-            A callback's ``lr_scale`` attribute (`ReduceLROnPlateau`) multiplies the
-            schedule's learning rate from the next epoch on.
-        checkpoint: a file path; after each epoch the parameters, optimizer state and history
-            are saved there (atomically), and a run started with an existing checkpoint of the
-            same settings resumes after its last epoch.
-        progress: show a tqdm bar per epoch.
-        hybridize: compile the net (static memory) for speed.
-        amp: mixed precision with MXNet AMP: ``True`` or ``"float16"`` on GPU contexts only
-            (on CPU training stays float32: a clear error), ``"bfloat16"`` on CPUs with
-            AVX512-BF16. MXNet's AMP patches its operators for the whole process, so once
-            on it stays on, and a second fit cannot ask for the other type.
-        cache_features: compute the frozen prefix's features of ``train`` and ``val`` once and
-            train the rest on them (`gluonft.features`); the result equals the uncached run
-            within float tolerance. ``None`` (default): cache when the regime leaves a frozen
-            prefix, ``augment`` is the identity and the features fit in
-            ``AUTO_CACHE_MAX_BYTES``; ``True``: cache (an error when impossible); ``False``:
-            never. ``history.settings["cache_features"]`` records what was done.
-        cache_dir: a folder where features are also kept on disk (``<sha1 key>.npz``) and
-            reused by later runs with the same frozen weights, data, size and prefix; an
-            unreadable or stale file is rebuilt with a warning.
-        feature_views: with an augmentation, draw K fixed augmented views of each training
-            image (seeded by ``seed``) and train epoch e on view e % K instead of on fresh
-            draws: the frozen prefix's features of the K views can then be cached. ``None``
-            (default): fresh augmentation every epoch.
-
-    Returns:
-        A `History`.
-
-    Example:
-        >>> plan = gluonft.apply_regime(net, "head")
-        >>> history = gluonft.fit(net, train, val, epochs=3, batch_size=64, lr=0.05,
-        ...                       augment=gluonft.Augment.none())  # features computed once
-        >>> history["val_acc"][-1], history.settings["cache_features"]
-        (0.81, True)
-    """
-    _validate_fit_args(net, train, val, epochs, batch_size, lr, optimizer, label_smoothing,
-                       momentum, wd)
-    if not isinstance(schedule, Schedule):
-        raise ValueError(f"schedule must be a gluonft.Schedule, got {schedule!r}")
-    if not isinstance(augment, Augment):
-        raise ValueError(f"augment must be a gluonft.Augment, got {augment!r}")
-    contexts = as_contexts(ctx)
-    image_size = check_image_size(net.backbone, _default_size(net, image_size),
-                                  family=net.family)
-    net.collect_params().reset_ctx(contexts)
-    mx.random.seed(seed)
-    trainable = [p for p in net.collect_params().values() if p.grad_req != "null"]
-    if not trainable:
-        raise ValueError("nothing to train: every parameter is frozen; call apply_regime first")
-    amp_dtype = _start_amp(amp, contexts)  # before the parts are traced: the graph casts
-    trainer = gluon.Trainer(trainable, optimizer,
-                            _optimizer_params(optimizer, lr, momentum, wd))
-    if amp_dtype:
-        from mxnet.contrib import amp as mx_amp
-        mx_amp.init_trainer(trainer)  # dynamic loss scaling; overflowing steps are skipped
-    settings = {
-        "backbone": net.backbone, "classes": net.classes, "epochs": epochs,
-        "batch_size": batch_size, "lr": lr, "optimizer": optimizer,
-        "optimizer_params": _optimizer_params(optimizer, lr, momentum, wd),
-        "schedule": schedule.to_dict(), "label_smoothing": label_smoothing,
-        "augment": asdict(augment), "image_size": image_size, "seed": seed,
-        "contexts": [str(c) for c in contexts], "train_images": len(train),
-        "val_images": len(val) if val is not None else 0,
-        "trainable_params": int(sum(p.data(contexts[0]).size for p in trainable)),
-    }
-    if amp_dtype:  # absent when off, as in earlier versions
-        settings["amp"] = amp_dtype
-    views = _check_views(feature_views, augment)
-    if views:  # a setting that changes results; absent otherwise, as in earlier versions
-        settings["feature_views"] = views
-    history = History(settings=settings)
-    parts = _Parts(net, hybridize)
-    transform = BatchTransform(image_size, net.family.mean, net.family.std)
-    use_cache, why = _cache_plan(cache_features, parts, augment, views, image_size,
-                                 len(train) * max(views, 1) + (len(val) if val is not None else 0))
-    start_epoch = _resume(checkpoint, net, trainer, history, settings)
-    # Each view draws one augmentation per image, from its own seeded generator.
-    view_rows = [sample_affine(len(train), augment, np.random.RandomState([seed % 2 ** 32, v]))
-                 for v in range(views)]
-    train_features: List[Features] = []
-    val_features = None
-    if use_cache and start_epoch < epochs:
-        weights = weights_digest(parts.frozen)
-        make = lambda data, rows=None: _frozen_features(  # noqa: E731
-            parts, data, net, image_size, transform, contexts, batch_size, cache_dir, weights,
-            rows)
-        train_features = [make(train, rows) for rows in view_rows] or [make(train)]
-        val_features = make(val) if val is not None else None
-    # Not compared on resume: caching changes how, not what, is computed.
-    settings["cache_features"] = use_cache
-    settings["feature_cache"] = {
-        "reason": why, "cache_dir": cache_dir,
-        "train": train_features[0].info() if train_features else None,
-        "val": val_features.info() if val_features is not None else None}
-    if views and train_features:
-        settings["feature_cache"]["train_views"] = [f.info() for f in train_features]
-
-    per_epoch = -(-len(train) // batch_size)
-    for epoch in range(start_epoch, epochs):
-        begin = time.perf_counter()
-        rng = np.random.RandomState((seed * 100003 + epoch) % (2 ** 32))
-        meter = _Meter()
-        bar = _progress(progress, per_epoch, f"epoch {epoch + 1}/{epochs}")
-        pending = []
-        # Callbacks such as ReduceLROnPlateau scale the schedule's rate (they set lr_scale
-        # after an epoch); multiplying keeps warm-up and cosine shapes intact.
-        lr_scale = float(np.prod([getattr(cb, "lr_scale", 1.0) for cb in callbacks]))
-        # The order iterate_batches gives (tests/test_features.py checks it).
-        for step, idx in enumerate(batch_indices(len(train), batch_size, shuffle=True,
-                                                 seed=seed, epoch=epoch)):
-            trainer.set_learning_rate(lr_scale * schedule.lr(
-                lr, iteration=epoch * per_epoch + step, per_epoch=per_epoch, epochs=epochs))
-            if train_features:
-                inputs = _cached_inputs(train_features[epoch % len(train_features)], idx,
-                                        contexts)
-            else:
-                if views:
-                    affine = view_rows[epoch % views][idx]
-                elif augment.is_identity:  # no resampling: the images stay exact (transforms)
-                    affine = None
-                else:
-                    affine = sample_affine(len(idx), augment, rng)
-                inputs = _image_inputs(parts, transform, train.images[idx], train.labels[idx],
-                                       affine, contexts)
-            losses = _train_step(parts, trainer, inputs, label_smoothing, net.classes, meter,
-                                 scale_loss=bool(amp_dtype))
-            # Wait for the previous batch only: the host prepares the next batch while the
-            # device computes, and at most two batches are queued. Its losses are read then
-            # (a few floats), so a diverging run stops one step after its loss is non-finite.
-            _check_finite(pending, epoch=epoch, step=step, lr=lr, trainer=trainer,
-                          checkpoint=checkpoint, history=history)
-            pending = losses
-            if bar is not None:
-                bar.update(1)
-                if (step + 1) % _REPORT_EVERY == 0 or step + 1 == per_epoch:
-                    totals = meter.read()
-                    bar.set_postfix(loss=f"{totals[0] / totals[2]:.3f}",
-                                    acc=f"{totals[1] / totals[2]:.3f}", refresh=False)
-        _check_finite(pending, epoch=epoch, step=per_epoch, lr=lr, trainer=trainer,
-                      checkpoint=checkpoint, history=history)
-        totals = meter.read()
-        seconds = time.perf_counter() - begin
-        if bar is not None:
-            bar.close()
-        logs = {"epoch": epoch + 1, "train_loss": totals[0] / totals[2],
-                "train_acc": totals[1] / totals[2], "lr": trainer.learning_rate,
-                "seconds": seconds, "images_per_s": totals[2] / seconds}
-        # A loss can explode without reaching inf (1e17 with BatchNorm at lr 1e4): far above
-        # a uniform guess's ln(classes) it means the weights are wrecked all the same.
-        if logs["train_loss"] > EXPLODED_LOSS_FACTOR * math.log(net.classes):
-            raise _diverged(f"the mean training loss of epoch {epoch + 1} is "
-                            f"{logs['train_loss']:.3g}, over {EXPLODED_LOSS_FACTOR} times that "
-                            f"of a uniform guess", lr=lr, trainer=trainer, checkpoint=checkpoint,
-                            history=history)
-        if val is not None:
-            result = _evaluate_parts(parts, val, val_features, transform, contexts, batch_size)
-            logs.update(val_loss=result["loss"], val_acc=result["accuracy"])
-            if not math.isfinite(result["loss"]):
-                raise _diverged(f"the validation loss of epoch {epoch + 1} is "
-                                f"{result['loss']}", lr=lr, trainer=trainer,
-                                checkpoint=checkpoint, history=history)
-        history.epochs.append({k: float(v) for k, v in logs.items()})
-        if checkpoint:
-            save_checkpoint(checkpoint, net, trainer, history)
-        try:
-            for callback in callbacks:
-                callback(epoch + 1, dict(logs))
-        except StopTraining:
-            history.stopped_early = True
-            break
-    return history
-
-
-class TrainingDiverged(ValueError):
-    """The loss became NaN or infinite: training stopped; the last good checkpoint is kept."""
-
-
-def _diverged(what: str, *, lr, trainer, checkpoint, history) -> TrainingDiverged:
-    done = len(history.epochs)
-    kept = (f"; the checkpoint of epoch {done} ({checkpoint}.json) is the last good state"
-            if checkpoint and done else "")
-    return TrainingDiverged(
-        f"training diverged: {what}. The learning rate is the likely cause (lr={lr:g}, "
-        f"{trainer.learning_rate:.3g} at that step): try a 10x smaller lr (e.g. "
-        f"{lr / 10:g}) or a warm-up{kept}")
-
-
-def _check_finite(losses, *, epoch, step, lr, trainer, checkpoint, history) -> None:
-    """Raise `TrainingDiverged` when a batch's per-image losses hold a NaN or an infinity."""
-    for loss in losses:
-        values = loss.asnumpy()  # waits for the batch; a few floats
-        if not np.isfinite(values).all():
-            bad = values[~np.isfinite(values)][0]
-            raise _diverged(f"the training loss became {bad} in epoch {epoch + 1} (step "
-                            f"{step} of the epoch)", lr=lr, trainer=trainer,
-                            checkpoint=checkpoint, history=history)
-
-
 def _frozen_features(parts, data, net, image_size, transform, contexts, batch_size,
                      cache_dir, weights, rows=None) -> Features:
     key = feature_key(parts.frozen, data, backbone=net.backbone, steps=parts.frozen_steps,
@@ -464,11 +549,12 @@ def _frozen_features(parts, data, net, image_size, transform, contexts, batch_si
 def _image_inputs(parts, transform, images, labels, affine, contexts):
     """[(prefix output, labels)] per device for a batch of uint8 images."""
     inputs = []
-    for i, (ctx, x, y) in enumerate(zip(contexts, _split(images, len(contexts)),
-                                        _split(labels, len(contexts)))):
+    n = len(contexts)
+    for i, (ctx, x, y) in enumerate(zip(contexts, split_batch(images, n),
+                                        split_batch(labels, n))):
         if len(x) == 0:  # a last batch smaller than the number of devices
             continue
-        a = None if affine is None else _split(affine, len(contexts))[i]
+        a = None if affine is None else split_batch(affine, n)[i]
         x = transform(to_device(x, ctx, "uint8"), a)
         inputs.append((parts.prefix(x), to_device(y, ctx)))  # float32, as argmax gives
     return inputs
@@ -477,7 +563,7 @@ def _image_inputs(parts, transform, images, labels, affine, contexts):
 def _cached_inputs(features: Features, idx: np.ndarray, contexts):
     """[(cached prefix output, labels)] per device for the images at ``idx``."""
     inputs = []
-    for ctx, i in zip(contexts, _split(idx, len(contexts))):
+    for ctx, i in zip(contexts, split_batch(idx, len(contexts))):
         if len(i) == 0:
             continue
         inputs.append((to_device(features.values[i], ctx),
@@ -542,27 +628,16 @@ def _train_step(parts, trainer, inputs, smoothing, classes, meter: _Meter, *,
 def _evaluate_parts(parts, data, features, transform, contexts, batch_size) -> Dict[str, float]:
     """`evaluate` during `fit`: the same numbers through the already compiled parts (and the
     cached features when there are some), without re-hybridizing the whole net every epoch."""
-    proba, pending = [], []
-    for idx in batch_indices(len(data), batch_size, shuffle=False):
-        if features is not None:
-            inputs = _cached_inputs(features, idx, contexts)
-        else:
-            images = data.images[idx[0]:idx[-1] + 1]
-            inputs = _image_inputs(parts, transform, images, data.labels[idx[0]:idx[-1] + 1],
-                                   None, contexts)
-        batch = [mx.nd.softmax(parts.trainable(x), axis=-1) for x, _ in inputs]
-        proba += [p.asnumpy() for p in pending]  # the previous batch: two in flight at most
-        pending = batch
-    proba += [p.asnumpy() for p in pending]
-    return _scores(np.concatenate(proba), data.labels)
+    def batches():
+        for idx in batch_indices(len(data), batch_size, shuffle=False):
+            if features is not None:
+                inputs = _cached_inputs(features, idx, contexts)
+            else:
+                inputs = _image_inputs(parts, transform, data.images[idx[0]:idx[-1] + 1],
+                                       data.labels[idx[0]:idx[-1] + 1], None, contexts)
+            yield [mx.nd.softmax(parts.trainable(x), axis=-1) for x, _ in inputs]
 
-
-def _scores(proba: np.ndarray, labels: np.ndarray) -> Dict[str, float]:
-    labels = labels.astype(np.int64)
-    picked = proba[np.arange(len(labels)), labels]
-    return {"accuracy": float((proba.argmax(axis=1) == labels).mean()),
-            "loss": float(-np.log(np.maximum(picked, 1e-12)).mean()),
-            "count": int(len(labels))}
+    return scores(np.concatenate(list(read_in_flight(batches()))), data.labels)
 
 
 def _progress(enabled, total, description):
@@ -572,61 +647,7 @@ def _progress(enabled, total, description):
     return tqdm(total=total, desc=description, leave=False, unit="batch")
 
 
-def predict_proba(net: TransferNet, data: ImageSet, *, ctx=None, batch_size: int = 64,
-                  image_size: Optional[int] = None, hybridize: bool = True) -> np.ndarray:
-    """Class probabilities (N, classes) for every image of ``data``, in order."""
-    return predict_view(net, data, None, ctx=ctx, batch_size=batch_size,
-                        image_size=image_size, hybridize=hybridize)
-
-
-def predict_view(net: TransferNet, data: ImageSet, affine: Optional[np.ndarray], *, ctx=None,
-                 batch_size: int = 64, image_size: Optional[int] = None,
-                 hybridize: bool = True) -> np.ndarray:
-    """`predict_proba` of one view: every image resampled by the same ``affine`` row (the
-    rows `sample_affine` makes; None: the image itself). Test-time augmentation uses it."""
-    contexts = as_contexts(ctx)
-    image_size = check_image_size(net.backbone, _default_size(net, image_size),
-                                  family=net.family)
-    if hybridize:
-        net.hybridize(static_alloc=True, static_shape=True)
-    transform = BatchTransform(image_size, net.family.mean, net.family.std)
-    out, pending = [], []
-    for images, _ in iterate_batches(data, batch_size, shuffle=False):
-        batch = []
-        for ctx, x in zip(contexts, _split(images, len(contexts))):
-            if len(x) == 0:
-                continue
-            rows = None if affine is None else to_device(
-                np.tile(np.asarray(affine, np.float32), (len(x), 1)), ctx)
-            logits = net(transform(to_device(x, ctx, "uint8"), rows))
-            batch.append(mx.nd.softmax(logits, axis=-1))
-        out += [o.asnumpy() for o in pending]  # the previous batch: two in flight at most
-        pending = batch
-    out += [o.asnumpy() for o in pending]
-    return np.concatenate(out) if out else np.zeros((0, net.classes), np.float32)
-
-
-def evaluate(net: TransferNet, data: ImageSet, *, ctx=None, batch_size: int = 64,
-             image_size: Optional[int] = None, hybridize: bool = True) -> Dict[str, float]:
-    """Accuracy and mean cross-entropy of ``net`` on ``data`` (inference mode).
-
-    Returns:
-        ``{"accuracy": ..., "loss": ..., "count": N}``.
-
-    Example:
-        >>> gluonft.evaluate(net, test, ctx=mx.cpu(), batch_size=128)["accuracy"]
-        0.938
-    """
-    if not isinstance(data, ImageSet):
-        raise ValueError(f"data must be a gluonft ImageSet, got {type(data).__name__}")
-    if len(data) == 0:
-        raise ValueError("data holds no images")
-    proba = predict_proba(net, data, ctx=ctx, batch_size=batch_size, image_size=image_size,
-                          hybridize=hybridize)
-    return _scores(proba, data.labels)
-
-
-# --- checkpoints ------------------------------------------------------------------------------
+# --- resuming from a checkpoint -----------------------------------------------------------------
 
 def _comparable(settings: dict) -> dict:
     """Settings as they read back from JSON (tuples become lists); devices and the feature

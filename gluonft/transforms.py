@@ -1,6 +1,6 @@
 """Batch transforms that run on the device: random affine augmentation, resize, normalisation.
 
-Random numbers are drawn on the host from a numpy RandomState (``sample_affine``) and the device
+Random numbers are drawn on the host from a numpy RandomState (``sample_augment``) and the device
 only applies them (``BatchTransform``), so the same seed gives the same augmentation on any
 device and any number of devices.
 
@@ -151,7 +151,7 @@ class Augment:
             Augment whose sampled affines are all the identity.
 
         Example:
-            >>> sample_affine(2, Augment.none(), np.random.RandomState(0))[0].tolist()
+            >>> sample_augment(2, Augment.none(), np.random.RandomState(0))[0].tolist()
             [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
         """
         return cls(flip=False, translate=0.0, scale=(1.0, 1.0))
@@ -310,19 +310,8 @@ def sample_augment(n: int, augment: Augment, rng: np.random.RandomState) -> np.n
     return np.column_stack([affine] + factors + holes).astype(np.float32)
 
 
-def sample_affine(n: int, augment: Augment, rng: np.random.RandomState) -> np.ndarray:
-    """`sample_augment` under its first name (``fit`` calls it): the same rows.
-
-    With only flip / translate / scale on, a row is the affine ``[sx, 0, tx, 0, sy, ty]``: a
-    flip negates sx, the zoom factor z divides both scales, tx and ty are uniform in
-    [-2 * translate, 2 * translate]; exactly 4 * n numbers are drawn from ``rng``.
-
-    Example:
-        >>> a = sample_affine(256, Augment(), np.random.RandomState(0))
-        >>> a.shape, a.dtype
-        ((256, 6), dtype('float32'))
-    """
-    return sample_augment(n, augment, rng)
+# The first name of `sample_augment`, kept as an alias for code written against it.
+sample_affine = sample_augment
 
 
 class BatchTransform:
@@ -340,7 +329,7 @@ class BatchTransform:
     Example:
         >>> tf = BatchTransform(32, CIFAR_MEAN, CIFAR_STD)
         >>> x = mx.nd.zeros((4, 32, 32, 3), dtype='uint8')
-        >>> aff = mx.nd.array(sample_affine(4, Augment(), np.random.RandomState(0)))
+        >>> aff = mx.nd.array(sample_augment(4, Augment(), np.random.RandomState(0)))
         >>> tf(x, aff).shape
         (4, 3, 32, 32)
     """

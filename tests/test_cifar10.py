@@ -305,3 +305,11 @@ def test_jpg_folder_missing_parts(tmp_path):
     (tmp_path / "test" / "cat").mkdir()
     with pytest.raises(DatasetNotFound, match="no readable images"):
         cifar10_folder(tmp_path, train=False)
+
+
+@pytest.mark.network
+def test_the_real_download_fetches_the_official_archive(tmp_path):
+    """Users' machines have internet: the download path fetches and extracts the real files
+    (deselected by default; `pytest -m network`)."""
+    test = cifar10(tmp_path, train=False, download=True)
+    assert len(test) == 10000 and test.class_counts()["cat"] == 1000

@@ -171,12 +171,15 @@ def test_bad_fit_arguments_are_clear_errors(cifar):
         gluonft.fit(net, two, epochs=1, batch_size=4, lr=0.1, ctx="gpu0")
 
 
-class _LrBomb:
+class _LrBomb(gluonft.Callback):
     """A callback that raises the learning rate 1e6-fold after the first epoch."""
-    lr_scale = 1.0
+    scale = 1.0
 
-    def __call__(self, epoch, logs):
-        self.lr_scale = 1e6
+    def on_step_begin(self, trainer, step):
+        trainer.set_learning_rate(trainer.learning_rate * self.scale)
+
+    def on_epoch_end(self, epoch, logs):
+        self.scale = 1e6
 
 
 def test_divergence_stops_with_the_cause_and_keeps_the_last_good_checkpoint(cifar, tmp_path):

@@ -141,3 +141,12 @@ def test_bad_arguments_name_the_value():
         gluonft.fit(net, train, epochs=1, batch_size=2, lr=0.1, image_size=16, progress=False)
     with pytest.raises(ValueError, match="vgg11 only accepts 224x224"):
         gluonft.backbones.check_image_size("vgg11", 64)
+
+
+@pytest.mark.network
+def test_gluoncv_weights_download_into_the_store_and_load(tmp_path):
+    """GluonCV's real store (deselected by default; `pytest -m network`)."""
+    net = gluonft.load_backbone("mobilenet0.25", classes=10, weights="imagenet",
+                                root=str(tmp_path), ctx=mx.cpu())
+    assert net.weights_source.kind == "pretrained"
+    assert list(tmp_path.glob("mobilenet0.25-*.params"))

@@ -1,0 +1,419 @@
+"""Recipes: the practitioner's verbs over `fit` — train a classifier on a folder of photos,
+fine-tune with gradual unfreezing, find a learning rate.
+
+    >>> clf = gluonft.train_classifier("photos/", fast_train=True,
+    ...                                weights="mobilenet0.75-imagenet.params")  # doctest: +SKIP
+
+Each verb is a few lines over the core (`load_backbone`, `apply_regime`, `fit`); none has a
+training loop of its own: `fine_tune` runs one `fit` per stage, `lr_find` is one `fit` with a
+step hook that sweeps the learning rate. The recipes `train_classifier` uses are data
+(`RECIPES`).
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from .backbones import MAX_IMAGE_SIZE, check_image_size, family_of, load_backbone, pick_backbone
+from .callbacks import Callback, StopTraining
+from .datasets.folder import image_folder
+from .datasets.imageset import ImageSet
+from .fileio import FolderLock, check_writable_folder
+from .model_io import MODEL_JSON, Classifier, classifier_of, save_classifier
+from .predict import evaluate
+from .regimes import apply_regime, parse_regime
+from .schedules import Schedule
+from .train import History, TrainingDiverged, check_optimizer, fit
+from .transforms import Augment
+
+__all__ = ["train_classifier", "fine_tune", "lr_find", "Recipe", "RECIPES",
+           "FAST_IMAGE_SIZE", "DEFAULT_IMAGE_SIZE"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How `train_classifier` trains, as data.
+
+    Attributes:
+        name: ``"fast"`` or ``"default"``. ``image_size``: input side.
+        stages: ``(regime, epochs)`` pairs (`fine_tune`); a single head-only stage with
+            ``cached=True`` trains on features computed once.
+        lr: the head's learning rate; ``backbone_lr_mult``: the backbone's multiplier.
+        augment: `Augment.preset` name of the stages that train backbone blocks.
+        cached: head only on cached features (no augmentation).
+    """
+    name: str
+    image_size: int
+    stages: Tuple[Tuple[str, int], ...]
+    lr: float
+    backbone_lr_mult: float = 0.1
+    augment: str = "standard"
+    cached: bool = False
+
+    def describe(self, stages: Sequence[Tuple[str, int]]) -> str:
+        if self.cached:
+            return "head only on cached features"
+        return "fine_tune " + ", ".join(f"{r} x{e}" for r, e in stages)
+
+
+RECIPES: Dict[str, Recipe] = {
+    # lr 0.01, not higher: on clothing-small 0.1 reached the same test accuracy (0.825 vs
+    # 0.823) but a test loss of 2.6 against 0.58, its wrong answers ~95 % "sure".
+    "fast": Recipe("fast", 160, (("head", 10),), lr=0.01, augment="none", cached=True),
+    "default": Recipe("default", 160, (("head", 4), ("last_k:2", 3), ("last_k:4", 3)),
+                      lr=0.05, backbone_lr_mult=0.1, augment="standard"),
+}
+# The recipes' input sides under their first names.
+FAST_IMAGE_SIZE = RECIPES["fast"].image_size
+DEFAULT_IMAGE_SIZE = RECIPES["default"].image_size
+
+
+def _check_positive_int(name, value, *, allow_none=True):
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive int{' or None' if allow_none else ''}, "
+                         f"got {value!r}")
+    return int(value)
+
+
+def _stage_regime(stage) -> Tuple[str, int]:
+    if not (isinstance(stage, (tuple, list)) and len(stage) == 2):
+        raise ValueError(f"each stage must be (regime, epochs), e.g. ('last_k:2', 3), "
+                         f"got {stage!r}")
+    regime, epochs = stage
+    return regime, _check_positive_int("stage epochs", epochs, allow_none=False)
+
+
+def _check_stages(stages, *, fast_train: bool, epochs) -> Optional[Tuple[Tuple[str, int], ...]]:
+    if stages is None:
+        return None
+    if fast_train:
+        raise ValueError("stages are for fine-tuning; fast_train=True trains the head only")
+    if epochs is not None:
+        raise ValueError("pass the epochs inside stages, not epochs=, when giving stages")
+    stages = tuple(_stage_regime(s) for s in stages) if stages else ()
+    if not stages:
+        raise ValueError("stages must list at least one (regime, epochs) pair")
+    for regime, _ in stages:
+        parse_regime(regime)  # a typo fails now, not after the first stages trained
+    return stages
+
+
+def _check_size(model: str, size) -> int:
+    if model != "auto":
+        return check_image_size(model, size)
+    if isinstance(size, bool) or not isinstance(size, int) or not 8 <= size <= MAX_IMAGE_SIZE:
+        raise ValueError(f"image_size must be an int number of pixels in [8, "
+                         f"{MAX_IMAGE_SIZE}], got {size!r}")
+    return size
+
+
+def train_classifier(train_dir: PathLike, *, model: str = "mobilenet0.75",
+                     weights="default", fast_train: bool = False,
+                     max_params: Optional[int] = None, image_size: Optional[int] = None,
+                     epochs: Optional[int] = None, ctx=None, seed: int = 0,
+                     out: Optional[PathLike] = None, overwrite: bool = False,
+                     stages: Optional[Sequence[Tuple[str, int]]] = None,
+                     progress: bool = False) -> Classifier:
+    """Train a classifier on a folder of photos (one sub-folder per class).
+
+    ``fast_train=True``: the backbone stays frozen and only the new head trains, on features
+    computed once (no augmentation), at 160 px for 10 epochs (`RECIPES`\ ``['fast']``): 30 s on
+    clothing-small (3781 photos) on a 2-core CPU, loading included. Otherwise `fine_tune`:
+    the head on cached features (4 epochs), then the last 2 and the last 4 backbone blocks with
+    augmentation (``Augment.preset("standard")``) and a 10x lower learning rate for the backbone
+    than for the head, at 160 px (`RECIPES`\ ``['default']``).
+
+    Args:
+        train_dir: a folder in the layout of `gluonft.datasets.image_folder`: ``train/``
+            (``validation/``, ``test/``) of class folders, or class folders only (then 20 % of
+            each class is held out for validation).
+        model: a backbone name, or ``"auto"``: the best candidate within ``max_params``
+            (`pick_backbone`).
+        weights: starting weights, as `load_backbone` takes them (``"default"``, a file, None).
+        fast_train: head only on cached features (see above).
+        max_params: parameter budget, or None.
+        image_size: input side (default: the recipe's).
+        epochs: epochs (fast: total; else per stage); default 10 (fast) / (4, 3, 3).
+        stages: `fine_tune` stages ``((regime, epochs), ...)`` replacing the default recipe,
+            e.g. ``(("head", 4), ("last_k:4", 4), ("full", 6))``; not with ``fast_train``.
+        ctx: a context or list of contexts.
+        seed: seeds the head's initialisation, shuffling and augmentation.
+        out: a model folder to save to (`save_classifier`); None: not saved.
+        overwrite: replace an existing different model at ``out``.
+        progress: show progress bars.
+
+    Returns:
+        a `Classifier`; ``clf.params`` is its parameter count, ``clf.meta`` holds the history,
+        the wall time and, when the folder has a test split, ``test_accuracy``.
+
+    Example:
+        >>> clf = train_classifier("../shared/data/clothing-small", fast_train=True,
+        ...     weights="../shared/weights/mobilenet0.75-imagenet.params")  # doctest: +SKIP
+        >>> clf.params, clf.meta["test_accuracy"]  # doctest: +SKIP
+        (1824250, 0.79)
+    """
+    begin = time.perf_counter()
+    if not isinstance(fast_train, bool):
+        raise ValueError(f"fast_train must be True or False, got {fast_train!r}")
+    recipe = RECIPES["fast" if fast_train else "default"]
+    stages = _check_stages(stages, fast_train=fast_train, epochs=epochs)
+    epochs = _check_positive_int("epochs", epochs)
+    if model != "auto":
+        family_of(model)  # fail on a bad name before decoding thousands of photos
+    size = _check_size(model, recipe.image_size if image_size is None else image_size)
+    lock = _lock_model_folder(out, overwrite)  # before the work, so that nothing is lost
+    try:
+        data = image_folder(train_dir, image_size=size)
+        name = pick_backbone(model=model, max_params=max_params, classes=len(data.classes))
+        size = check_image_size(name, size)
+        net = load_backbone(name, classes=len(data.classes), weights=weights, ctx=ctx,
+                            seed=seed)
+        stages = stages or tuple((r, epochs or e) for r, e in recipe.stages)
+        history = _train_by_recipe(net, data, recipe, stages, batch_size=64, image_size=size,
+                                   ctx=ctx, seed=seed, progress=progress)
+        meta = {"stored_size": data.stored_size, "fit": data.fit,
+                "recipe": recipe.describe(stages), "train_dir": str(train_dir),
+                "train_images": len(data.train), "history": history.to_dict(),
+                "skipped_files": list(data.skipped)}
+        if data.validation is not None:
+            meta["val_accuracy"] = history["val_acc"][-1]
+        if data.test is not None:
+            meta["test_accuracy"] = evaluate(net, data.test, ctx=ctx,
+                                             image_size=size)["accuracy"]
+        meta["train_seconds"] = round(time.perf_counter() - begin, 2)
+        if out is not None:
+            save_classifier(net, out, classes=data.classes, image_size=size,
+                            overwrite=overwrite, extra=meta)
+        return classifier_of(net, data.classes, size, meta)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train_by_recipe(net, data, recipe: Recipe, stages, **common) -> History:
+    if recipe.cached:
+        apply_regime(net, "head")
+        (_, epochs), = stages
+        return fit(net, data.train, data.validation, epochs=epochs, lr=recipe.lr,
+                   augment=Augment.none(), cache_features=True, **common)
+    return fine_tune(net, data.train, data.validation, stages=stages, lr=recipe.lr,
+                     backbone_lr_mult=recipe.backbone_lr_mult,
+                     augment=Augment.preset(recipe.augment), **common)
+
+
+def _lock_model_folder(out, overwrite: bool) -> Optional[FolderLock]:
+    """Check ``out`` and lock it: two trainings into one model folder would each replace the
+    other's result. The lock file sits beside the folder, which is replaced by a rename."""
+    if out is None:
+        return None
+    out = Path(out).expanduser()
+    _check_out(out, overwrite)
+    return FolderLock(out, lock_file=str(out.parent / f".{out.name}.lock")).acquire()
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    """Fail before training (minutes) rather than after, when ``out`` cannot be written."""
+    check_writable_folder(out, what="model folder")
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} exists and is a file, not a model folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / MODEL_JSON).is_file():
+            raise FileExistsError(f"{out} exists and is not a gluonft model folder; refusing "
+                                  f"to replace it, choose another path")
+        if not overwrite:
+            raise FileExistsError(f"{out} already holds a model; pass overwrite=True "
+                                  f"(--overwrite) to replace it, or choose another folder")
+
+
+# --- fine-tuning and the learning-rate finder -------------------------------------------------
+
+def fine_tune(net, train, val=None, *,
+              stages: Sequence[Tuple[str, int]] = (("head", 2), ("last_k:1", 2),
+                                                   ("last_k:2", 2)),
+              backbone_lr_mult: float = 0.1, lr: float = 0.01, batch_size: int = 64,
+              augment=None, head_augment=None, schedule=None, image_size: Optional[int] = None,
+              ctx=None, seed: int = 0, callbacks=(), progress: bool = False, **fit_kwargs):
+    """Gradual unfreezing with a lower learning rate for the backbone (discriminative LR).
+
+    Each stage applies its regime (`apply_regime`) and runs a fresh `fit` (hence a fresh
+    Trainer over exactly the parameters that now train) with its own schedule. Trainable
+    backbone parameters get ``param.lr_mult = backbone_lr_mult``; the head keeps 1. The
+    multipliers the net had are restored at the end.
+
+    Args:
+        net: a `TransferNet` (pretrained backbone, new head).
+        train, val: `ImageSet`s.
+        stages: ``(regime, epochs)`` pairs, e.g. ``(("head", 2), ("last_k:2", 3))``.
+        backbone_lr_mult: learning-rate multiplier of the backbone's trainable parameters, > 0.
+        lr: base (head) learning rate of every stage.
+        batch_size: images per step.
+        augment: training augmentation of stages that train backbone blocks (default
+            ``Augment()``).
+        head_augment: augmentation of head-only stages; default ``Augment.none()`` so that
+            the frozen backbone's features are computed once (cached) and the stage is cheap.
+        schedule: a `Schedule` per stage (default cosine).
+        image_size, ctx, seed, callbacks, progress: passed to each `fit`.
+        **fit_kwargs: more `fit` arguments (``optimizer``, ``wd``, ``label_smoothing`` ...).
+
+    Returns:
+        a `History`: every stage's epochs in order (``epoch`` counts over the whole run,
+        ``stage`` is the stage index, ``regime`` the stage's regime), ``settings["stages"]`` the
+        settings of each stage's fit; ``stopped_early`` when a callback stopped a stage (the
+        later stages are then skipped).
+
+    Example:
+        >>> history = fine_tune(net, data.train, data.validation,
+        ...                     stages=(("head", 2), ("last_k:2", 3)), lr=0.05)  # doctest: +SKIP
+        >>> history["regime"]  # doctest: +SKIP
+        ['head', 'head', 'last_k:2', 'last_k:2', 'last_k:2']
+    """
+    if isinstance(stages, (str, bytes)) or not stages:
+        raise ValueError(f"stages must be a non-empty sequence of (regime, epochs), "
+                         f"got {stages!r}")
+    plan = [_stage_regime(s) for s in stages]
+    if isinstance(backbone_lr_mult, bool) or not isinstance(backbone_lr_mult, (int, float)) \
+            or not backbone_lr_mult > 0:
+        raise ValueError(f"backbone_lr_mult must be a number > 0, got {backbone_lr_mult!r}")
+    augment = Augment() if augment is None else augment
+    head_augment = Augment.none() if head_augment is None else head_augment
+    schedule = Schedule() if schedule is None else schedule
+    head_params = set(net.output.collect_params().values())
+    backbone = [p for p in net.collect_params().values() if p not in head_params]
+    saved_mults = {p: p.lr_mult for p in net.collect_params().values()}
+    history = History(settings={"stages": [], "backbone_lr_mult": backbone_lr_mult})
+    try:
+        for index, (regime, epochs) in enumerate(plan):
+            applied = apply_regime(net, regime)
+            for p in backbone:
+                p.lr_mult = backbone_lr_mult
+            head_only = not applied.trainable_blocks
+            part = fit(net, train, val, epochs=epochs, batch_size=batch_size, lr=lr,
+                       augment=head_augment if head_only else augment, schedule=schedule,
+                       image_size=image_size, ctx=ctx, seed=seed + index, callbacks=callbacks,
+                       progress=progress, **fit_kwargs)
+            offset = len(history.epochs)
+            for row in part.epochs:
+                history.epochs.append(dict(row, epoch=offset + row["epoch"], stage=index,
+                                           regime=applied.regime))
+            part.settings["regime"] = applied.regime
+            part.settings["plan"] = applied.describe()
+            history.settings["stages"].append(part.settings)
+            if part.stopped_early:
+                history.stopped_early = True
+                break
+    finally:
+        for p, mult in saved_mults.items():
+            p.lr_mult = mult
+    return history
+
+
+class _LrSweep(Callback):
+    """Sets each step's learning rate along the sweep and records the loss it gave."""
+
+    def __init__(self, start, ratio, steps, smoothing, diverge):
+        self.start, self.ratio, self.steps = start, ratio, steps
+        self.smoothing, self.diverge = smoothing, diverge
+        self.lrs: List[float] = []
+        self.raw: List[float] = []
+        self.smooth: List[float] = []
+        self.average, self.best = 0.0, math.inf
+
+    def on_step_begin(self, trainer, step):
+        trainer.set_learning_rate(self.start * self.ratio ** step)
+
+    def on_step_end(self, trainer, step, losses):
+        value = float(np.mean(np.concatenate([loss.asnumpy() for loss in losses])))
+        self.average = self.smoothing * self.average + (1 - self.smoothing) * value
+        smoothed = self.average / (1 - self.smoothing ** (step + 1))  # bias-corrected, as Adam
+        self.lrs.append(trainer.learning_rate)
+        self.raw.append(value)
+        self.smooth.append(smoothed)
+        if step + 1 >= self.steps or not math.isfinite(smoothed) \
+                or smoothed > self.diverge * self.best:
+            raise StopTraining("the sweep is done")
+        self.best = min(self.best, smoothed)
+
+
+def lr_find(net, train, *, start: float = 1e-5, end: float = 1.0, steps: int = 50,
+            batch_size: int = 64, image_size: Optional[int] = None, optimizer: str = "sgd",
+            momentum: float = 0.9, wd: float = 1e-4, ctx=None, seed: int = 0,
+            smoothing: float = 0.9, diverge: float = 4.0) -> Dict[str, object]:
+    """Learning-rate range test: train with an exponentially growing learning rate.
+
+    A short sweep over `fit`: a step hook (`gluonft.callbacks.Callback`) sets each step's
+    learning rate and records its loss. What trains is what `apply_regime` left trainable;
+    the frozen prefix runs outside ``autograd.record()`` as in every `fit`. Every parameter and running statistic is restored
+    afterwards, so the sweep leaves ``net`` exactly as it was. The sweep stops early when the
+    smoothed loss exceeds ``diverge`` times its minimum (or becomes NaN).
+
+    Args:
+        net: a `TransferNet`, after `apply_regime`.
+        train: an `ImageSet` (no augmentation is applied).
+        start, end: first and last learning rate, 0 < start < end.
+        steps: number of steps (learning rates), >= 5.
+        batch_size, image_size, optimizer, momentum, wd, ctx: as in `fit`.
+        seed: seeds the batch order.
+        smoothing: exponential smoothing of the loss curve, in [0, 1).
+        diverge: stop factor.
+
+    Returns:
+        ``{"lrs": [...], "losses": [...] (smoothed), "raw_losses": [...],
+        "suggestion": lr}``; the suggestion is the learning rate where the smoothed loss
+        falls fastest (steepest slope against log lr) before its minimum.
+
+    Example:
+        >>> apply_regime(net, "head")  # doctest: +SKIP
+        >>> found = lr_find(net, data.train, image_size=96)  # doctest: +SKIP
+        >>> found["suggestion"]  # doctest: +SKIP
+        0.12
+    """
+    if not isinstance(train, ImageSet) or len(train) == 0:
+        raise ValueError(f"train must be a non-empty gluonft ImageSet, got {train!r}")
+    if not (isinstance(start, (int, float)) and isinstance(end, (int, float))
+            and 0 < start < end):
+        raise ValueError(f"need 0 < start < end, got start={start!r}, end={end!r}")
+    steps = _check_positive_int("steps", steps, allow_none=False)
+    if steps < 5:
+        raise ValueError(f"steps must be >= 5 to draw a curve, got {steps}")
+    check_optimizer(optimizer, start, momentum, wd)
+    if not 0 <= smoothing < 1:
+        raise ValueError(f"smoothing must be in [0, 1), got {smoothing!r}")
+    # Copies of everything, running statistics included: trained steps change them too.
+    saved = {name: p.data(p.list_ctx()[0]).copy() for name, p in net.collect_params().items()}
+    sweep = _LrSweep(start, (end / start) ** (1 / (steps - 1)), steps, smoothing, diverge)
+    per_epoch = -(-len(train) // batch_size)
+    try:
+        fit(net, train, epochs=-(-steps // per_epoch), batch_size=batch_size, lr=start,
+            optimizer=optimizer, momentum=momentum, wd=wd, schedule=Schedule("constant"),
+            augment=Augment.none(), image_size=image_size, ctx=ctx, seed=seed,
+            callbacks=[sweep], progress=False, cache_features=False)
+    except TrainingDiverged:  # the loss reached NaN: the sweep's end, not an error here
+        pass
+    finally:
+        for name, p in net.collect_params().items():
+            p.set_data(saved[name])
+    return {"lrs": sweep.lrs, "losses": sweep.smooth, "raw_losses": sweep.raw,
+            "suggestion": _suggest(sweep.lrs, sweep.smooth)}
+
+
+def _suggest(lrs: List[float], losses: List[float]) -> float:
+    finite = [(lr, loss) for lr, loss in zip(lrs, losses) if math.isfinite(loss)]
+    if len(finite) < 3:
+        return finite[0][0] if finite else lrs[0]
+    lr_values = np.array([f[0] for f in finite])
+    values = np.array([f[1] for f in finite])
+    lowest = int(values.argmin())
+    if lowest < 2:
+        return float(lr_values[lowest] / 10)
+    slopes = np.gradient(values[:lowest + 1], np.log(lr_values[:lowest + 1]))
+    return float(lr_values[int(slopes.argmin())])
