@@ -582,6 +582,8 @@ def _card_lines(card: dict) -> List[str]:
     lines = [
         f"Best model: {card['id']}  ({card['label']})",
         f"  source model     {card['source_model']} with a new Dense({card.get('classes')}) head",
+        f"  pretrained on    {card.get('pretraining', '-')}"
+        + (f" -- {card['note_pretraining']}" if card.get("note_pretraining") else ""),
         f"  initialisation   {init}",
         f"  regime           {card['regime']} ({card['regime_title']}): "
         f"{card.get('regime_description')}",
@@ -593,7 +595,9 @@ def _card_lines(card: dict) -> List[str]:
           f"{card.get('epochs')} epochs, batch {card.get('batch_size')}, "
           f"{card.get('image_size')} px",
         f"  test accuracy    {100 * card['test_accuracy']:.2f}% ({card.get('test_count')} "
-        f"test images)",
+        f"test images" + (f"; 95 % interval {100 * card['test_interval'][0]:.1f}-"
+                          f"{100 * card['test_interval'][1]:.1f}%" if card.get("test_interval")
+                          else "") + ")",
     ]
     if card.get("repeats"):
         r = card["repeats"]

@@ -31,7 +31,8 @@ import gluonft
 from gluonft.baseline import lab1_cnn
 from gluonft.checkpoint import checkpoint_files, read_checkpoint, remove_checkpoint
 from gluonft.results import (ExperimentRecord, accuracy_bars, atomic_write_json, best_record,
-                             environment, model_card, one_line, read_results, regime_title,
+                             environment, model_card, one_line, pretraining_title, read_results,
+                             regime_title,
                              write_results)
 
 from gluonft.train import MOMENTUM_OPTIMIZERS, TrainSettings
@@ -176,6 +177,13 @@ def build_net(experiment: Experiment, *, ctx):
                                  weights=experiment.weights, ctx=ctx, seed=experiment.seed)
 
 
+def _pretrained_on(net, plan) -> str:
+    """Where the starting weights were trained: the family's dataset, or "random"."""
+    if plan.reinitialised or net.weights_source.kind == "random":
+        return "random"
+    return net.family.pretrained_on
+
+
 def _now() -> str:
     return datetime.now().astimezone().isoformat(timespec="seconds")
 
@@ -263,6 +271,7 @@ def run_experiment(experiment: Experiment, *, data: Data, ctx, checkpoint: str,
         plan = gluonft.apply_regime(net, experiment.regime, seed=experiment.seed)
         arch = gluonft.summary(net, image_size=experiment.image_size, ctx=ctx[0])
         log(arch.to_table(max_rows=summary_rows))
+        log(f"pretrained on: {pretraining_title(_pretrained_on(net, plan))}")
         log(f"initialisation: {net.weights_source.describe()}"
             + ("; backbone then re-initialised at random (regime scratch)"
                if plan.reinitialised and net.weights_source.kind != "random" else ""))
@@ -313,7 +322,8 @@ def run_experiment(experiment: Experiment, *, data: Data, ctx, checkpoint: str,
             history=history.epochs, summary=arch.to_dict(), image_size=experiment.image_size,
             train_seconds=seconds, images_per_s=images / seconds if seconds else None,
             wall_seconds=time.perf_counter() - begin, resumed_from_epoch=resumed,
-            environment=environment(devices=ctx), started=started, finished=_now())
+            environment=environment(devices=ctx), started=started, finished=_now(),
+            pretrained_on=_pretrained_on(net, plan))
         return record, net
     except Exception as error:  # the grid goes on; the record says why (traceback included)
         record = _failed_record(experiment, error, started=started, begin=begin, ctx=ctx)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from gluonft.results import (ExperimentRecord, accuracy_bars, atomic_write_text, best_record,
-                             read_results, regime_title)
+                             pretraining_title, read_results, regime_title)
 
 __all__ = ["RunFiles", "load_run", "render_report", "write_report", "main"]
 
@@ -296,6 +296,9 @@ def _experiment_row(record: ExperimentRecord, best_id: Optional[str]) -> str:
         f"<td class=\"status {status_class}\">{_e(record.status)}</td>",
         f"<td class=\"num acc\" data-accuracy=\"{_e(record.test_accuracy)}\"{count}>"
         f"{accuracy}</td>",
+        f"<td class=\"num ci\">{_interval(record)}</td>",
+        f"<td class=\"pre {_e(record.pretrained_on or '')}\">"
+        f"{_e(pretraining_title(record.pretrained_on))}</td>",
         f"<td class=\"num\">{params}</td>",
         f"<td class=\"num\">{_e(training.get('epochs'))}</td>",
         f"<td class=\"num\">{_e(record.image_size)}</td>",
@@ -309,16 +312,25 @@ def _experiment_row(record: ExperimentRecord, best_id: Optional[str]) -> str:
     if record.status == "failed":
         trace = (f"<details><summary>traceback</summary><pre>{_e(record.traceback)}</pre>"
                  f"</details>" if record.traceback else "")
-        row += (f"<tr class=\"failed reason\"><td colspan=\"11\"><b>why:</b> "
+        row += (f"<tr class=\"failed reason\"><td colspan=\"13\"><b>why:</b> "
                 f"{_e(record.error)}{trace}</td></tr>")
     return row
+
+
+def _interval(record: ExperimentRecord) -> str:
+    ci = record.interval
+    if ci is None:
+        return "-"
+    return (f"<span title=\"Wilson 95 % interval on {record.test_count} test images\">"
+            f"{100 * ci[0]:.1f}&ndash;{100 * ci[1]:.1f}%</span>")
 
 
 def _experiments_section(run: RunFiles) -> str:
     best = best_record(run.records)
     best_id = (run.best or {}).get("id") or (best.id if best else None)
     header = ("experiment", "model", "regime", "seed", "status", "test accuracy",
-              "params trainable / total", "epochs", "px", "train time", "images /s")
+              "95% interval", "pretrained on", "params trainable / total", "epochs", "px",
+              "train time", "images /s")
     head = "".join(f"<th scope=\"col\">{_e(h)}</th>" for h in header)
     body = "".join(_experiment_row(r, best_id) for r in run.records)
     parts = ["<section id=\"experiments\"><h2>Experiments</h2>",
@@ -360,6 +372,7 @@ def _chart_section(run: RunFiles) -> str:
         size = _png_size(data) if mime == "image/png" else None
         uri = _data_uri(mime, data)
         body = f"<img class=\"chart\" alt=\"test accuracy per experiment\" src=\"{uri}\">"
+        # The chart carries the note on overlapping intervals under its bars.
         if size and size[0] * _MIN_CHART_SCALE > _PAGE_WIDTH:
             width = round(size[0] * _MIN_CHART_SCALE)
             body += (f"<figcaption>{len(accuracy_bars(run.records))} bars: the chart is shown "
@@ -383,8 +396,13 @@ def _best_section(run: RunFiles) -> str:
     rows = [
         ("experiment", f"<b>{_e(card.get('id'))}</b>"),
         ("source model", f"<code>{_e(card.get('source_model'))}</code>"),
+        ("pretrained on", _e(card.get("pretraining") or "-")
+         + (f"<br><b class=\"warn\">{_e(card['note_pretraining'])}</b>"
+            if card.get("note_pretraining") else "")),
         ("test accuracy", f"<b>{_pct(card.get('test_accuracy'))}</b>"
          + (f" on {card['test_count']} images" if card.get("test_count") else "")
+         + (f" (95 % interval {100 * card['test_interval'][0]:.1f}&ndash;"
+            f"{100 * card['test_interval'][1]:.1f}%)" if card.get("test_interval") else "")
          + (f", loss {card['test_loss']:.3f}" if card.get("test_loss") is not None else "")),
     ]
     repeats = card.get("repeats")
@@ -560,6 +578,9 @@ tr.failed td { background: #fdf3f2; }
 .tag.best { background: #fff2c2; color: #6b5200; font-weight: 600; }
 .note { color: var(--muted); font-size: 13px; }
 .missing { color: var(--bad); }
+.warn { color: var(--bad); font-weight: 600; }
+table.grid td.pre { white-space: normal; min-width: 6em; max-width: 11em; }
+td.pre.cifar10 { color: var(--bad); }
 figure { margin: 10px 0 18px; }
 figcaption { color: var(--muted); font-size: 13px; margin-top: 2px; }
 img.chart { display: block; max-width: 100%; height: auto; margin: 0 auto; }

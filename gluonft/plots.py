@@ -19,11 +19,13 @@ from matplotlib.ticker import PercentFormatter
 
 from .fileio import atomic_write
 from .regimes import REGIME_INFO, regime_colour, regime_title
+from .results import indistinguishable
 
 # The regimes' colours, by name (the table lives in gluonft.regimes).
 REGIME_COLOURS: Dict[str, str] = {name: info.colour for name, info in REGIME_INFO.items()}
 
-__all__ = ["accuracy_chart", "curves_figure", "save_figure", "regime_colour", "BASELINE_STYLE",
+__all__ = ["accuracy_chart", "overlap_note", "curves_figure", "save_figure", "regime_colour",
+           "BASELINE_STYLE",
            "REGIME_COLOURS"]
 
 # Transfer bars are coloured by regime (`gluonft.regimes.regime_colour`); the baseline is grey
@@ -43,10 +45,16 @@ def _bar_label(bar: Mapping) -> str:
         what = "recorded result" if bar["status"] == "recorded" else "baseline, from scratch"
     else:
         what = regime_title(str(bar["regime"]))
+    pretraining = None
+    if bar["kind"] != "baseline" and bar.get("pretrained_on"):
+        # Where the weights came from is part of what the bar is: CIFAR-10-pretrained nets on
+        # CIFAR-10 are not transfer, and must not read as if they were.
+        pretraining = {"imagenet": "ImageNet weights", "cifar10": "CIFAR-10: no transfer",
+                       "random": "random init"}.get(bar["pretrained_on"], bar["pretrained_on"])
     details = [f"{bar['image_size']}px" if bar.get("image_size") else None,
                f"{bar['epochs']} ep" if bar.get("epochs") else None]
     details = " · ".join(d for d in details if d)
-    return "\n".join(x for x in (str(bar["label"]), what, details) if x)
+    return "\n".join(x for x in (str(bar["label"]), what, pretraining, details) if x)
 
 
 def accuracy_chart(bars: Sequence[Mapping], *, title: Optional[str] = None,
@@ -73,7 +81,7 @@ def accuracy_chart(bars: Sequence[Mapping], *, title: Optional[str] = None,
     bars = list(bars)
     if not bars:
         raise ValueError("accuracy_chart needs at least one entry of accuracy_bars(records)")
-    fig = _new_figure(max(6.0, 1.25 * len(bars) + 2.0), 5.0)
+    fig = _new_figure(max(6.0, 1.5 * len(bars) + 2.0), 5.0)
     ax = fig.add_subplot(1, 1, 1)
     legend: Dict[str, Patch] = {}
     top = 0.0
@@ -83,6 +91,9 @@ def accuracy_chart(bars: Sequence[Mapping], *, title: Optional[str] = None,
                     fontsize=9)
             continue
         mean, std = float(bar["mean"]), bar.get("std")
+        low, high = bar.get("low"), bar.get("high")
+        if low is None and std is not None:  # entries made without the interval fields
+            low, high = mean - std, mean + std
         if bar["kind"] == "baseline":
             style = dict(BASELINE_STYLE)
             name = f"baseline: {bar['label']}" + (" (recorded)" if bar["status"] == "recorded"
@@ -90,9 +101,11 @@ def accuracy_chart(bars: Sequence[Mapping], *, title: Optional[str] = None,
         else:
             style = {"color": regime_colour(str(bar["regime"])), "edgecolor": "#212121"}
             name = regime_title(str(bar["regime"]))
-        ax.bar(x, mean, width=0.7, linewidth=0.8,
-                       yerr=std if std is not None else None, capsize=6 if std else 0,
-                       error_kw={"elinewidth": 1.2, "ecolor": "#212121"}, **style)
+        # The error bar: the spread over seeds, or with one run the Wilson 95 % interval of
+        # the accuracy on the test images.
+        yerr = None if low is None else [[mean - low], [high - mean]]
+        ax.bar(x, mean, width=0.7, linewidth=0.8, yerr=yerr, capsize=6 if yerr else 0,
+               error_kw={"elinewidth": 1.2, "ecolor": "#212121"}, **style)
         legend.setdefault(name, Patch(facecolor=style["color"], edgecolor=style["edgecolor"],
                                       hatch=style.get("hatch"), label=name))
         text = f"{100 * mean:.1f}%"
@@ -100,7 +113,9 @@ def accuracy_chart(bars: Sequence[Mapping], *, title: Optional[str] = None,
             text = f"{100 * mean:.1f}±{100 * std:.1f}%\nmean of {bar['n']}"
         elif bar.get("n", 1) > 1:
             text += f"\nmean of {bar['n']}"
-        head = mean + (std or 0.0)
+        elif low is not None:
+            text += f"\n[{100 * low:.0f}-{100 * high:.0f}]"
+        head = high if high is not None else mean
         ax.text(x, head + 0.01, text, ha="center", va="bottom", fontsize=8)
         top = max(top, head)
     ax.set_xticks(range(len(bars)))
@@ -116,8 +131,31 @@ def accuracy_chart(bars: Sequence[Mapping], *, title: Optional[str] = None,
     if legend:
         ax.legend(handles=list(legend.values()), fontsize=8, loc="upper left",
                   bbox_to_anchor=(1.0, 1.0), frameon=False)
-    fig.tight_layout()
+    note = overlap_note(bars)
+    if note:
+        fig.text(0.01, 0.005, note, fontsize=8, color="#5f6b76", ha="left", va="bottom",
+                 wrap=True)
+    fig.tight_layout(rect=(0, 0.06 if note else 0, 1, 1))
     return fig
+
+
+def overlap_note(bars: Sequence[Mapping], *, limit: int = 6) -> Optional[str]:
+    """The note under the chart: which bars' intervals overlap (None when none do).
+
+    Example:
+        >>> overlap_note(accuracy_bars(records))
+        'Error bars: Wilson 95 % interval ... not distinguishable on 1017 test images: ...'
+    """
+    pairs = indistinguishable(bars)
+    if not pairs:
+        return None
+    counts = sorted({int(b["test_count"]) for b in bars if b.get("test_count")})
+    on = f" on {counts[0]} test images" if len(counts) == 1 else ""
+    names = [" ".join(_bar_label(b).split("\n")[:2]) for b in bars]
+    shown = [f"{names[i]} ~ {names[j]}" for i, j in pairs[:limit]]
+    more = f"; and {len(pairs) - limit} more pairs" if len(pairs) > limit else ""
+    return (f"Error bars: spread over seeds, or the Wilson 95 % interval of one run. "
+            f"Overlapping intervals, not distinguishable{on}: " + "; ".join(shown) + more)
 
 
 def curves_figure(history: Sequence[Mapping[str, float]], *, title: Optional[str] = None,

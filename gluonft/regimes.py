@@ -149,7 +149,8 @@ class Plan:
         trainable_params / frozen_params: counts of weights (running statistics excluded).
         frozen_steps: leading ``features`` steps that are frozen with frozen BatchNorm; the
             training loop runs them outside ``autograd.record()``.
-        frozen_batchnorms: BatchNorm layers that keep their running statistics.
+        frozen_batchnorms: BatchNorm layers that keep their running statistics;
+            ``batchnorms``: all the backbone's BatchNorm layers.
         reinitialised: True for ``scratch``: the backbone was re-initialised at random.
     """
     regime: str
@@ -161,6 +162,7 @@ class Plan:
     frozen_steps: int
     frozen_batchnorms: int
     reinitialised: bool
+    batchnorms: int = 0
 
     @property
     def trainable_blocks(self) -> List[str]:
@@ -180,8 +182,22 @@ class Plan:
             what = (f"the new head and {len(trained)} of {len(self.blocks)} backbone blocks "
                     f"({span})")
         return (f"{self.regime}: {what}; {self.trainable_params:,} trainable, "
-                f"{self.frozen_params:,} frozen parameters; BatchNorm {self.bn}"
+                f"{self.frozen_params:,} frozen parameters; {self.describe_batchnorm()}"
                 + ("; backbone re-initialised at random" if self.reinitialised else ""))
+
+    def describe_batchnorm(self) -> str:
+        """What the BatchNorm layers do in this regime, as a fact about the net."""
+        total, kept = self.batchnorms, self.frozen_batchnorms
+        if total == 0:
+            return "no BatchNorm layers"
+        source = "initial" if self.reinitialised else "pretrained"
+        if kept == 0:
+            return f"all {total} BatchNorm layers learn their statistics from the new data"
+        if kept == total:
+            trains = "; their scale and shift still train" if self.trainable_blocks else ""
+            return f"all {total} BatchNorm layers keep their {source} statistics{trains}"
+        return (f"{kept} of {total} BatchNorm layers (in the frozen blocks) keep their "
+                f"{source} statistics, the other {total - kept} learn from the new data")
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -253,7 +269,7 @@ def apply_regime(net: TransferNet, regime, *, k: Optional[int] = None,
         net.features.initialize(mx.init.Xavier(), force_reinit=True)
 
     block_plans = []
-    frozen_batchnorms = 0
+    frozen_batchnorms = batchnorms = 0
     for index, (label, step_ids) in enumerate(blocks):
         trainable = index >= first_trainable
         params = []
@@ -263,6 +279,7 @@ def apply_regime(net: TransferNet, regime, *, k: Optional[int] = None,
                 frozen = regime.bn == "global" or not trainable
                 norm._kwargs["use_global_stats"] = frozen
                 frozen_batchnorms += frozen
+                batchnorms += 1
         for p in params:
             p.grad_req = "write" if trainable else "null"
         block_plans.append(BlockPlan(label, tuple(step_ids), _count(params), trainable))
@@ -277,7 +294,7 @@ def apply_regime(net: TransferNet, regime, *, k: Optional[int] = None,
                 head_params=head_params, trainable_params=trainable_params + head_params,
                 frozen_params=sum(b.params for b in block_plans if not b.trainable),
                 frozen_steps=frozen_prefix(net), frozen_batchnorms=frozen_batchnorms,
-                reinitialised=regime.name == "scratch")
+                reinitialised=regime.name == "scratch", batchnorms=batchnorms)
 
 
 def frozen_prefix(net: TransferNet) -> int:

@@ -33,7 +33,8 @@ from .fileio import atomic_write, atomic_write_json, atomic_write_text, library_
 __all__ = ["ExperimentRecord", "STATUSES", "KINDS", "CSV_COLUMNS", "environment",
            "library_versions", "atomic_write", "atomic_write_json", "atomic_write_text",
            "write_results", "read_results", "records_to_csv", "best_record", "model_card",
-           "accuracy_bars", "results_table", "regime_title", "one_line"]
+           "accuracy_bars", "indistinguishable", "wilson_interval", "pretraining_title",
+           "PRETRAINING_TITLES", "results_table", "regime_title", "one_line"]
 
 STATUSES = ("ok", "failed", "recorded")
 KINDS = ("transfer", "baseline")
@@ -70,6 +71,9 @@ class ExperimentRecord:
         resumed_from_epoch: epochs taken from a checkpoint instead of trained again (0: none).
         environment: `environment()` of the machine that finished the experiment.
         started, finished: ISO timestamps.
+        pretrained_on: where the backbone's starting weights were trained: ``"imagenet"``,
+            ``"cifar10"`` (the same task as CIFAR-10's grid: not transfer) or ``"random"``
+            (random init, or re-initialised by ``scratch``); see `pretraining_title`.
     """
     id: str
     model: str
@@ -101,6 +105,7 @@ class ExperimentRecord:
     environment: Dict[str, object] = field(default_factory=dict)
     started: Optional[str] = None
     finished: Optional[str] = None
+    pretrained_on: Optional[str] = None
 
     def __post_init__(self):
         if self.status not in STATUSES:
@@ -128,6 +133,13 @@ class ExperimentRecord:
         """True for a trained and tested experiment."""
         return self.status == "ok"
 
+    @property
+    def interval(self) -> Optional[Tuple[float, float]]:
+        """The Wilson 95 % interval of the test accuracy on ``test_count`` images, or None."""
+        if self.test_accuracy is None or not self.test_count:
+            return None
+        return wilson_interval(self.test_accuracy, self.test_count)
+
     def to_dict(self) -> dict:
         """JSON-ready dict of every field.
 
@@ -152,8 +164,11 @@ class ExperimentRecord:
         training = self.training or {}
         return {
             "id": self.id, "label": self.label, "kind": self.kind, "model": self.model,
-            "regime": self.regime, "seed": self.seed, "status": self.status,
-            "test_accuracy": self.test_accuracy, "test_loss": self.test_loss,
+            "regime": self.regime, "pretrained_on": self.pretrained_on, "seed": self.seed,
+            "status": self.status, "test_accuracy": self.test_accuracy,
+            "test_ci_low": self.interval[0] if self.interval else None,
+            "test_ci_high": self.interval[1] if self.interval else None,
+            "test_loss": self.test_loss,
             "test_count": self.test_count, "params_total": self.params_total,
             "params_trainable": self.params_trainable,
             "modified_layers": "; ".join(self.modified_layers),
@@ -171,7 +186,8 @@ class ExperimentRecord:
 
 
 CSV_COLUMNS: Tuple[str, ...] = (
-    "id", "label", "kind", "model", "regime", "seed", "status", "test_accuracy", "test_loss",
+    "id", "label", "kind", "model", "regime", "pretrained_on", "seed", "status", "test_accuracy",
+    "test_ci_low", "test_ci_high", "test_loss",
     "test_count", "params_total", "params_trainable", "modified_layers", "initialisation",
     "weights_sha1", "optimizer", "optimizer_params", "epochs", "batch_size", "image_size",
     "train_seconds", "images_per_s", "resumed_from_epoch", "device", "error", "finished")
@@ -284,6 +300,41 @@ def best_record(records: Sequence[ExperimentRecord]) -> Optional[ExperimentRecor
     return best
 
 
+Z95 = 1.959964  # the two-sided 95 % quantile of the normal distribution
+
+
+def wilson_interval(accuracy: float, count: int, *, z: float = Z95) -> Tuple[float, float]:
+    """The Wilson score interval (95 % by default) of an accuracy measured on ``count`` images.
+
+    A test accuracy is a binomial proportion: on 50 images a 2-point difference is one image.
+    Wilson's interval stays inside [0, 1] and is right near 0 and 1, where the normal
+    approximation is not.
+
+    Example:
+        >>> [round(x, 3) for x in wilson_interval(0.8, 50)]
+        [0.670, 0.888]
+    """
+    if count <= 0:
+        raise ValueError(f"count must be a positive number of test images, got {count!r}")
+    p, n = float(accuracy), float(count)
+    denominator = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+PRETRAINING_TITLES = {"imagenet": "ImageNet", "cifar10": "CIFAR-10 (same task, not transfer)",
+                      "random": "random"}
+
+
+def pretraining_title(pretrained_on: Optional[str]) -> str:
+    """Words for where a backbone was pretrained: ``"ImageNet"``, ``"CIFAR-10 (same task, not
+    transfer)"`` (a grid on CIFAR-10), ``"random"``; unknown: as given."""
+    if not pretrained_on:
+        return "-"
+    return PRETRAINING_TITLES.get(pretrained_on, str(pretrained_on))
+
+
 def _mean_std(values: Sequence[float]) -> Tuple[Optional[float], Optional[float]]:
     if not values:
         return None, None
@@ -320,6 +371,11 @@ def accuracy_bars(records: Sequence[ExperimentRecord]) -> List[Dict[str, object]
         mean, std = _mean_std(accuracies)
         status = ("recorded" if good and all(r.status == "recorded" for r in good)
                   else "ok" if good else "failed")
+        low = high = None
+        if std is not None:  # several seeds: their spread
+            low, high = mean - std, mean + std
+        elif good and good[0].interval is not None:  # one run: the binomial interval
+            low, high = good[0].interval
         out.append({
             "group": group, "label": first.label, "model": first.model, "regime": first.regime,
             "kind": first.kind, "status": status, "accuracies": accuracies,
@@ -327,8 +383,31 @@ def accuracy_bars(records: Sequence[ExperimentRecord]) -> List[Dict[str, object]
             "failed": len(failed), "errors": [r.error for r in failed],
             "image_size": first.image_size,
             "epochs": (first.training or {}).get("epochs", (first.config or {}).get("epochs")),
+            "pretrained_on": first.pretrained_on, "test_count": first.test_count,
+            "low": low, "high": high,
+            "interval": ("mean ± std over seeds" if std is not None else
+                         "Wilson 95 %" if low is not None else None),
         })
     return out
+
+
+def indistinguishable(bars: Sequence[Dict[str, object]]) -> List[Tuple[int, int]]:
+    """Pairs ``(i, j)`` of `accuracy_bars` entries whose intervals overlap: the test images
+    cannot tell those two configurations apart.
+
+    Example:
+        >>> indistinguishable(accuracy_bars(records))
+        [(1, 2)]
+    """
+    pairs = []
+    for i, a in enumerate(bars):
+        for j in range(i + 1, len(bars)):
+            b = bars[j]
+            if None in (a.get("low"), b.get("low")):
+                continue
+            if a["low"] <= b["high"] and b["low"] <= a["high"]:
+                pairs.append((i, j))
+    return pairs
 
 
 def model_card(record: ExperimentRecord, *,
@@ -368,8 +447,15 @@ def model_card(record: ExperimentRecord, *,
         "seed": record.seed, "train_images": training.get("train_images"),
         "test_accuracy": record.test_accuracy, "test_loss": record.test_loss,
         "test_count": record.test_count, "train_seconds": record.train_seconds,
+        "test_interval": list(record.interval) if record.interval else None,
+        "pretrained_on": record.pretrained_on,
+        "pretraining": pretraining_title(record.pretrained_on),
         "environment": record.environment,
     }
+    if record.pretrained_on == "cifar10":
+        card["note_pretraining"] = (
+            "this backbone was pretrained on CIFAR-10 itself, the task of this grid: its score "
+            "is not transfer learning, and it is not comparable with the ImageNet backbones")
     same = [r for r in (repeats or ()) if r.group == record.group and r.ok]
     if len(same) > 1:
         mean, std = _mean_std([r.test_accuracy for r in same])
@@ -397,23 +483,26 @@ def results_table(records: Sequence[ExperimentRecord]) -> str:
         >>> print(results_table(records))
         experiment                 status  test acc  trainable / total ...
     """
-    header = ("experiment", "status", "test acc", "trainable / total params", "epochs", "px",
-              "train s", "img/s", "initialisation")
+    header = ("experiment", "status", "test acc", "95% interval", "pretrained on",
+              "trainable / total params", "epochs", "px", "train s", "img/s", "initialisation")
     rows = []
     for r in records:
         training = r.training or {}
         params = ("-" if r.params_total is None
                   else f"{r.params_trainable:,} / {r.params_total:,}")
         init = _short_init(r.initialisation or {})
+        ci = r.interval
         rows.append((r.id if r.kind != "baseline" else f"{r.id} [{r.label}]",
-                     r.status, _pct(r.test_accuracy), params,
+                     r.status, _pct(r.test_accuracy),
+                     "-" if ci is None else f"{100 * ci[0]:.1f}-{100 * ci[1]:.1f}%",
+                     pretraining_title(r.pretrained_on), params,
                      str(training.get("epochs", "-")), str(r.image_size or "-"),
                      "-" if r.train_seconds is None else f"{r.train_seconds:.0f}",
                      "-" if r.images_per_s is None else f"{r.images_per_s:.0f}",
                      init if r.status != "failed" else (r.error or "")[:90]))
     widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h)
               for i, h in enumerate(header)]
-    right = {2, 3, 4, 5, 6, 7}
+    right = {2, 3, 5, 6, 7, 8, 9}
 
     def line(values):
         return "  ".join(v.rjust(w) if i in right else v.ljust(w)

@@ -137,3 +137,17 @@ def test_scratch_reinitialises_the_backbone(shared):
     assert not np.array_equal(first, net.features[0].weight.data().asnumpy())
     norm = net.features[1]
     assert np.array_equal(norm.running_var.data().asnumpy(), np.ones(norm.running_var.shape))
+
+
+def test_the_batchnorm_line_states_what_is_true_of_the_net():
+    net = gluonft.load_backbone("cifar_resnet20_v1", classes=10, weights=None, ctx=mx.cpu())
+    assert "all 21 BatchNorm layers keep their pretrained statistics" in \
+        gluonft.apply_regime(net, "head").describe()
+    assert "14 of 21 BatchNorm layers (in the frozen blocks) keep their pretrained statistics, " \
+           "the other 7 learn from the new data" in gluonft.apply_regime(net, "last_k:1").describe()
+    for regime in ("full", "scratch"):  # nothing frozen: no "BatchNorm frozen" any more
+        line = gluonft.apply_regime(net, regime).describe()
+        assert "all 21 BatchNorm layers learn their statistics from the new data" in line
+        assert "frozen;" not in line and "BatchNorm frozen" not in line
+    assert "keep their pretrained statistics; their scale and shift still train" in \
+        gluonft.apply_regime(net, "full", bn="global").describe()

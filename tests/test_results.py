@@ -10,6 +10,7 @@ from gluonft.results import (CSV_COLUMNS, ExperimentRecord, accuracy_bars, atomi
                              atomic_write_json, best_record, environment, library_versions,
                              model_card, one_line, read_results, records_to_csv, regime_title,
                              results_table, write_results)
+from gluonft.results import indistinguishable, wilson_interval
 
 
 def _ok(id_, acc, *, model="m", regime="head", seed=0, kind="transfer", **extra):
@@ -224,3 +225,36 @@ def test_one_line_keeps_the_message_without_mxnet_stack_trace():
 
 def test_csv_of_no_records_is_the_header():
     assert records_to_csv([]) == ",".join(CSV_COLUMNS) + "\n"
+
+
+# ---------------------------------------------------------------- how sure a comparison is
+
+def test_wilson_interval_matches_the_textbook_values():
+    # Wilson's interval for 8 of 10 (Newcombe 1998, table I: 0.490-0.943) and for 0 of 10.
+    low, high = wilson_interval(0.8, 10)
+    assert (round(low, 3), round(high, 3)) == (0.490, 0.943)
+    assert wilson_interval(0.0, 10)[0] == 0.0 and round(wilson_interval(0.0, 10)[1], 3) == 0.278
+    # The half-width shrinks like 1/sqrt(n): 50 test images cannot tell 2 points apart.
+    assert wilson_interval(0.5, 50)[1] - wilson_interval(0.5, 50)[0] > 0.25
+    assert wilson_interval(0.5, 1017)[1] - wilson_interval(0.5, 1017)[0] < 0.065
+
+
+def test_bars_carry_intervals_and_overlaps_are_found():
+    records = [_ok("a-head-s0", 0.50), _ok("b-head-s0", 0.52), _ok("c-head-s0", 0.90)]
+    bars = accuracy_bars(records)
+    assert bars[0]["interval"] == "Wilson 95 %" and bars[0]["low"] < 0.5 < bars[0]["high"]
+    assert indistinguishable(bars) == [(0, 1)]  # 2 points on 100 images: indistinguishable
+    repeated = accuracy_bars([_ok("a-head-s0", 0.5), _ok("a-head-s1", 0.7, seed=1)])
+    assert repeated[0]["interval"] == "mean ± std over seeds"
+    assert repeated[0]["low"] == pytest.approx(0.6 - repeated[0]["std"])
+
+
+def test_where_a_backbone_was_pretrained_is_shown_and_a_same_task_best_is_flagged():
+    same_task = _ok("r-head-s0", 0.93, model="cifar_resnet20_v1", pretrained_on="cifar10")
+    card = model_card(same_task)
+    assert card["pretraining"] == "CIFAR-10 (same task, not transfer)"
+    assert "not transfer learning" in card["note_pretraining"]
+    assert "note_pretraining" not in model_card(_ok("m-head-s0", 0.6, pretrained_on="imagenet"))
+    table = results_table([same_task, _ok("m-head-s0", 0.6, pretrained_on="imagenet")])
+    assert "CIFAR-10 (same task, not transfer)" in table and "ImageNet" in table
+    assert "86.3-96.6%" in table  # 93 of 100: the Wilson interval, in the table
