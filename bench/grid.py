@@ -32,15 +32,13 @@ from gluonft.baseline import lab1_cnn
 from gluonft.checkpoint import checkpoint_files, read_checkpoint, remove_checkpoint
 from gluonft.results import (ExperimentRecord, accuracy_bars, atomic_write_json, best_record,
                              environment, model_card, one_line, pretraining_title, read_results,
-                             regime_title,
-                             write_results)
-
+                             regime_title, write_results)
 from gluonft.train import MOMENTUM_OPTIMIZERS, TrainSettings
 
 from .presets import BASELINE_MODEL, TrainingFields
 
-__all__ = ["Experiment", "Data", "OutputPaths", "GridResult", "experiment_id", "effective_image_size",
-           "run_grid", "run_experiment", "build_net"]
+__all__ = ["Experiment", "Data", "OutputPaths", "GridResult", "experiment_id",
+           "effective_image_size", "run_grid", "run_experiment", "build_net"]
 
 Log = Callable[[str], None]
 
@@ -247,17 +245,59 @@ def run_experiment(experiment: Experiment, *, data: Data, ctx, checkpoint: str,
     """
     started, begin = _now(), time.perf_counter()
     if experiment.recorded_accuracy is not None:
-        log(f"recorded result {experiment.label!r}: test accuracy "
-            f"{100 * experiment.recorded_accuracy:.1f}% (given with --baseline-acc; nothing "
-            f"trained)")
-        return ExperimentRecord(
+        return _recorded(experiment, ctx=ctx, started=started, log=log), None
+    _drop_other_checkpoint(experiment, checkpoint, log=log)
+    try:
+        net = build_net(experiment, ctx=ctx)
+        plan = gluonft.apply_regime(net, experiment.regime, seed=experiment.seed)
+        arch = gluonft.summary(net, image_size=experiment.image_size, ctx=ctx[0])
+        modified = _modified_layers(plan, net)
+        _log_setup(experiment, net, plan, arch, modified, summary_rows=summary_rows, log=log)
+        atomic_write_json(checkpoint + ".experiment.json", experiment.config)
+        epochs = _EpochLog(experiment.epochs, log)
+        history = gluonft.fit(
+            net, data.train, data.val, lr=experiment.lr, image_size=experiment.image_size,
+            ctx=ctx, seed=experiment.seed, callbacks=[epochs], checkpoint=checkpoint,
+            progress=progress, **experiment.training.fit_kwargs())
+        resumed = len(history.epochs) - len(epochs.trained)
+        if resumed and not epochs.trained:
+            log(f"resumed from the checkpoint of epoch {resumed}: training was complete")
+        test = _test(net, experiment, data, ctx=ctx, log=log)
+        record = ExperimentRecord(
             id=experiment.id, model=experiment.model, regime=experiment.regime,
-            seed=experiment.seed, kind=experiment.kind, status="recorded",
-            label=experiment.label, config=experiment.config,
-            test_accuracy=experiment.recorded_accuracy, initialisation={
-                "kind": "recorded", "description": "recorded result, not trained here"},
-            environment=environment(devices=ctx), started=started, finished=_now()), None
+            seed=experiment.seed, kind=experiment.kind, status="ok", label=experiment.label,
+            config=experiment.config, test_accuracy=test["accuracy"], test_loss=test["loss"],
+            test_count=test["count"], params_total=arch.total_params,
+            params_trainable=arch.trainable_params, modified_layers=modified,
+            plan=dict(plan.to_dict(), description=plan.describe()),
+            initialisation=net.weights_source.to_dict(), training=history.settings,
+            history=history.epochs, summary=arch.to_dict(), image_size=experiment.image_size,
+            wall_seconds=time.perf_counter() - begin, resumed_from_epoch=resumed,
+            environment=environment(devices=ctx), started=started, finished=_now(),
+            pretrained_on=_pretrained_on(net, plan), **_throughput(history))
+        return record, net
+    except Exception as error:  # the grid goes on; the record says why (traceback included)
+        record = _failed_record(experiment, error, started=started, begin=begin, ctx=ctx)
+        log(f"FAILED: {record.error}")
+        return record, None
 
+
+def _recorded(experiment: Experiment, *, ctx, started: str, log: Log) -> ExperimentRecord:
+    """The record of a baseline result given by the user: nothing is trained."""
+    log(f"recorded result {experiment.label!r}: test accuracy "
+        f"{100 * experiment.recorded_accuracy:.1f}% (given with --baseline-acc; nothing "
+        f"trained)")
+    return ExperimentRecord(
+        id=experiment.id, model=experiment.model, regime=experiment.regime,
+        seed=experiment.seed, kind=experiment.kind, status="recorded",
+        label=experiment.label, config=experiment.config,
+        test_accuracy=experiment.recorded_accuracy, initialisation={
+            "kind": "recorded", "description": "recorded result, not trained here"},
+        environment=environment(devices=ctx), started=started, finished=_now())
+
+
+def _drop_other_checkpoint(experiment: Experiment, checkpoint: str, *, log: Log) -> None:
+    """A checkpoint of another configuration of this experiment id must not be resumed."""
     meta = checkpoint + ".experiment.json"
     if os.path.exists(meta):
         with open(meta) as f:
@@ -265,70 +305,55 @@ def run_experiment(experiment: Experiment, *, data: Data, ctx, checkpoint: str,
         if saved != json.loads(json.dumps(experiment.config)):
             log("a checkpoint of another configuration of this experiment exists: removed")
             remove_checkpoint(checkpoint)
-    net = None
-    try:
-        net = build_net(experiment, ctx=ctx)
-        plan = gluonft.apply_regime(net, experiment.regime, seed=experiment.seed)
-        arch = gluonft.summary(net, image_size=experiment.image_size, ctx=ctx[0])
-        log(arch.to_table(max_rows=summary_rows))
-        log(f"pretrained on: {pretraining_title(_pretrained_on(net, plan))}")
-        log(f"initialisation: {net.weights_source.describe()}"
-            + ("; backbone then re-initialised at random (regime scratch)"
-               if plan.reinitialised and net.weights_source.kind != "random" else ""))
-        modified = _modified_layers(plan, net)
-        for line in _settings_lines(experiment, plan, modified):
-            log(line)
-        atomic_write_json(meta, experiment.config)
 
-        trained: List[int] = []
 
-        def on_epoch(epoch, logs):
-            if not trained and epoch > 1:
-                log(f"resumed from the checkpoint of epoch {epoch - 1}: epochs 1..{epoch - 1} "
-                    f"were not trained again")
-            trained.append(epoch)
-            val = (f", val loss {logs['val_loss']:.3f} acc {100 * logs['val_acc']:.1f}%"
-                   if "val_acc" in logs else "")
-            log(f"epoch {epoch}/{experiment.epochs}: train loss {logs['train_loss']:.3f} acc "
-                f"{100 * logs['train_acc']:.1f}%{val}; lr {logs['lr']:.2g}; "
-                f"{logs['seconds']:.1f} s, {logs['images_per_s']:.0f} img/s")
+def _log_setup(experiment: Experiment, net, plan, arch, modified, *, summary_rows: int,
+               log: Log) -> None:
+    log(arch.to_table(max_rows=summary_rows))
+    log(f"pretrained on: {pretraining_title(_pretrained_on(net, plan))}")
+    log(f"initialisation: {net.weights_source.describe()}"
+        + ("; backbone then re-initialised at random (regime scratch)"
+           if plan.reinitialised and net.weights_source.kind != "random" else ""))
+    for line in _settings_lines(experiment, plan, modified):
+        log(line)
 
-        history = gluonft.fit(
-            net, data.train, data.val, lr=experiment.lr, image_size=experiment.image_size,
-            ctx=ctx, seed=experiment.seed, callbacks=[on_epoch], checkpoint=checkpoint,
-            progress=progress, **experiment.training.fit_kwargs())
-        resumed = len(history.epochs) - len(trained)
-        if resumed and not trained:
-            log(f"resumed from the checkpoint of epoch {resumed}: training was complete")
-        test = gluonft.evaluate(net, data.test, ctx=ctx, batch_size=experiment.batch_size,
-                                image_size=experiment.image_size)
-        if not math.isfinite(test["loss"]):
-            raise gluonft.TrainingDiverged(
-                f"the test loss is {test['loss']}: the trained weights are broken (non-finite "
-                f"outputs); the learning rate ({experiment.lr:g}) is the likely cause")
-        log(f"test accuracy: {100 * test['accuracy']:.2f}% ({test['count']} images), loss "
-            f"{test['loss']:.3f}")
-        seconds = sum(e["seconds"] for e in history.epochs)
-        images = sum(e["images_per_s"] * e["seconds"] for e in history.epochs)
-        plan_dict = plan.to_dict()
-        plan_dict["description"] = plan.describe()
-        record = ExperimentRecord(
-            id=experiment.id, model=experiment.model, regime=experiment.regime,
-            seed=experiment.seed, kind=experiment.kind, status="ok", label=experiment.label,
-            config=experiment.config, test_accuracy=test["accuracy"], test_loss=test["loss"],
-            test_count=test["count"], params_total=arch.total_params,
-            params_trainable=arch.trainable_params, modified_layers=modified, plan=plan_dict,
-            initialisation=net.weights_source.to_dict(), training=history.settings,
-            history=history.epochs, summary=arch.to_dict(), image_size=experiment.image_size,
-            train_seconds=seconds, images_per_s=images / seconds if seconds else None,
-            wall_seconds=time.perf_counter() - begin, resumed_from_epoch=resumed,
-            environment=environment(devices=ctx), started=started, finished=_now(),
-            pretrained_on=_pretrained_on(net, plan))
-        return record, net
-    except Exception as error:  # the grid goes on; the record says why (traceback included)
-        record = _failed_record(experiment, error, started=started, begin=begin, ctx=ctx)
-        log(f"FAILED: {record.error}")
-        return record, None
+
+class _EpochLog(gluonft.Callback):
+    """One line per trained epoch; says so when the first epochs came from a checkpoint."""
+
+    def __init__(self, epochs: int, log: Log):
+        self.epochs, self.log = epochs, log
+        self.trained: List[int] = []
+
+    def on_epoch_end(self, epoch, logs):
+        if not self.trained and epoch > 1:
+            self.log(f"resumed from the checkpoint of epoch {epoch - 1}: epochs 1..{epoch - 1} "
+                     f"were not trained again")
+        self.trained.append(epoch)
+        val = (f", val loss {logs['val_loss']:.3f} acc {100 * logs['val_acc']:.1f}%"
+               if "val_acc" in logs else "")
+        self.log(f"epoch {epoch}/{self.epochs}: train loss {logs['train_loss']:.3f} acc "
+                 f"{100 * logs['train_acc']:.1f}%{val}; lr {logs['lr']:.2g}; "
+                 f"{logs['seconds']:.1f} s, {logs['images_per_s']:.0f} img/s")
+
+
+def _test(net, experiment: Experiment, data: Data, *, ctx, log: Log) -> Dict[str, float]:
+    test = gluonft.evaluate(net, data.test, ctx=ctx, batch_size=experiment.batch_size,
+                            image_size=experiment.image_size)
+    if not math.isfinite(test["loss"]):
+        raise gluonft.TrainingDiverged(
+            f"the test loss is {test['loss']}: the trained weights are broken (non-finite "
+            f"outputs); the learning rate ({experiment.lr:g}) is the likely cause")
+    log(f"test accuracy: {100 * test['accuracy']:.2f}% ({test['count']} images), loss "
+        f"{test['loss']:.3f}")
+    return test
+
+
+def _throughput(history) -> Dict[str, Optional[float]]:
+    """Time in training epochs (resumed ones included) and images/s over them."""
+    seconds = sum(e["seconds"] for e in history.epochs)
+    images = sum(e["images_per_s"] * e["seconds"] for e in history.epochs)
+    return {"train_seconds": seconds, "images_per_s": images / seconds if seconds else None}
 
 
 # --- the grid ---------------------------------------------------------------------------------

@@ -15,7 +15,7 @@
           the literature's 0.01 (mobilenet0.75 at 64 px, full fine-tune: 57.4% test at 0.03
           vs 52.4% at 0.01; head only: 51-55% for 0.01..0.2; lab-1 CNN, 20 epochs: 52% at
           0.05, 51.5% at 0.1).
-``lab-cpu`` the notebook's default: the lesson visible in about 6 minutes on 2 cores (measured: 5.7).
+``lab-cpu`` the notebook's default: the lesson visible in about 6 minutes on 2 cores (5.7 measured).
           Chosen by measurement on the shared CIFAR-10 subset (2 cores, all 1017 test images,
           so an accuracy is known to about +-3 points): at 64 px and 200 images per class,
           head-only mobilenet0.75 (48.4%) and full fine-tuning (50.3%) did not separate from

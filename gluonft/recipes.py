@@ -93,7 +93,8 @@ def _stage_regime(stage) -> Tuple[str, int]:
     return regime, _check_positive_int("stage epochs", epochs, allow_none=False)
 
 
-def _check_stages(stages, *, fast_train: bool, epochs) -> Optional[Tuple[Tuple[str, int], ...]]:
+def _check_stages(stages, *, fast_train: bool,
+                  epochs) -> Optional[Tuple[Tuple[str, int], ...]]:
     if stages is None:
         return None
     if fast_train:
@@ -352,9 +353,10 @@ def lr_find(net, train, *, start: float = 1e-5, end: float = 1.0, steps: int = 5
 
     A short sweep over `fit`: a step hook (`gluonft.callbacks.Callback`) sets each step's
     learning rate and records its loss. What trains is what `apply_regime` left trainable;
-    the frozen prefix runs outside ``autograd.record()`` as in every `fit`. Every parameter and running statistic is restored
-    afterwards, so the sweep leaves ``net`` exactly as it was. The sweep stops early when the
-    smoothed loss exceeds ``diverge`` times its minimum (or becomes NaN).
+    the frozen prefix runs outside ``autograd.record()`` as in every `fit`. Every parameter and
+    running statistic is restored afterwards, so the sweep leaves ``net`` exactly as it was.
+    The sweep stops early when the smoothed loss exceeds ``diverge`` times its minimum (or
+    becomes NaN).
 
     Args:
         net: a `TransferNet`, after `apply_regime`.
