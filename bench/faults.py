@@ -74,7 +74,7 @@ def _install_killer() -> None:
             return real(path, write)
         folder = os.path.dirname(os.path.abspath(path))
         os.makedirs(folder, exist_ok=True)
-        tmp = os.path.join(folder, f".{os.path.basename(path)}.killed{TMP}")
+        tmp = os.path.join(folder, f".{os.path.basename(path)}.killed{fileio.TMP_SUFFIX}")
         write(tmp)
         with open(tmp, "r+b") as f:  # half the bytes reached the disk
             f.truncate(os.path.getsize(tmp) // 2)
@@ -87,9 +87,6 @@ def _install_killer() -> None:
             for attr, value in list(vars(module).items()):
                 if value is real:
                     setattr(module, attr, writer)
-
-
-TMP = ".tmp"
 
 
 def _child_fit(checkpoint: str, weights_out: str) -> None:
@@ -131,7 +128,8 @@ def _run_child(args: Sequence[str], *, kill_at: int = 0, count_file: Optional[st
 
 
 def _temporaries(folder: Path) -> List[str]:
-    return [str(p) for p in folder.rglob(f".*{TMP}")]
+    from gluonft.fileio import TMP_SUFFIX
+    return [str(p) for p in folder.rglob(f".*{TMP_SUFFIX}")]
 
 
 def _count_writes(args: Sequence[str], work: Path) -> int:

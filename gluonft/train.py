@@ -71,6 +71,17 @@ def check_optimizer(optimizer, lr, momentum, wd) -> None:
                          f"{', '.join(OPTIMIZERS)}")
 
 
+def check_training(*, epochs, batch_size, optimizer, lr, momentum, wd, label_smoothing) -> None:
+    """Raise ValueError naming the value when a training setting is invalid (what `fit` and
+    `TrainSettings` both accept)."""
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    check_optimizer(optimizer, lr, momentum, wd)
+    if not (_is_number(label_smoothing) and 0 <= label_smoothing < 1):
+        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
+
+
 def _flag(help: str, **more) -> dict:
     return {"help": help, **more}
 
@@ -103,15 +114,11 @@ class TrainSettings:
         "float16 mixed-precision training (MXNet AMP); GPUs only"))
 
     def __post_init__(self):
-        for name in ("epochs", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        check_optimizer(self.optimizer, 1.0, self.momentum, self.wd)
+        # lr is per experiment, not a setting here: any valid one stands in for the check.
+        check_training(epochs=self.epochs, batch_size=self.batch_size, optimizer=self.optimizer,
+                       lr=1.0, momentum=self.momentum, wd=self.wd,
+                       label_smoothing=self.label_smoothing)
         Schedule(self.schedule, warmup_epochs=self.warmup_epochs)  # validates both
-        if not (_is_number(self.label_smoothing) and 0 <= self.label_smoothing < 1):
-            raise ValueError(f"label_smoothing must be in [0, 1), got "
-                             f"{self.label_smoothing!r}")
         if not isinstance(self.amp, bool):
             raise ValueError(f"amp must be True or False, got {self.amp!r}")
 
@@ -264,13 +271,8 @@ def _check_data(net, train, val) -> None:
 
 
 def _check_args(a: dict) -> None:
-    for name in ("epochs", "batch_size"):
-        value = a[name]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
-    check_optimizer(a["optimizer"], a["lr"], a["momentum"], a["wd"])
-    if not (0 <= a["label_smoothing"] < 1):
-        raise ValueError(f"label_smoothing must be in [0, 1), got {a['label_smoothing']!r}")
+    check_training(**{k: a[k] for k in ("epochs", "batch_size", "optimizer", "lr", "momentum",
+                                        "wd", "label_smoothing")})
     if not isinstance(a["schedule"], Schedule):
         raise ValueError(f"schedule must be a gluonft.Schedule, got {a['schedule']!r}")
     if not isinstance(a["augment"], Augment):
