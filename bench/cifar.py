@@ -32,6 +32,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 try:  # importing MXNet takes seconds; Ctrl-C then is an answer, not a traceback
     from gluonft.argtypes import non_negative_float as _non_negative_float
     from gluonft.argtypes import positive_int as _positive_int
+    from gluonft.heads import parse_head
     from gluonft.regimes import REGIMES
     from gluonft.train import TrainSettings
 
@@ -70,6 +71,7 @@ class CifarConfig(TrainingFields):
         baseline: ``"train"`` (the lab-1 CNN runs in the grid), ``"recorded"`` (a given
             accuracy) or ``"none"``.
         weights: model name -> local weights file.
+        head, dropout: the new head of the transfer experiments (`gluonft.heads`).
     """
     preset: str
     models: Tuple[str, ...]
@@ -96,6 +98,8 @@ class CifarConfig(TrainingFields):
     summary_rows: int = 12
     progress: bool = True
     explicit: Tuple[str, ...] = ()
+    head: str = "linear"
+    dropout: Optional[float] = None
 
 
 # --- argv -> config ---------------------------------------------------------------------------
@@ -166,6 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
         _add_setting_flag(train, setting)
     train.add_argument("--lr", help="learning rate for every regime (0.01), or per regime "
                        "(head=0.05,full=0.01)")
+    train.add_argument("--head", metavar="linear|mlp:W[,W...]",
+                       help="the new head of the transfer experiments (default linear), e.g. "
+                            "mlp:512 (Dense, BatchNorm, ReLU, dropout, Dense)")
+    train.add_argument("--dropout", type=float, help="dropout of an mlp head (default 0.5)")
     train.add_argument("--image-size", type=_size_or_native, metavar="PX|native",
                        help="input side for backbones pretrained larger (CIFAR models and "
                             "the baseline stay at 32); native: each backbone's own size")
@@ -330,6 +338,11 @@ def parse_config(argv: Optional[Sequence[str]] = None) -> CifarConfig:
     if args.baseline_lr is not None and not 0 < args.baseline_lr < math.inf:
         raise UsageError(f"--baseline-lr {args.baseline_lr:g}: expected a positive number")
     weights = _parse_weights(args.weights)
+    head = args.head or "linear"
+    try:
+        parse_head(head, dropout=args.dropout)
+    except ValueError as error:
+        raise UsageError(f"--head/--dropout: {error}") from None
     baseline = ("none" if args.no_baseline else
                 "recorded" if args.baseline_acc is not None else "train")
     out = args.out or os.path.join("runs", f"cifar10-{datetime.now():%Y%m%d-%H%M%S}")
@@ -348,7 +361,7 @@ def parse_config(argv: Optional[Sequence[str]] = None) -> CifarConfig:
         download=bool(args.download), ctx=ctx, out=out,
         keep_checkpoints=bool(args.keep_checkpoints),
         summary_rows=12 if args.summary_rows is None else args.summary_rows,
-        progress=not args.no_progress, explicit=explicit)
+        progress=not args.no_progress, explicit=explicit, head=head, dropout=args.dropout)
 
 
 def _training(args, preset: TrainSettings) -> TrainSettings:
@@ -543,7 +556,8 @@ def plan_experiments(config: CifarConfig, data) -> list:
                     weights=None if regime == "scratch" else config.weights.get(model,
                                                                                 "default"),
                     training=config.training, lr=config.lr[parse_regime(regime).name],
-                    image_size=effective_image_size(family, config.image_size), **common))
+                    image_size=effective_image_size(family, config.image_size),
+                    head=config.head, dropout=config.dropout, **common))
     return out
 
 

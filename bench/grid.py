@@ -98,6 +98,8 @@ class Experiment(TrainingFields):
     classes: int = 10
     recorded_accuracy: Optional[float] = None
     data: Dict[str, object] = field(default_factory=dict)
+    head: str = "linear"
+    dropout: Optional[float] = None
 
     @property
     def config(self) -> Dict[str, object]:
@@ -119,6 +121,8 @@ class Experiment(TrainingFields):
         for name in ("label_smoothing",):
             if getattr(t, name) != getattr(defaults, name):
                 config[name] = getattr(t, name)
+        if self.head != "linear" and self.kind == "transfer":
+            config.update(gluonft.heads.parse_head(self.head, dropout=self.dropout).to_dict())
         if t.amp:
             config["amp"] = "float16"
         return config
@@ -172,7 +176,14 @@ def build_net(experiment: Experiment, *, ctx):
     # The experiment's seed initialises the new head (and everything for random init), so
     # repeats over seeds start from different heads and the spread they show is real.
     return gluonft.load_backbone(experiment.model, classes=experiment.classes,
-                                 weights=experiment.weights, ctx=ctx, seed=experiment.seed)
+                                 weights=experiment.weights, ctx=ctx, seed=experiment.seed,
+                                 head=experiment.head, dropout=experiment.dropout)
+
+
+def _head_args(card: dict) -> str:
+    if card.get("head", "linear") == "linear":
+        return ""
+    return f", head={card['head']!r}, dropout={card['dropout']!r}"
 
 
 def _pretrained_on(net, plan) -> str:
@@ -187,7 +198,7 @@ def _now() -> str:
 
 
 def _modified_layers(plan, net) -> Tuple[str, ...]:
-    head = f"output (new Dense({net.classes}))"
+    head = f"output (new {net.head_spec.describe(net.classes)})"
     blocks = tuple(plan.trainable_blocks)
     if plan.reinitialised:
         blocks = tuple(f"{b} [re-initialised]" for b in blocks)
@@ -414,7 +425,8 @@ def _update_best(paths: OutputPaths, records: Sequence[ExperimentRecord],
         card["load_with"] = (f"gluonft.baseline.lab1_cnn(classes={card['classes']})"
                              f".load_parameters('best.params')" if best.model == BASELINE_MODEL
                              else f"gluonft.load_backbone({best.model!r}, classes="
-                                  f"{card['classes']}, weights='best.params')")
+                                  f"{card['classes']}, weights='best.params'"
+                                  + _head_args(card) + ")")
         atomic_write_json(paths.best_json, card)
         return card
         log(f"new best model: {best.id} ({100 * best.test_accuracy:.2f}%): best.json, "

@@ -432,6 +432,8 @@ def _best_section(run: RunFiles) -> str:
     ]
     if card.get("augment"):
         rows.append(("augmentation", _e(_value(card["augment"]))))
+    rows.append(("head", _e(card.get("head") or "linear") + (
+        f" (dropout {card['dropout']:g})" if card.get("dropout") is not None else "")))
     if card.get("params_file"):
         rows.append(("parameters file", f"<code>{_e(card['params_file'])}</code>"
                      + (f" <span class=\"note\">sha1 {_e(card.get('params_sha1'))}</span>"

@@ -26,7 +26,8 @@ Architecture: one home per concept; imports go down this list, never up.
                  split_net: the one frozen-prefix / trainable split
     backbones    per-model facts: FAMILIES (head, steps, blocks, input size, mean/std),
                  load_backbone, count_params, the model="auto" CANDIDATES
-    weights, heads, baseline, summary, schedules, transforms, datasets (cifar10, folders)
+    heads        the new output layer: linear, mlp:W[,W...] or a user block (HeadSpec)
+    weights, baseline, summary, schedules, transforms, datasets (cifar10, folders)
     devices      contexts, split_batch, read_in_flight (the one two-batches-in-flight reader)
     fileio       atomic writes, strict JSON, FolderLock, library_versions; errors, argtypes
     results, plots, serve  (records, figures, the HTTP service: read the layers above)
@@ -41,7 +42,7 @@ except ImportError as _error:  # pragma: no cover - depends on the install
     raise ImportError("gluonft needs MXNet 1.9.1: pip install 'gluonft[cpu]' (CPU build) or "
                       "'gluonft[gpu]' (mxnet-cu112, CUDA 11.2)") from _error
 
-from . import baseline, callbacks, datasets, predict, recipes, tta
+from . import baseline, callbacks, datasets, heads, predict, recipes, tta
 from .backbones import FAMILIES, TransferNet, UnknownBackbone, feature_blocks, list_backbones, \
     load_backbone, pick_backbone
 from .callbacks import BestCheckpoint, Callback, CSVLogger, EarlyStopping, ReduceLROnPlateau
@@ -60,7 +61,7 @@ from .transforms import Augment
 from .weights import WeightsMismatch, WeightsUnavailable
 
 __all__ = [
-    "__version__", "baseline", "datasets", "list_backbones", "load_backbone", "feature_blocks",
+    "__version__", "baseline", "datasets", "heads", "list_backbones", "load_backbone", "feature_blocks",
     "FAMILIES",
     "TransferNet", "UnknownBackbone", "WeightsUnavailable", "WeightsMismatch", "devices",
     "Regime", "Plan", "apply_regime", "parse_regime", "Schedule", "Augment", "summary", "Summary",

@@ -23,7 +23,7 @@ import numpy as np
 from mxnet.gluon import nn
 
 from .devices import as_contexts
-from .heads import carry_over_head, make_head
+from .heads import HeadSpec, carry_over_head, check_head_output, make_head, parse_head
 from .transforms import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD
 from .weights import load_params, read_params, resolve_weights
 
@@ -218,14 +218,17 @@ class TransferNet(nn.HybridBlock):
         features: HybridSequential of the backbone's blocks, in forward order.
         output: the new head.
         backbone: the model-zoo name; `family`: its `Family`; `classes`: number of outputs.
+        head_spec: the `gluonft.heads.HeadSpec` the head was built from.
     """
 
     def __init__(self, *, backbone: str, steps: Sequence[mx.gluon.Block], head: mx.gluon.Block,
-                 classes: int, family: Optional[Family] = None, **kwargs):
+                 classes: int, family: Optional[Family] = None,
+                 head_spec: Optional[HeadSpec] = None, **kwargs):
         super().__init__(**kwargs)
         self.backbone = backbone
         self.family = family or family_of(backbone)
         self.classes = classes
+        self.head_spec = head_spec or HeadSpec()
         with self.name_scope():
             self.features = nn.HybridSequential(prefix="")
             for step in steps:
@@ -361,8 +364,9 @@ def check_image_size(name: str, image_size, *, family: Optional[Family] = None) 
 
 
 def load_backbone(name: str, *, classes: int, weights="default", ctx=None,
-                  root=None, seed: Optional[int] = 0) -> TransferNet:
-    """A GluonCV model-zoo backbone with its output layer replaced by ``Dense(classes)``.
+                  root=None, seed: Optional[int] = 0, head="linear",
+                  dropout: Optional[float] = None) -> TransferNet:
+    """A GluonCV model-zoo backbone with its output layer replaced by a new head.
 
     Args:
         name: a name from `list_backbones()`, e.g. ``"resnet18_v1"``.
@@ -377,11 +381,15 @@ def load_backbone(name: str, *, classes: int, weights="default", ctx=None,
         root: folder of GluonCV's weight store.
         seed: seeds the random initialisation (the new head; everything for ``weights=None``),
             so that the same call gives the same net; ``None`` leaves MXNet's generator alone.
+        head: ``"linear"`` (``Dense(classes)``), an MLP spec ``"mlp:512"`` /
+            ``"mlp:1024,256"``, or a gluon ``HybridBlock`` giving ``classes`` outputs
+            (`gluonft.heads`).
+        dropout: dropout of an MLP head, in [0, 1) (default 0.5).
 
     Returns:
         A `TransferNet`. Its new head is freshly initialised (Xavier), unless the weights file
-        holds a head of exactly that shape (e.g. ``classes=1000`` with ImageNet weights), which
-        is then kept.
+        holds a head of exactly that shape (e.g. ``classes=1000`` with ImageNet weights and
+        the linear head, or a saved `TransferNet` with the same head), which is then kept.
 
     Example:
         >>> net = gluonft.load_backbone("cifar_resnet20_v1", classes=10,
@@ -395,11 +403,13 @@ def load_backbone(name: str, *, classes: int, weights="default", ctx=None,
     if isinstance(classes, bool) or not isinstance(classes, int) or classes < 2:
         raise ValueError(f"classes must be an int >= 2 (the number of outputs of the new head), "
                          f"got {classes!r}")
+    spec = parse_head(head, dropout=dropout)
     contexts = as_contexts(ctx)
     source = resolve_weights(name, weights, family=family, root=root)
     zoo_net = get_model(name, pretrained=False)
     steps = _ensure_pooled(_global_pool_steps(family.steps(zoo_net)))
-    net = TransferNet(backbone=name, steps=steps, classes=classes, head=make_head(classes),
+    net = TransferNet(backbone=name, steps=steps, classes=classes,
+                      head=make_head(classes, spec), head_spec=spec,
                       prefix=f"{name.replace('.', '_')}_ft_")
     head_loaded = False
     if seed is not None:
@@ -420,18 +430,19 @@ def load_backbone(name: str, *, classes: int, weights="default", ctx=None,
                         head_names=list(family.head), ctx=contexts)
     if not head_loaded:
         net.output.initialize(mx.init.Xavier(), ctx=contexts, force_reinit=True)
-    _shape_by_probe(net, family, contexts[0])
+    check_head_output(spec, _shape_by_probe(net, family, contexts[0]).shape, classes)
     if stored and not head_loaded:
         carry_over_head(stored, family.head, net.output, contexts)
     net.weights_source = source
     return net
 
 
-def _shape_by_probe(net: TransferNet, family: Family, ctx) -> None:
-    """One small forward pass gives the new head its input width (predict mode: BN untouched)."""
+def _shape_by_probe(net: TransferNet, family: Family, ctx) -> mx.nd.NDArray:
+    """One small forward pass gives the new head its input width (predict mode: BN untouched);
+    returns its output."""
     side = family.input_size if family.fixed_size else max(family.min_size, 32)
     with mx.autograd.predict_mode():
-        net(mx.nd.zeros((1, 3, side, side), ctx=ctx))
+        return net(mx.nd.zeros((1, 3, side, side), ctx=ctx))
 
 
 # --- sizes: parameter counts and the backbones `model="auto"` picks from -------------------

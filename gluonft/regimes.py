@@ -150,7 +150,8 @@ class Plan:
         frozen_steps: leading ``features`` steps that are frozen with frozen BatchNorm; the
             training loop runs them outside ``autograd.record()``.
         frozen_batchnorms: BatchNorm layers that keep their running statistics;
-            ``batchnorms``: all the backbone's BatchNorm layers.
+            ``batchnorms``: all the backbone's BatchNorm layers; ``head_batchnorms``: the
+            new head's, which always learn.
         reinitialised: True for ``scratch``: the backbone was re-initialised at random.
     """
     regime: str
@@ -163,6 +164,7 @@ class Plan:
     frozen_batchnorms: int
     reinitialised: bool
     batchnorms: int = 0
+    head_batchnorms: int = 0
 
     @property
     def trainable_blocks(self) -> List[str]:
@@ -187,6 +189,14 @@ class Plan:
 
     def describe_batchnorm(self) -> str:
         """What the BatchNorm layers do in this regime, as a fact about the net."""
+        backbone = self._describe_backbone_batchnorm()
+        if self.head_batchnorms:
+            backbone += (f"; the new head's {self.head_batchnorms} BatchNorm layer"
+                         f"{'s' if self.head_batchnorms > 1 else ''} learn"
+                         f"{'' if self.head_batchnorms > 1 else 's'}")
+        return backbone
+
+    def _describe_backbone_batchnorm(self) -> str:
         total, kept = self.batchnorms, self.frozen_batchnorms
         if total == 0:
             return "no BatchNorm layers"
@@ -285,6 +295,9 @@ def apply_regime(net: TransferNet, regime, *, k: Optional[int] = None,
         block_plans.append(BlockPlan(label, tuple(step_ids), _count(params), trainable))
     for p in _weights(net.output):
         p.grad_req = "write"
+    head_norms = _batchnorms(net.output)
+    for norm in head_norms:  # new layers: their statistics come from the new data
+        norm._kwargs["use_global_stats"] = False
     # A hybridized graph has the old use_global_stats baked in: drop the cached graphs.
     net.apply(lambda b: b._clear_cached_op() if hasattr(b, "_clear_cached_op") else None)
 
@@ -294,7 +307,8 @@ def apply_regime(net: TransferNet, regime, *, k: Optional[int] = None,
                 head_params=head_params, trainable_params=trainable_params + head_params,
                 frozen_params=sum(b.params for b in block_plans if not b.trainable),
                 frozen_steps=frozen_prefix(net), frozen_batchnorms=frozen_batchnorms,
-                reinitialised=regime.name == "scratch", batchnorms=batchnorms)
+                reinitialised=regime.name == "scratch", batchnorms=batchnorms,
+                head_batchnorms=len(head_norms))
 
 
 def frozen_prefix(net: TransferNet) -> int:

@@ -333,6 +333,9 @@ class _Run:
             settings["amp"] = self.amp_dtype
         if self.views:
             settings["feature_views"] = self.views
+        head = getattr(self.net, "head_spec", None)
+        if head is not None and head.kind != "linear":
+            settings.update(head.to_dict())
         return settings
 
     def _prepare_features(self) -> None:
