@@ -54,7 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train a classifier on a folder of class folders")
     train.add_argument("data_dir", metavar="DATA_DIR",
-                       help="class folders, or train/ (validation/, test/) of class folders")
+                       help="class folders, or train/ (validation/, test/) of class folders; "
+                            "with --labels, the image folder the table names")
+    train.add_argument("--labels", metavar="FILE.csv",
+                       help="a CSV labelling the images of DATA_DIR (e.g. filename,class_id); "
+                            "predictions then come back in its labels")
     train.add_argument("--out", required=True, metavar="MODEL_DIR", help="model folder to write")
     train.add_argument("--model", default="mobilenet0.75",
                        help="backbone name, or 'auto' (best within --max-params); default "
@@ -68,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--stages", type=_stages, metavar="REGIME=EPOCHS,...",
                        help="fine-tuning stages instead of the default recipe, e.g. "
                             "head=4,last_k:4=4,full=6")
+    train.add_argument("--head", default="linear", metavar="linear|mlp:W[,W...]",
+                       help="the new head: linear (default) or an MLP with BatchNorm, ReLU and "
+                            "dropout, e.g. mlp:512")
+    train.add_argument("--dropout", type=float, help="dropout of an mlp head (default 0.5)")
     train.add_argument("--image-size", type=_positive_int, help="input side in pixels")
     train.add_argument("--max-params", type=_positive_int, help="parameter budget")
     train.add_argument("--seed", type=_seed, default=0)
@@ -79,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR")
     predict.add_argument("--json", action="store_true", help="one JSON list with probabilities")
     predict.add_argument("--tta", action="store_true", help="average with the mirrored image")
+    predict.add_argument("--submission", metavar="SAMPLE.csv",
+                         help="a competition's sample submission: write --out in its row "
+                              "order and columns (IMAGE_OR_DIR: the one test folder)")
+    predict.add_argument("--out", metavar="SUBMISSION.csv",
+                         help="the submission file to write (with --submission)")
 
     evaluate = sub.add_parser("evaluate", help="accuracy on a labelled folder of photos")
     evaluate.add_argument("model_dir", metavar="MODEL_DIR")
@@ -158,14 +171,15 @@ def _gluonft_warnings():
 def _train(args) -> int:
     from .recipes import train_classifier
     weights = None if args.weights.lower() == "none" else args.weights
-    clf = train_classifier(args.data_dir, model=args.model, weights=weights,
+    where = (args.data_dir,) if args.labels is None else (args.labels, args.data_dir)
+    clf = train_classifier(*where, model=args.model, weights=weights,
                            fast_train=args.fast, max_params=args.max_params,
                            image_size=args.image_size, epochs=args.epochs, seed=args.seed,
                            out=args.out, overwrite=args.overwrite, stages=args.stages,
-                           progress=sys.stderr.isatty())
+                           head=args.head, dropout=args.dropout, progress=sys.stderr.isatty())
     meta = clf.meta
     print(f"model: {clf.backbone}, {clf.params:,} parameters, {len(clf.classes)} classes, "
-          f"{clf.image_size} px ({meta['recipe']})")
+          f"{clf.image_size} px, head {meta['head']} ({meta['recipe']})")
     for key, label in (("val_accuracy", "validation accuracy"), ("test_accuracy",
                                                                  "test accuracy")):
         if key in meta:
@@ -178,7 +192,19 @@ def _train(args) -> int:
 def _predict(args) -> int:
     from .predict import predict_files
     from .model_io import load_classifier
+    if (args.submission is None) != (args.out is None):
+        raise ValueError("--submission SAMPLE.csv and --out SUBMISSION.csv go together")
+    if args.submission is not None and len(args.images) != 1:
+        raise ValueError(f"--submission takes one test folder, got {len(args.images)}: "
+                         f"{', '.join(args.images)}")
     clf = load_classifier(args.model_dir)
+    if args.submission is not None:
+        from .submission import write_submission
+        written = write_submission(clf, args.images[0], args.submission, args.out,
+                                   tta=args.tta)
+        print(f"wrote {written['path']}: {written['rows']} rows in the order of "
+              f"{args.submission}")
+        return 0
     rows = predict_files(clf, args.images, tta=args.tta)
     if not rows:
         raise ValueError(f"no readable image among {', '.join(args.images)}: nothing was "
@@ -187,7 +213,7 @@ def _predict(args) -> int:
         print(json.dumps(rows, indent=1))
     else:
         for row in rows:
-            print(f"{row['file']}\t{row['class']}\t{row['probability']:.4f}")
+            print(f"{row['file']}\t{row['label']}\t{row['probability']:.4f}")
     return 0
 
 

@@ -36,6 +36,7 @@ from .backbones import TransferNet, UnknownBackbone, check_image_size, count_par
     load_backbone
 from .devices import contexts_of
 from .fileio import library_versions
+from .heads import parse_head
 from .transforms import BatchTransform, to_device
 from .weights import WeightsMismatch, read_params, sha1_of
 
@@ -87,6 +88,13 @@ class Classifier:
     @property
     def backbone(self) -> str:
         return self.net.backbone
+
+    @property
+    def labels(self) -> Optional[Tuple[object, ...]]:
+        """The original labels in class order when trained from a labels table (ints or
+        strings, as the table wrote them); None for class folders."""
+        labels = self.meta.get("labels")
+        return tuple(labels) if labels else None
 
     @property
     def params(self) -> int:
@@ -145,6 +153,7 @@ def _metadata(net, classes, image_size, extra) -> dict:
                                   std=list(net.family.std), n=len(classes)),
         "weights_source": source.to_dict() if hasattr(source, "to_dict") else None,
         "params": count_params(net),
+        **net.head_spec.to_dict(),
         "versions": library_versions(),
         "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -152,7 +161,7 @@ def _metadata(net, classes, image_size, extra) -> dict:
         if not isinstance(extra, dict):
             raise ValueError(f"extra must be a dict of JSON values, got {type(extra).__name__}")
         clash = sorted(set(extra) & {"format", "backbone", "classes", "image_size", "mean",
-                                     "std", "params", "family"})
+                                     "std", "params", "family", "head", "dropout"})
         if clash:
             raise ValueError(f"extra may not redefine {', '.join(clash)}")
         meta.update(extra)
@@ -284,15 +293,23 @@ def read_meta(folder: PathLike) -> dict:
             isinstance(c, str) for c in classes):
         raise ModelFolderError(f"{path} is corrupt: 'classes' must list at least two class "
                                f"names, got {classes!r}")
+    labels = meta.get("labels")
+    if labels is not None and not (isinstance(labels, list) and len(labels) == len(classes)
+                                   and [str(v) for v in labels] == classes):
+        raise ModelFolderError(f"{path} is corrupt: 'labels' must give the original label of "
+                               f"each of the {len(classes)} classes, got {labels!r}")
     return meta
 
 
-def load_classifier(folder: PathLike, *, ctx=None) -> Classifier:
+def load_classifier(folder: PathLike, *, ctx=None, head=None) -> Classifier:
     """Load a model folder written by `save_classifier`.
 
     Args:
         folder: the model folder.
         ctx: a context or list of contexts (default `gluonft.devices()`).
+        head: for a model trained with a head block of your own (model.json says
+            ``"head": "custom:<class name>"``): a fresh instance of that block; the linear and
+            MLP heads are rebuilt from model.json.
 
     Returns:
         a `Classifier`.
@@ -313,9 +330,10 @@ def load_classifier(folder: PathLike, *, ctx=None) -> Classifier:
     if not params.is_file():
         raise ModelFolderError(f"model folder {folder} has no {MODEL_PARAMS}: {params} is "
                                f"missing (the parameters; model.json alone cannot predict)")
+    head = _head_of(meta, folder, head)
     try:
         net = load_backbone(meta["backbone"], classes=len(meta["classes"]), weights=str(params),
-                            ctx=ctx)
+                            ctx=ctx, **head)
     except UnknownBackbone as error:
         raise ModelFolderError(f"{folder / MODEL_JSON} names a backbone this gluonft does not "
                                f"know: {error}") from None
@@ -328,6 +346,29 @@ def load_classifier(folder: PathLike, *, ctx=None) -> Classifier:
     meta = dict(meta)
     return Classifier(net=net, classes=tuple(meta["classes"]), image_size=int(meta["image_size"]),
                       mean=tuple(meta["mean"]), std=tuple(meta["std"]), meta=meta)
+
+
+def _head_of(meta: dict, folder: Path, block) -> dict:
+    """The `load_backbone` head arguments of a model folder (no "head" key: the linear one,
+    as folders from before heads were a choice)."""
+    recorded = meta.get("head", "linear")
+    if not isinstance(recorded, str):
+        raise ModelFolderError(f"{folder / MODEL_JSON} is corrupt: 'head' must be a string, "
+                               f"got {recorded!r}")
+    if recorded.startswith("custom:"):
+        if block is None:
+            raise ModelFolderError(f"{folder} was trained with a head block of your own "
+                                   f"({recorded[7:]}); pass load_classifier(..., head=<a new "
+                                   f"{recorded[7:]}>) to load it")
+        return {"head": block}
+    if block is not None:
+        raise ValueError(f"head= is for models trained with a block of your own; {folder} "
+                         f"has the {recorded!r} head, rebuilt from {MODEL_JSON}")
+    try:
+        parse_head(recorded, dropout=meta.get("dropout"))
+    except ValueError as error:
+        raise ModelFolderError(f"{folder / MODEL_JSON} is corrupt: {error}") from None
+    return {"head": recorded, "dropout": meta.get("dropout")}
 
 
 def _loaded_head_keys(net, params: Path) -> List[str]:

@@ -378,10 +378,12 @@ def _proba_for_paths(model, paths: Sequence[Path], tta: bool, *, workers=None):
 
 def _rows(model, names, proba) -> List[Dict[str, object]]:
     classes = _members(model)[0].classes
+    labels = _members(model)[0].labels or classes
     rows = []
     for name, p in zip(names, proba):
         index = int(p.argmax())
         rows.append({"file": name, "class": classes[index], "index": index,
+                     "label": labels[index],
                      "probability": float(p[index]),
                      "probabilities": {c: float(v) for c, v in zip(classes, p)}})
     return rows
@@ -398,9 +400,10 @@ def predict_files(model, images, *, tta: bool = False) -> List[Dict[str, object]
         tta: average over the image and its mirror.
 
     Returns:
-        one dict per readable file, in order: ``{"file", "class", "index", "probability",
-        "probabilities": {class name: p}}``; ``file`` is the path relative to the folder given,
-        or the file path as given.
+        one dict per readable file, in order: ``{"file", "class", "index", "label",
+        "probability", "probabilities": {class name: p}}``; ``file`` is the path relative to
+        the folder given, or the file path as given; ``label`` is the label as the training
+        table gave it (e.g. the integer ``class_id`` of a gt.csv), else the class name.
 
     Example:
         >>> predict_files(clf, "new_photos")[0]["class"]  # doctest: +SKIP
@@ -414,8 +417,10 @@ def predict_files(model, images, *, tta: bool = False) -> List[Dict[str, object]
     return _rows(model, [items[i][0] for i in kept], proba)
 
 
-def classify(model, images, *, tta: bool = False) -> Dict[str, int]:
-    """``{file name: class index}`` for a folder of images (or image files).
+def classify(model, images, *, tta: bool = False) -> Dict[str, object]:
+    """``{file name: class}`` for a folder of images (or image files): the label of the
+    training table for a model trained from one (`labelled_images`, e.g. gt.csv's integer
+    ``class_id``), else the class index.
 
     Args:
         model: a `Classifier` or an `Ensemble`.
@@ -424,14 +429,15 @@ def classify(model, images, *, tta: bool = False) -> Dict[str, int]:
         tta: average over the image and its mirror.
 
     Returns:
-        dict file name -> index into ``model.classes``; unreadable files are left out (with a
-        warning).
+        dict file name -> label (table-trained model) or index into ``model.classes``;
+        unreadable files are left out (with a warning).
 
     Example:
         >>> classify(clf, "../shared/data/dogcat")  # doctest: +SKIP
         {'cat/cat1.jpg': 0, ...}
     """
-    return {row["file"]: row["index"] for row in predict_files(model, images, tta=tta)}
+    key = "label" if _members(model)[0].labels else "index"
+    return {row["file"]: row[key] for row in predict_files(model, images, tta=tta)}
 
 
 def predict_images(model, images: np.ndarray, *, tta: bool = False) -> np.ndarray:

@@ -16,15 +16,17 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from .backbones import MAX_IMAGE_SIZE, check_image_size, family_of, load_backbone, pick_backbone
 from .callbacks import Callback, StopTraining
-from .datasets.folder import image_folder
+from .datasets.folder import folder_classes, image_folder
+from .datasets.table import labelled_images, read_labels
 from .datasets.imageset import ImageSet
 from .fileio import FolderLock, check_writable_folder
+from .heads import parse_head
 from .model_io import MODEL_JSON, Classifier, classifier_of, save_classifier
 from .predict import evaluate
 from .regimes import apply_regime, parse_regime
@@ -118,14 +120,18 @@ def _check_size(model: str, size) -> int:
     return size
 
 
-def train_classifier(train_dir: PathLike, *, model: str = "mobilenet0.75",
+def train_classifier(train_dir, images: Optional[PathLike] = None, *,
+                     model: str = "mobilenet0.75",
                      weights="default", fast_train: bool = False,
                      max_params: Optional[int] = None, image_size: Optional[int] = None,
                      epochs: Optional[int] = None, ctx=None, seed: int = 0,
                      out: Optional[PathLike] = None, overwrite: bool = False,
                      stages: Optional[Sequence[Tuple[str, int]]] = None,
+                     head="linear", dropout: Optional[float] = None,
                      progress: bool = False) -> Classifier:
-    """Train a classifier on a folder of photos (one sub-folder per class).
+    """Train a classifier on a folder of photos (one sub-folder per class), or on photos
+    labelled by a table: ``train_classifier(train_gt, train_img_dir, fast_train=True)`` with
+    ``train_gt`` a dict ``{file name: class_id}`` or a CSV path (`labelled_images`).
 
     ``fast_train=True``: the backbone stays frozen and only the new head trains, on features
     computed once (no augmentation), at 160 px for 10 epochs (`RECIPES`\ ``['fast']``): 30 s on
@@ -137,7 +143,10 @@ def train_classifier(train_dir: PathLike, *, model: str = "mobilenet0.75",
     Args:
         train_dir: a folder in the layout of `gluonft.datasets.image_folder`: ``train/``
             (``validation/``, ``test/``) of class folders, or class folders only (then 20 % of
-            each class is held out for validation).
+            each class is held out for validation); or, with ``images``, the labels: a dict
+            ``{file name: label}`` or a CSV file (`gluonft.datasets.labelled_images`; 20 %
+            held out for validation). The model then answers in those labels (`classify`).
+        images: the image folder the labels name; only with labels.
         model: a backbone name, or ``"auto"``: the best candidate within ``max_params``
             (`pick_backbone`).
         weights: starting weights, as `load_backbone` takes them (``"default"``, a file, None).
@@ -147,6 +156,8 @@ def train_classifier(train_dir: PathLike, *, model: str = "mobilenet0.75",
         epochs: epochs (fast: total; else per stage); default 10 (fast) / (4, 3, 3).
         stages: `fine_tune` stages ``((regime, epochs), ...)`` replacing the default recipe,
             e.g. ``(("head", 4), ("last_k:4", 4), ("full", 6))``; not with ``fast_train``.
+        head: the new head, as `load_backbone` takes it: ``"linear"``, ``"mlp:512"`` ...
+            or a gluon HybridBlock; ``dropout``: an MLP head's dropout.
         ctx: a context or list of contexts.
         seed: seeds the head's initialisation, shuffling and augmentation.
         out: a model folder to save to (`save_classifier`); None: not saved.
@@ -164,6 +175,7 @@ def train_classifier(train_dir: PathLike, *, model: str = "mobilenet0.75",
         (1824250, 0.79)
     """
     begin = time.perf_counter()
+    _check_layout(train_dir, images)
     if not isinstance(fast_train, bool):
         raise ValueError(f"fast_train must be True or False, got {fast_train!r}")
     recipe = RECIPES["fast" if fast_train else "default"]
@@ -171,21 +183,31 @@ def train_classifier(train_dir: PathLike, *, model: str = "mobilenet0.75",
     epochs = _check_positive_int("epochs", epochs)
     if model != "auto":
         family_of(model)  # fail on a bad name before decoding thousands of photos
+    parse_head(head, dropout=dropout)
     size = _check_size(model, recipe.image_size if image_size is None else image_size)
     lock = _lock_model_folder(out, overwrite)  # before the work, so that nothing is lost
     try:
-        data = image_folder(train_dir, image_size=size)
-        name = pick_backbone(model=model, max_params=max_params, classes=len(data.classes))
+        # The net first, from the class names alone: a bad weights file or head fails in
+        # seconds, not after minutes of decoding photos.
+        table = None if images is None else read_labels(train_dir)
+        classes = folder_classes(train_dir) if table is None else table.classes
+        name = pick_backbone(model=model, max_params=max_params, classes=len(classes))
         size = check_image_size(name, size)
-        net = load_backbone(name, classes=len(data.classes), weights=weights, ctx=ctx,
-                            seed=seed)
+        net = load_backbone(name, classes=len(classes), weights=weights, ctx=ctx, seed=seed,
+                            head=head, dropout=dropout)
+        data = (image_folder(train_dir, image_size=size) if table is None
+                else labelled_images(table.rows, images, image_size=size))
         stages = stages or tuple((r, epochs or e) for r, e in recipe.stages)
         history = _train_by_recipe(net, data, recipe, stages, batch_size=64, image_size=size,
                                    ctx=ctx, seed=seed, progress=progress)
         meta = {"stored_size": data.stored_size, "fit": data.fit,
-                "recipe": recipe.describe(stages), "train_dir": str(train_dir),
+                "recipe": recipe.describe(stages),
+                "train_dir": str(train_dir if table is None else images),
                 "train_images": len(data.train), "history": history.to_dict(),
                 "skipped_files": list(data.skipped)}
+        if table is not None:
+            meta["labels"] = list(table.labels)
+            meta["labels_table"] = table.source
         if data.validation is not None:
             meta["val_accuracy"] = history["val_acc"][-1]
         if data.test is not None:
@@ -199,6 +221,18 @@ def train_classifier(train_dir: PathLike, *, model: str = "mobilenet0.75",
     finally:
         if lock is not None:
             lock.release()
+
+
+def _check_layout(train_dir, images) -> None:
+    is_table = isinstance(train_dir, Mapping) or str(train_dir).lower().endswith(".csv")
+    if is_table and images is None:
+        raise ValueError(f"labels ({'a dict' if isinstance(train_dir, Mapping) else train_dir})"
+                         f" need the image folder they name: train_classifier(labels, "
+                         f"images_dir, ...)")
+    if images is not None and not is_table:
+        raise ValueError(f"train_classifier(train_dir, images): with an image folder the first "
+                         f"argument must be the labels, a dict {{file name: label}} or a .csv "
+                         f"file, got {train_dir!r}")
 
 
 def _train_by_recipe(net, data, recipe: Recipe, stages, **common) -> History:

@@ -51,7 +51,7 @@ import numpy as np
 from .cifar10 import DatasetNotFound
 from .imageset import ImageSet
 
-__all__ = ["image_folder", "FolderData", "load_images", "list_images", "UnreadableImagesWarning",
+__all__ = ["image_folder", "folder_classes", "FolderData", "load_images", "list_images", "UnreadableImagesWarning",
            "IMAGE_EXTENSIONS", "FITS", "SPLIT_NAMES"]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -92,6 +92,8 @@ class FolderData:
         image_size: the training input size the images were stored for.
         stored_size: side of the stored square images (``round(image_size * margin)``).
         fit: how non-square images were made square (``"crop"``, ``"pad"``, ``"stretch"``).
+        labels: for a labels table (`gluonft.datasets.labelled_images`), the original labels
+            in class order (ints or strings); None for class folders, whose names are labels.
 
     Example:
         >>> data = image_folder("../shared/data/clothing-small", image_size=96)  # doctest: +SKIP
@@ -108,6 +110,7 @@ class FolderData:
     image_size: int
     stored_size: int
     fit: str
+    labels: Optional[Tuple[object, ...]] = None
 
     def __getitem__(self, split: str) -> Optional[ImageSet]:
         name = _split_name(split)
@@ -415,6 +418,24 @@ def _split_folders(root: Path) -> Optional[Dict[str, Path]]:
                          "train/, validation/ (or val/) and test/ there, each holding class "
                          "folders (or no train/ folder and class folders only)")
     return found
+
+
+def folder_classes(root: PathLike) -> Tuple[str, ...]:
+    """The class names of an `image_folder` layout, read off its folder names (nothing decoded),
+    so that a net can be built and checked before minutes of decoding.
+
+    Example:
+        >>> folder_classes("../shared/data/clothing-small")[:2]  # doctest: +SKIP
+        ('dress', 'hat')
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DatasetNotFound(f"image folder {root} does not exist or is not a folder; expected "
+                              f"{root}/<class>/<images> or {root}/train/<class>/<images>")
+    folders = _split_folders(root)
+    if folders is not None:
+        return tuple(_class_folders(folders["train"], "train folder"))
+    return tuple(_class_folders(root, "image folder"))
 
 
 def image_folder(root: PathLike, *, image_size: int = 224, margin: float = 1.15,
