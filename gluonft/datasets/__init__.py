@@ -1,9 +1,17 @@
-"""Datasets held in memory as uint8 arrays, and a deterministic batch iterator."""
+"""Datasets held in memory as uint8 arrays, and a deterministic batch iterator.
+
+    cifar10    CIFAR-10 from local files (both official layouts)
+    folder     photos in class folders (image_folder), decoding (load_images)
+    table      photos labelled by a CSV or a dict (labelled_images)
+    imageset   ImageSet and the seeded batch iterator
+"""
 from .cifar10 import DatasetNotFound, cifar10, cifar10_folder
-from .folder import (FolderData, UnreadableImagesWarning, folder_classes, image_folder, list_images,
-                     load_images)
+from .folder import (FolderData, UnlabelledImagesWarning, UnreadableImagesWarning, folder_classes,
+                     image_folder, list_images, load_images)
 from .imageset import ImageSet, iterate_batches
 from .table import TableWarning, labelled_images, read_labels
 
-__all__ = ["labelled_images", "read_labels", "TableWarning", "ImageSet", "iterate_batches", "cifar10", "cifar10_folder", "DatasetNotFound",
-           "image_folder", "folder_classes", "FolderData", "UnreadableImagesWarning", "list_images", "load_images"]
+__all__ = ["ImageSet", "iterate_batches", "cifar10", "cifar10_folder", "DatasetNotFound",
+           "image_folder", "folder_classes", "FolderData", "list_images", "load_images",
+           "labelled_images", "read_labels", "UnreadableImagesWarning",
+           "UnlabelledImagesWarning", "TableWarning"]

@@ -51,8 +51,9 @@ import numpy as np
 from .cifar10 import DatasetNotFound
 from .imageset import ImageSet
 
-__all__ = ["image_folder", "folder_classes", "FolderData", "load_images", "list_images", "UnreadableImagesWarning",
-           "IMAGE_EXTENSIONS", "FITS", "SPLIT_NAMES"]
+__all__ = ["image_folder", "folder_classes", "FolderData", "load_images", "list_images",
+           "UnreadableImagesWarning", "UnlabelledImagesWarning", "IMAGE_EXTENSIONS", "FITS",
+           "SPLIT_NAMES"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -68,6 +69,10 @@ _SPLIT_FOLDERS = {"train": ("train",), "validation": ("validation", "val", "vali
 # ignores it, and JPEG has neither alpha nor 16 bits).
 _MAYBE_ALPHA_OR_16BIT = (".png", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pnm")
 _IGNORED_FOLDERS = ("__MACOSX",)
+
+
+class UnlabelledImagesWarning(UserWarning):
+    """A split folder (e.g. a competition's test/) holds images without class folders."""
 
 
 class UnreadableImagesWarning(UserWarning):
@@ -397,6 +402,10 @@ def _load_split(folder: Path, classes: Sequence[str], *, what: str, side: int, f
                     f"{side}x{side} {fit})", tuple(skipped))
 
 
+def _is_unlabelled(folder: Path) -> bool:
+    return not _visible_dirs(folder) and bool(list_images(folder))
+
+
 def _split_folders(root: Path) -> Optional[Dict[str, Path]]:
     """{split: folder} for the pre-split layout, None for a plain folder of class folders."""
     names = {p.name: p for p in _visible_dirs(root)}
@@ -513,6 +522,14 @@ def image_folder(root: PathLike, *, image_size: int = 224, margin: float = 1.15,
     if folders is not None:
         layout = "split folders"
         classes = _class_folders(folders["train"], "train folder")
+        # A competition's unlabelled test/ (images, no class folders): not a split to score.
+        unlabelled = [n for n, f in folders.items() if n != "train" and _is_unlabelled(f)]
+        for name in unlabelled:
+            warnings.warn(f"{folders[name]} holds images but no class folders: unlabelled, so "
+                          f"not used as the {name} split (predict it with classify or "
+                          f"'gluonft predict --submission')", UnlabelledImagesWarning,
+                          stacklevel=2)
+            del folders[name]
         for name, folder in folders.items():
             if name == "train":
                 continue
