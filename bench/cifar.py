@@ -36,8 +36,8 @@ try:  # importing MXNet takes seconds; Ctrl-C then is an answer, not a traceback
     from gluonft.regimes import REGIMES
     from gluonft.train import TrainSettings
 
-    from .presets import (BASELINE_MODEL, BASELINE_NAME, DEFAULT_MODELS, DEFAULT_REGIMES,
-                          PRESETS, Preset, TrainingFields, preset_for_devices)
+    from .presets import (BASELINE_MODEL, BASELINE_NAME, CPU_MODELS, DEFAULT_MODELS,
+                          DEFAULT_REGIMES, PRESETS, Preset, TrainingFields, preset_for_devices)
 except KeyboardInterrupt:
     print("bench.cifar: interrupted while starting; nothing was run", file=sys.stderr)
     sys.exit(130)
@@ -157,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--preset", choices=sorted(PRESETS), help="full (default with a GPU), "
                       "cpu (default without), smoke (pipeline check)")
     grid.add_argument("--models", help=f"comma-separated backbones (default: "
-                      f"{','.join(DEFAULT_MODELS)}); see gluonft.list_backbones()")
+                      f"{','.join(CPU_MODELS)} on a CPU, {','.join(DEFAULT_MODELS)} with the "
+                      f"full preset); see gluonft.list_backbones()")
     grid.add_argument("--regimes", help=f"comma-separated of head, last_k:K, full, scratch "
                       f"(default: {','.join(DEFAULT_REGIMES)})")
     grid.add_argument("--seeds", help="comma-separated seeds; several repeat every experiment "
@@ -321,7 +322,7 @@ def parse_config(argv: Optional[Sequence[str]] = None) -> CifarConfig:
     pick = lambda name: getattr(args, name) if getattr(args, name) is not None \
         else getattr(preset, name)  # noqa: E731
 
-    models = tuple(_comma_list(args.models, "--models")) if args.models else DEFAULT_MODELS
+    models = tuple(_comma_list(args.models, "--models")) if args.models else preset.models
     regimes = _parse_regimes(args.regimes)
     seeds = _parse_seeds(args.seeds)
     if args.no_baseline and (args.baseline_acc is not None or args.baseline_name is not None):

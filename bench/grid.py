@@ -118,7 +118,7 @@ class Experiment(TrainingFields):
         # Settings added after the first results, only when on: the results of runs from
         # before they existed keep their configs, and are not trained again.
         defaults = TrainSettings()
-        for name in ("label_smoothing",):
+        for name in ("label_smoothing", "mix", "mix_alpha", "mix_prob"):
             if getattr(t, name) != getattr(defaults, name):
                 config[name] = getattr(t, name)
         if self.head != "linear" and self.kind == "transfer":
@@ -156,6 +156,10 @@ class OutputPaths:
     @property
     def best_params(self) -> str:
         return os.path.join(self.root, "best.params")
+
+    @property
+    def augmentation(self) -> str:
+        return os.path.join(self.root, "augmentation.png")
 
     def chart(self, ext: str) -> str:
         return os.path.join(self.root, f"accuracy.{ext}")
@@ -217,6 +221,10 @@ def _settings_lines(experiment: Experiment, plan, modified: Sequence[str]) -> Li
         f"{experiment.batch_size}; image {experiment.image_size}x{experiment.image_size} px",
         f"regime: {plan.describe()}",
         "modified layers: " + ", ".join(shown),
+        f"augmentation: {gluonft.Augment()}" + (
+            f"; {experiment.training.mix_obj.kind} (alpha {experiment.training.mix_obj.alpha:g},"
+            f" {experiment.training.mix_obj.prob:.0%} of the batches)"
+            if experiment.training.mix_obj else "; no mixing"),
     ]
 
 
@@ -490,6 +498,26 @@ class GridResult:
     best_card: Optional[dict]
 
 
+def _write_training_strip(paths: "OutputPaths", experiments: Sequence[Experiment], data: Data,
+                          *, log: Log) -> None:
+    """augmentation.png: eight training images as the transfer experiments' nets see them."""
+    transfer = [e for e in experiments if e.kind == "transfer"]
+    if not transfer or os.path.exists(paths.augmentation):
+        return
+    first = transfer[0]
+    family = gluonft.backbones.family_of(first.model)
+    images, captions = gluonft.train.training_batch(
+        data.train, augment=gluonft.Augment(), mix=first.training.mix_obj,
+        image_size=first.image_size, mean=family.mean, std=family.std, seed=first.seed)
+    mix = first.training.mix_obj
+    title = (f"what the nets train on: {gluonft.Augment()}"
+             + (f", {mix.kind} (alpha {mix.alpha:g})" if mix else "")
+             + f", {first.image_size} px")
+    from gluonft import plots
+    plots.save_figure(plots.image_strip(images, captions, title=title), paths.augmentation)
+    log(f"wrote {os.path.basename(paths.augmentation)}: 8 training images as augmented")
+
+
 def run_grid(experiments: Sequence[Experiment], *, data: Data, out_dir: str, ctx,
              summary_rows: int = 12, progress: bool = True, keep_checkpoints: bool = False,
              title: str = "CIFAR-10 transfer learning", log: Log = print
@@ -533,6 +561,7 @@ def run_grid(experiments: Sequence[Experiment], *, data: Data, out_dir: str, ctx
         return [current[i] for i in ids if i in current]
 
     _write_outputs(paths, ordered(), title=title, log=log)
+    _write_training_strip(paths, experiments, data, log=log)
     for number, experiment in enumerate(experiments, 1):
         log("")
         what = (regime_title(experiment.regime) if experiment.kind == "transfer"

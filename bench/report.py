@@ -47,6 +47,7 @@ class RunFiles:
         best: ``best.json`` (the best model's card), or None.
         chart: ``(mime type, bytes)`` of ``accuracy.png`` (or ``accuracy.svg``), or None.
         curves: experiment id -> PNG bytes of ``curves/<id>.png``.
+        augmentation: PNG bytes of ``augmentation.png`` (training images as augmented), or None.
     """
 
     root: str
@@ -55,6 +56,7 @@ class RunFiles:
     best: Optional[dict]
     chart: Optional[Tuple[str, bytes]]
     curves: Dict[str, bytes]
+    augmentation: Optional[bytes] = None
 
 
 class ReportError(ValueError):
@@ -121,7 +123,8 @@ def load_run(run_dir: str) -> RunFiles:
     return RunFiles(root=run_dir, records=records,
                     config=_read_json(os.path.join(run_dir, "config.json")) or {},
                     best=_read_json(os.path.join(run_dir, "best.json")), chart=chart,
-                    curves=curves)
+                    curves=curves,
+                    augmentation=_read_bytes(os.path.join(run_dir, "augmentation.png")))
 
 
 # --- small formatting helpers: every value goes through _e before it reaches the page ------
@@ -432,6 +435,10 @@ def _best_section(run: RunFiles) -> str:
     ]
     if card.get("augment"):
         rows.append(("augmentation", _e(_value(card["augment"]))))
+    if card.get("mix"):
+        mix = card["mix"]
+        rows.append(("mixing", _e(f"{mix['kind']} (alpha {mix['alpha']:g}, {mix['prob']:.0%} of "
+                                  f"the batches)")))
     rows.append(("head", _e(card.get("head") or "linear") + (
         f" (dropout {card['dropout']:g})" if card.get("dropout") is not None else "")))
     if card.get("params_file"):
@@ -491,6 +498,17 @@ def _architecture_section(run: RunFiles) -> str:
         parts.append("<p class=\"missing\">no architecture summary in the records.</p>")
     parts.append("</section>")
     return "".join(parts)
+
+
+def _augmentation_section(run: RunFiles) -> str:
+    if not run.augmentation:
+        return ""
+    return ("<section id=\"augmentation\"><h2>What the nets trained on</h2>"
+            "<p>Training images as the transfer experiments' nets receive them: "
+            "augmented (and mixed, when mixing is on) and resized; the captions give each "
+            "image's label (and its partner's share when mixed).</p>"
+            f"<img class=\"curve\" alt=\"augmented training images\" "
+            f"src=\"{_data_uri('image/png', run.augmentation)}\"></section>")
 
 
 def _curves_section(run: RunFiles) -> str:
@@ -645,8 +663,9 @@ def render_report(run_dir: str, *, title: Optional[str] = None,
         f"run folder <code>{_e(os.path.abspath(run.root))}</code>"
     nav = "".join(f"<a href=\"#{anchor}\">{_e(text)}</a>" for anchor, text in (
         ("setup", "Setup"), ("experiments", "Experiments"), ("accuracy", "Accuracy chart"),
-        ("best", "Best model"), ("curves", "Training curves"),
-        ("architectures", "Architectures")))
+        ("best", "Best model"), ("augmentation", "Augmentation"),
+        ("curves", "Training curves"), ("architectures", "Architectures"))
+        if anchor != "augmentation" or run.augmentation)
     versions = (_environment(run).get("versions") or {})
     return "".join([
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">",
@@ -658,6 +677,7 @@ def render_report(run_dir: str, *, title: Optional[str] = None,
         _chart_section(run),
         _best_section(run),
         _setup_section(run),
+        _augmentation_section(run),
         _curves_section(run),
         _architecture_section(run),
         f"<footer>Generated {_e(generated)} by <code>python -m {PROG}</code> "

@@ -76,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the new head: linear (default) or an MLP with BatchNorm, ReLU and "
                             "dropout, e.g. mlp:512")
     train.add_argument("--dropout", type=float, help="dropout of an mlp head (default 0.5)")
+    train.add_argument("--augment", choices=("none", "light", "standard", "strong"),
+                       help="augmentation of the fine-tuning stages (default: the recipe's)")
+    train.add_argument("--albumentations", metavar="PIPELINE.json",
+                       help="an albumentations pipeline saved with A.save(..., 'pipeline.json') "
+                            "instead of --augment (pip install 'gluonft[albumentations]')")
+    train.add_argument("--mix", choices=("none", "mixup", "cutmix"),
+                       help="mix pairs of training images in the fine-tuning stages")
     train.add_argument("--image-size", type=_positive_int, help="input side in pixels")
     train.add_argument("--max-params", type=_positive_int, help="parameter budget")
     train.add_argument("--seed", type=_seed, default=0)
@@ -172,11 +179,18 @@ def _train(args) -> int:
     from .recipes import train_classifier
     weights = None if args.weights.lower() == "none" else args.weights
     where = (args.data_dir,) if args.labels is None else (args.labels, args.data_dir)
+    augment = args.augment
+    if args.albumentations is not None:
+        if augment is not None:
+            raise ValueError("--augment and --albumentations exclude each other")
+        from .pipelines import load_pipeline
+        augment = load_pipeline(args.albumentations)
     clf = train_classifier(*where, model=args.model, weights=weights,
                            fast_train=args.fast, max_params=args.max_params,
                            image_size=args.image_size, epochs=args.epochs, seed=args.seed,
                            out=args.out, overwrite=args.overwrite, stages=args.stages,
-                           head=args.head, dropout=args.dropout, progress=sys.stderr.isatty())
+                           head=args.head, dropout=args.dropout, augment=augment, mix=args.mix,
+                           progress=sys.stderr.isatty())
     meta = clf.meta
     print(f"model: {clf.backbone}, {clf.params:,} parameters, {len(clf.classes)} classes, "
           f"{clf.image_size} px, head {meta['head']} ({meta['recipe']})")

@@ -204,6 +204,22 @@ def curves_figure(history: Sequence[Mapping[str, float]], *, title: Optional[str
     return fig
 
 
+def image_strip(images, captions: Sequence[str], *, title: Optional[str] = None) -> Figure:
+    """A row of images (uint8 N x H x W x 3) with a caption under each."""
+    n = len(images)
+    fig = _new_figure(1.6 * n, 2.1)
+    for i, (image, caption) in enumerate(zip(images, captions)):
+        ax = fig.add_subplot(1, n, i + 1)
+        ax.imshow(image)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_xlabel(caption, fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def save_figure(fig: Figure, path: str, *, dpi: int = 120) -> str:
     """Save ``fig`` to ``path`` atomically, in the format of its extension (png, svg, pdf).
 

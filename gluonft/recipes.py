@@ -27,6 +27,8 @@ from .datasets.table import labelled_images, read_labels
 from .datasets.imageset import ImageSet
 from .fileio import FolderLock, check_writable_folder
 from .heads import parse_head
+from .mixing import MIX_KINDS, Mix
+from .pipelines import Albumentations
 from .model_io import MODEL_JSON, Classifier, classifier_of, save_classifier
 from .predict import evaluate
 from .regimes import apply_regime, parse_regime
@@ -50,6 +52,7 @@ class Recipe:
             ``cached=True`` trains on features computed once.
         lr: the head's learning rate; ``backbone_lr_mult``: the backbone's multiplier.
         augment: `Augment.preset` name of the stages that train backbone blocks.
+        mix: ``"mixup"`` or ``"cutmix"`` for those stages, or None.
         cached: head only on cached features (no augmentation).
     """
     name: str
@@ -59,6 +62,7 @@ class Recipe:
     backbone_lr_mult: float = 0.1
     augment: str = "standard"
     cached: bool = False
+    mix: Optional[str] = None
 
     def describe(self, stages: Sequence[Tuple[str, int]]) -> str:
         if self.cached:
@@ -128,7 +132,7 @@ def train_classifier(train_dir, images: Optional[PathLike] = None, *,
                      out: Optional[PathLike] = None, overwrite: bool = False,
                      stages: Optional[Sequence[Tuple[str, int]]] = None,
                      head="linear", dropout: Optional[float] = None,
-                     progress: bool = False) -> Classifier:
+                     augment=None, mix=None, progress: bool = False) -> Classifier:
     """Train a classifier on a folder of photos (one sub-folder per class), or on photos
     labelled by a table: ``train_classifier(train_gt, train_img_dir, fast_train=True)`` with
     ``train_gt`` a dict ``{file name: class_id}`` or a CSV path (`labelled_images`).
@@ -156,6 +160,11 @@ def train_classifier(train_dir, images: Optional[PathLike] = None, *,
         epochs: epochs (fast: total; else per stage); default 10 (fast) / (4, 3, 3).
         stages: `fine_tune` stages ``((regime, epochs), ...)`` replacing the default recipe,
             e.g. ``(("head", 4), ("last_k:4", 4), ("full", 6))``; not with ``fast_train``.
+        augment: the augmentation of the fine-tuning stages instead of the recipe's: an
+            `Augment.preset` name (``"none"``, ``"light"``, ``"standard"``, ``"strong"``),
+            an `Augment`, or a `gluonft.pipelines.Albumentations` pipeline.
+        mix: ``"mixup"``, ``"cutmix"``, a `gluonft.mixing.Mix`, or ``"none"``, instead of the
+            recipe's (not with ``fast_train``: it trains on cached features).
         head: the new head, as `load_backbone` takes it: ``"linear"``, ``"mlp:512"`` ...
             or a gluon HybridBlock; ``dropout``: an MLP head's dropout.
         ctx: a context or list of contexts.
@@ -184,6 +193,7 @@ def train_classifier(train_dir, images: Optional[PathLike] = None, *,
     if model != "auto":
         family_of(model)  # fail on a bad name before decoding thousands of photos
     parse_head(head, dropout=dropout)
+    augment, mix = _augment_of(recipe, augment, fast_train), _mix_of(recipe, mix, fast_train)
     size = _check_size(model, recipe.image_size if image_size is None else image_size)
     lock = _lock_model_folder(out, overwrite)  # before the work, so that nothing is lost
     try:
@@ -198,8 +208,9 @@ def train_classifier(train_dir, images: Optional[PathLike] = None, *,
         data = (image_folder(train_dir, image_size=size) if table is None
                 else labelled_images(table.rows, images, image_size=size))
         stages = stages or tuple((r, epochs or e) for r, e in recipe.stages)
-        history = _train_by_recipe(net, data, recipe, stages, batch_size=64, image_size=size,
-                                   ctx=ctx, seed=seed, progress=progress)
+        history = _train_by_recipe(net, data, recipe, stages, augment=augment, mix=mix,
+                                   batch_size=64, image_size=size, ctx=ctx, seed=seed,
+                                   progress=progress)
         meta = {"stored_size": data.stored_size, "fit": data.fit,
                 "recipe": recipe.describe(stages),
                 "train_dir": str(train_dir if table is None else images),
@@ -235,15 +246,45 @@ def _check_layout(train_dir, images) -> None:
                          f"file, got {train_dir!r}")
 
 
-def _train_by_recipe(net, data, recipe: Recipe, stages, **common) -> History:
+def _augment_of(recipe: Recipe, augment, fast_train: bool):
+    if augment is None:
+        return Augment.preset(recipe.augment)
+    if fast_train:
+        raise ValueError("augment= is for fine-tuning; fast_train=True trains the head on "
+                         "cached features of the unaugmented photos")
+    if isinstance(augment, str):
+        return Augment.preset(augment)
+    if not isinstance(augment, (Augment, Albumentations)):
+        raise ValueError(f"augment must be an Augment preset name, an Augment or a gluonft."
+                         f"pipelines.Albumentations, got {augment!r}")
+    return augment
+
+
+def _mix_of(recipe: Recipe, mix, fast_train: bool) -> Optional[Mix]:
+    if mix is None:
+        return Mix.of(recipe.mix) if recipe.mix else None
+    if fast_train:
+        raise ValueError("mix= is for fine-tuning; fast_train=True trains the head on cached "
+                         "features of the unmixed photos")
+    if isinstance(mix, str):
+        if mix not in MIX_KINDS:
+            raise ValueError(f"unknown mix {mix!r}: expected one of {', '.join(MIX_KINDS)}")
+        return Mix.of(mix)
+    if not isinstance(mix, Mix):
+        raise ValueError(f"mix must be 'mixup', 'cutmix', 'none' or a gluonft.mixing.Mix, "
+                         f"got {mix!r}")
+    return mix
+
+
+def _train_by_recipe(net, data, recipe: Recipe, stages, *, augment, mix, **common) -> History:
     if recipe.cached:
         apply_regime(net, "head")
         (_, epochs), = stages
         return fit(net, data.train, data.validation, epochs=epochs, lr=recipe.lr,
                    augment=Augment.none(), cache_features=True, **common)
     return fine_tune(net, data.train, data.validation, stages=stages, lr=recipe.lr,
-                     backbone_lr_mult=recipe.backbone_lr_mult,
-                     augment=Augment.preset(recipe.augment), **common)
+                     backbone_lr_mult=recipe.backbone_lr_mult, augment=augment, mix=mix,
+                     **common)
 
 
 def _lock_model_folder(out, overwrite: bool) -> Optional[FolderLock]:
@@ -276,7 +317,8 @@ def fine_tune(net, train, val=None, *,
               stages: Sequence[Tuple[str, int]] = (("head", 2), ("last_k:1", 2),
                                                    ("last_k:2", 2)),
               backbone_lr_mult: float = 0.1, lr: float = 0.01, batch_size: int = 64,
-              augment=None, head_augment=None, schedule=None, image_size: Optional[int] = None,
+              augment=None, head_augment=None, mix=None, schedule=None,
+              image_size: Optional[int] = None,
               ctx=None, seed: int = 0, callbacks=(), progress: bool = False, **fit_kwargs):
     """Gradual unfreezing with a lower learning rate for the backbone (discriminative LR).
 
@@ -296,6 +338,8 @@ def fine_tune(net, train, val=None, *,
             ``Augment()``).
         head_augment: augmentation of head-only stages; default ``Augment.none()`` so that
             the frozen backbone's features are computed once (cached) and the stage is cheap.
+        mix: mixup/cutmix (`gluonft.mixing.Mix`) of the stages that train backbone blocks
+            (head-only stages stay unmixed, on cached features).
         schedule: a `Schedule` per stage (default cosine).
         image_size, ctx, seed, callbacks, progress: passed to each `fit`.
         **fit_kwargs: more `fit` arguments (``optimizer``, ``wd``, ``label_smoothing`` ...).
@@ -333,7 +377,8 @@ def fine_tune(net, train, val=None, *,
                 p.lr_mult = backbone_lr_mult
             head_only = not applied.trainable_blocks
             part = fit(net, train, val, epochs=epochs, batch_size=batch_size, lr=lr,
-                       augment=head_augment if head_only else augment, schedule=schedule,
+                       augment=head_augment if head_only else augment,
+                       mix=None if head_only else mix, schedule=schedule,
                        image_size=image_size, ctx=ctx, seed=seed + index, callbacks=callbacks,
                        progress=progress, **fit_kwargs)
             offset = len(history.epochs)

@@ -34,6 +34,8 @@ from .features import Features, batch_indices, cached_features, feature_key, wei
 from .predict import evaluate, predict_proba, scores
 from .regimes import NetParts, split_net
 from .schedules import SCHEDULES, Schedule
+from .mixing import MIX_KINDS, Mix, draw_mix, mix_images
+from .pipelines import Albumentations
 from .transforms import Augment, BatchTransform, sample_augment, to_device
 
 __all__ = ["fit", "evaluate", "History", "StopTraining", "TrainingDiverged", "OPTIMIZERS",
@@ -110,6 +112,12 @@ class TrainSettings:
         "learning-rate schedule", choices=tuple(s for s in SCHEDULES if s != "step")))
     warmup_epochs: float = field(default=0.0, metadata=_flag("linear warm-up, in epochs"))
     label_smoothing: float = field(default=0.0, metadata=_flag("label smoothing, in [0, 1)"))
+    mix: str = field(default="none", metadata=_flag(
+        "mix pairs of training images (gluonft.mixing)", choices=MIX_KINDS))
+    mix_alpha: float = field(default=0.0, metadata=_flag(
+        "Beta(alpha, alpha) of --mix; 0: mixup 0.4, cutmix 1.0"))
+    mix_prob: float = field(default=1.0, metadata=_flag(
+        "share of the batches that --mix mixes, in (0, 1]"))
     amp: bool = field(default=False, metadata=_flag(
         "float16 mixed-precision training (MXNet AMP); GPUs only"))
 
@@ -119,6 +127,9 @@ class TrainSettings:
                        lr=1.0, momentum=self.momentum, wd=self.wd,
                        label_smoothing=self.label_smoothing)
         Schedule(self.schedule, warmup_epochs=self.warmup_epochs)  # validates both
+        if self.mix not in MIX_KINDS:
+            raise ValueError(f"unknown mix {self.mix!r}: expected one of {', '.join(MIX_KINDS)}")
+        self.mix_obj  # validates alpha and prob
         if not isinstance(self.amp, bool):
             raise ValueError(f"amp must be True or False, got {self.amp!r}")
 
@@ -126,12 +137,18 @@ class TrainSettings:
     def schedule_obj(self) -> Schedule:
         return Schedule(self.schedule, warmup_epochs=self.warmup_epochs)
 
+    @property
+    def mix_obj(self) -> Optional[Mix]:
+        if self.mix == "none":
+            return None
+        return Mix(self.mix, self.mix_alpha, self.mix_prob)
+
     def fit_kwargs(self) -> dict:
         """The `fit` arguments these settings stand for."""
         return {"epochs": self.epochs, "batch_size": self.batch_size,
                 "optimizer": self.optimizer, "momentum": self.momentum, "wd": self.wd,
                 "schedule": self.schedule_obj, "label_smoothing": self.label_smoothing,
-                "amp": self.amp}
+                "amp": self.amp, "mix": self.mix_obj}
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -184,7 +201,7 @@ def fit(net: TransferNet, train: ImageSet, val: Optional[ImageSet] = None, *, ep
         callbacks: Sequence[Callable] = (), checkpoint: Optional[str] = None,
         progress: bool = True, hybridize: bool = True, cache_features: Optional[bool] = None,
         cache_dir: Optional[str] = None, feature_views: Optional[int] = None,
-        amp: Union[bool, str] = False) -> History:
+        amp: Union[bool, str] = False, mix: Optional[Mix] = None) -> History:
     """Train ``net`` (as set up by `apply_regime`) on ``train``; evaluate on ``val`` each epoch.
 
     Args:
@@ -194,7 +211,9 @@ def fit(net: TransferNet, train: ImageSet, val: Optional[ImageSet] = None, *, ep
         optimizer: ``sgd`` (with ``momentum``), ``nag`` or ``adam``; ``wd``: weight decay.
         schedule: a `Schedule` (cosine by default; step, constant, onecycle; warm-up).
         label_smoothing: in [0, 1).
-        augment: training augmentation (`Augment`); ``Augment.none()`` disables it.
+        augment: training augmentation: an `Augment` (on the device; ``Augment.none()``
+            disables it) or a `gluonft.pipelines.Albumentations` pipeline (on the host).
+        mix: mixup or cutmix of training batches (`gluonft.mixing.Mix`), or None.
         image_size: input side (default: the backbone's pretrained size).
         ctx: a context or a list (each batch is split across them); default `devices()`.
         seed: seeds shuffling, augmentation and MXNet's generator.
@@ -243,7 +262,7 @@ def fit(net: TransferNet, train: ImageSet, val: Optional[ImageSet] = None, *, ep
         wd=wd, schedule=schedule, label_smoothing=label_smoothing, augment=augment,
         image_size=image_size, ctx=ctx, seed=seed, callbacks=callbacks, checkpoint=checkpoint,
         progress=progress, hybridize=hybridize, cache_features=cache_features,
-        cache_dir=cache_dir, feature_views=feature_views, amp=amp))
+        cache_dir=cache_dir, feature_views=feature_views, amp=amp, mix=mix))
     try:
         for epoch in range(run.start_epoch, epochs):
             logs = run.train_epoch(epoch)
@@ -275,8 +294,11 @@ def _check_args(a: dict) -> None:
                                         "wd", "label_smoothing")})
     if not isinstance(a["schedule"], Schedule):
         raise ValueError(f"schedule must be a gluonft.Schedule, got {a['schedule']!r}")
-    if not isinstance(a["augment"], Augment):
-        raise ValueError(f"augment must be a gluonft.Augment, got {a['augment']!r}")
+    if not isinstance(a["augment"], (Augment, Albumentations)):
+        raise ValueError(f"augment must be a gluonft.Augment or a gluonft.pipelines."
+                         f"Albumentations, got {a['augment']!r}")
+    if a["mix"] is not None and not isinstance(a["mix"], Mix):
+        raise ValueError(f"mix must be a gluonft.mixing.Mix or None, got {a['mix']!r}")
 
 
 class _Run:
@@ -321,7 +343,7 @@ class _Run:
             "backbone": self.net.backbone, "classes": self.net.classes, "epochs": a["epochs"],
             "batch_size": a["batch_size"], "lr": a["lr"], "optimizer": a["optimizer"],
             "optimizer_params": params, "schedule": a["schedule"].to_dict(),
-            "label_smoothing": a["label_smoothing"], "augment": asdict(a["augment"]),
+            "label_smoothing": a["label_smoothing"], "augment": describe_augment(a["augment"]),
             "image_size": self.image_size, "seed": a["seed"],
             "contexts": [str(c) for c in self.contexts], "train_images": len(train),
             "val_images": len(val) if val is not None else 0,
@@ -333,6 +355,8 @@ class _Run:
             settings["amp"] = self.amp_dtype
         if self.views:
             settings["feature_views"] = self.views
+        if a["mix"] is not None:
+            settings["mix"] = a["mix"].to_dict()
         head = getattr(self.net, "head_spec", None)
         if head is not None and head.kind != "linear":
             settings.update(head.to_dict())
@@ -343,7 +367,7 @@ class _Run:
         a, train, val = self.a, self.train, self.val
         use, why = _cache_plan(a["cache_features"], self.parts, a["augment"], self.views,
                                self.image_size, len(train) * max(self.views, 1)
-                               + (len(val) if val is not None else 0))
+                               + (len(val) if val is not None else 0), mix=a["mix"])
         # Each view draws one augmentation per image, from its own seeded generator.
         self.view_rows = [sample_augment(len(train), a["augment"],
                                          np.random.RandomState([a["seed"] % 2 ** 32, v]))
@@ -373,14 +397,18 @@ class _Run:
         if self.train_features:
             return _cached_inputs(self.train_features[epoch % len(self.train_features)], idx,
                                   self.contexts)
+        images, augment = self.train.images[idx], a["augment"]
         if self.views:
             affine = self.view_rows[epoch % self.views][idx]
-        elif a["augment"].is_identity:  # no resampling: the images stay exact (transforms)
+        elif isinstance(augment, Albumentations):  # on the host, one seed per image
+            images = augment(images, rng.randint(0, 2 ** 31, size=len(idx)))
+            affine = None
+        elif augment.is_identity:  # no resampling: the images stay exact (transforms)
             affine = None
         else:
-            affine = sample_augment(len(idx), a["augment"], rng)
-        return _image_inputs(self.parts, self.transform, self.train.images[idx],
-                             self.train.labels[idx], affine, self.contexts)
+            affine = sample_augment(len(idx), augment, rng)
+        return _image_inputs(self.parts, self.transform, images, self.train.labels[idx], affine,
+                             self.contexts, mix=a["mix"], rng=rng)
 
     def train_epoch(self, epoch: int) -> Dict[str, float]:
         """One epoch of steps; the logged training numbers."""
@@ -498,6 +526,43 @@ class _Meter:
         return self.totals.copy()
 
 
+def training_batch(train: ImageSet, *, augment=Augment(), mix: Optional[Mix] = None,
+                   image_size: int, mean, std, n: int = 8, seed: int = 0):
+    """``n`` training images, spread over the set (so over its classes), as `fit` feeds them
+    to the net (augmented, mixed, resized), back in uint8 RGB for a look, with one caption
+    each.
+
+    Example:
+        >>> images, captions = training_batch(data.train, augment=Augment.preset("strong"),
+        ...                                   image_size=96, mean=net.family.mean,
+        ...                                   std=net.family.std)  # doctest: +SKIP
+    """
+    take = np.unique(np.linspace(0, len(train) - 1, min(n, len(train))).astype(int))
+    rng = np.random.RandomState(seed)
+    images = train.images[take]
+    affine = None
+    if isinstance(augment, Albumentations):
+        images = augment(images, rng.randint(0, 2 ** 31, size=len(take)))
+    elif not augment.is_identity:
+        affine = sample_augment(len(take), augment, rng)
+    transform = BatchTransform(image_size, mean, std)
+    x = transform(to_device(images, mx.cpu(), "uint8"), affine)
+    labels = [train.classes[i] for i in train.labels[take]]
+    captions = list(labels)
+    draw = draw_mix(mix, len(take), image_size, rng) if mix is not None else None
+    if draw is not None:
+        x = mix_images(x, draw)
+        captions = [f"{labels[i]} {draw.lam:.2f} + {labels[j]} {1 - draw.lam:.2f}"
+                    for i, j in enumerate(draw.partner)]
+    pixels = x.asnumpy().transpose(0, 2, 3, 1) * np.array(std) + np.array(mean)
+    return np.clip(np.round(pixels * 255), 0, 255).astype(np.uint8), captions
+
+
+def describe_augment(augment) -> dict:
+    """The augmentation as data, for History settings and cards."""
+    return augment.to_dict() if isinstance(augment, Albumentations) else asdict(augment)
+
+
 def _check_views(feature_views, augment: Augment) -> int:
     """``feature_views`` as an int (0: off), validated."""
     if feature_views is None:
@@ -506,6 +571,9 @@ def _check_views(feature_views, augment: Augment) -> int:
             or feature_views < 1:
         raise ValueError(f"feature_views must be None or a positive int (the number of fixed "
                          f"augmented views of each image), got {feature_views!r}")
+    if isinstance(augment, Albumentations):
+        raise ValueError(f"feature_views={feature_views} takes an Augment; an albumentations "
+                         f"pipeline runs fresh on the host every epoch")
     if augment.is_identity:
         raise ValueError(f"feature_views={feature_views} needs an augmentation: with "
                          f"{augment} every view is the same image; leave feature_views=None")
@@ -513,7 +581,7 @@ def _check_views(feature_views, augment: Augment) -> int:
 
 
 def _cache_plan(cache_features, parts: NetParts, augment: Augment, views: int, image_size: int,
-                n_images: int):
+                n_images: int, mix: Optional[Mix] = None):
     """(use the feature cache?, why) for fit's ``cache_features`` argument."""
     if cache_features not in (None, True, False):
         raise ValueError(f"cache_features must be None (automatic), True or False, got "
@@ -522,6 +590,8 @@ def _cache_plan(cache_features, parts: NetParts, augment: Augment, views: int, i
         return False, "cache_features=False"
     if not parts.frozen_steps:
         problem = "the regime leaves no frozen prefix (every backbone step trains)"
+    elif mix is not None:
+        problem = f"{mix.kind} mixes the images of every batch anew (mix=None to cache)"
     elif not augment.is_identity and not views:
         problem = (f"training augmentation is on ({augment}); features are only cached for "
                    f"augment=Augment.none() or a fixed number of views (feature_views=K)")
@@ -551,8 +621,10 @@ def _frozen_features(parts, data, net, image_size, transform, contexts, batch_si
                            batch_size=batch_size, cache_dir=cache_dir, augment_rows=rows)
 
 
-def _image_inputs(parts, transform, images, labels, affine, contexts):
-    """[(prefix output, labels)] per device for a batch of uint8 images."""
+def _image_inputs(parts, transform, images, labels, affine, contexts, *,
+                  mix: Optional[Mix] = None, rng=None):
+    """[(prefix output, labels)] per device for a batch of uint8 images; with ``mix``,
+    [(prefix output, labels, partner labels, lam)] for the batches it mixes."""
     inputs = []
     n = len(contexts)
     for i, (ctx, x, y) in enumerate(zip(contexts, split_batch(images, n),
@@ -561,7 +633,12 @@ def _image_inputs(parts, transform, images, labels, affine, contexts):
             continue
         a = None if affine is None else split_batch(affine, n)[i]
         x = transform(to_device(x, ctx, "uint8"), a)
-        inputs.append((parts.prefix(x), to_device(y, ctx)))  # float32, as argmax gives
+        draw = draw_mix(mix, len(y), x.shape[-1], rng) if mix is not None else None
+        if draw is None:
+            inputs.append((parts.prefix(x), to_device(y, ctx)))  # float32, as argmax gives
+        else:
+            inputs.append((parts.prefix(mix_images(x, draw)), to_device(y, ctx),
+                           to_device(y[draw.partner], ctx), draw.lam))
     return inputs
 
 
@@ -613,20 +690,27 @@ def _start_amp(amp, contexts) -> Optional[str]:
 def _train_step(parts, trainer, inputs, smoothing, classes, meter: _Meter, *,
                 scale_loss: bool = False):
     """One optimiser step over a batch split across devices; returns the per-device losses."""
-    losses, outputs = [], []
+    losses, outputs, dominant = [], [], []
     with autograd.record():
-        for features, y in inputs:
+        for features, y, *mixed in inputs:
             out = parts.trainable(features)
-            losses.append(_smoothed_cross_entropy(out, y, smoothing, classes))
+            loss = _smoothed_cross_entropy(out, y, smoothing, classes)
+            if mixed:  # mixup/cutmix: both labels, weighted by their share of the image
+                partner, lam = mixed
+                loss = lam * loss + (1 - lam) * _smoothed_cross_entropy(out, partner,
+                                                                        smoothing, classes)
+                y = y if lam >= 0.5 else partner  # accuracy against the dominant label
+            losses.append(loss)
             outputs.append(out)
+            dominant.append(y)
         if scale_loss:  # AMP: scaled so that small float16 gradients do not vanish
             from mxnet.contrib import amp as mx_amp
             with mx_amp.scale_loss(losses, trainer) as scaled:
                 autograd.backward(scaled)
     if not scale_loss:
         autograd.backward(losses)
-    trainer.step(sum(len(y) for _, y in inputs))
-    meter.add(losses, outputs, [y for _, y in inputs])
+    trainer.step(sum(len(y) for y in dominant))
+    meter.add(losses, outputs, dominant)
     return losses
 
 

@@ -18,7 +18,16 @@ REPRESENTATIVES = {
     "alexnet": "alexnet", "inceptionv3": "inceptionv3", "xception": "xception",
     "googlenet": "googlenet", "darknet53": "darknet53", "cifar_resnet": "cifar_resnet20_v1",
     "cifar_wideresnet": "cifar_wideresnet16_10", "cifar_resnext": "cifar_resnext29_16x64d",
+    "efficientnet_lite0": "efficientnet_lite0", "efficientnet_lite1": "efficientnet_lite1",
+    "efficientnet_lite2": "efficientnet_lite2",
 }
+
+
+def _zoo(name, classes):
+    """The model-zoo net of ``name``: GluonCV's, or gluonft's own for families outside it."""
+    family = family_of(name)
+    return family.build(name, classes=classes) if family.build else get_model(name,
+                                                                              classes=classes)
 
 
 def test_every_family_has_a_representative_and_names():
@@ -27,7 +36,8 @@ def test_every_family_has_a_representative_and_names():
     for family in FAMILIES:
         assert gluonft.list_backbones(family=family.name), family.name
     for expected in ["resnet50_v1d", "se_resnext50_32x4d", "mobilenetv3_large", "vgg16_bn",
-                     "densenet201", "resnest50", "cifar_wideresnet28_10", "darknet53"]:
+                     "densenet201", "resnest50", "cifar_wideresnet28_10", "darknet53",
+                     "efficientnet_lite0", "efficientnet_lite2"]:
         assert expected in names
     # Detection/segmentation nets and zoo entries without pretrained weights are not offered.
     assert "yolo3_darknet53_coco" not in names and "se_resnet18_v1" not in names
@@ -35,7 +45,7 @@ def test_every_family_has_a_representative_and_names():
 
 def _gluoncv_file(name, tmp_path, classes):
     """A GluonCV-layout weights file with random values, as GluonCV's save_parameters writes."""
-    zoo = get_model(name, classes=classes)
+    zoo = _zoo(name, classes)
     zoo.initialize(mx.init.Normal(0.05), ctx=CPU)
     side = family_of(name).input_size
     with mx.autograd.predict_mode():
@@ -60,7 +70,7 @@ def test_family_loads_with_new_head_and_exact_weights(family, tmp_path):
     # Every backbone parameter equals the file bit for bit. The net holds the zoo net's own
     # blocks, so its parameters come in the zoo's registration order, as the file's keys do.
     stored = mx.nd.load(path)
-    zoo = get_model(name, classes=1000 if "cifar" not in name else 10)
+    zoo = _zoo(name, 1000 if "cifar" not in name else 10)
     backbone_keys = [k for k in zoo._collect_params_with_prefix()
                      if not any(k == h or k.startswith(h + ".") for h in net.family.head)]
     own = list(net.features.collect_params().values())

@@ -26,7 +26,7 @@ import gluonft
 from gluonft.checkpoint import checkpoint_files
 from bench import cifar
 from bench.grid import Data, experiment_id
-from bench.presets import DEFAULT_MODELS, PRESETS
+from bench.presets import CPU_MODELS, DEFAULT_MODELS, PRESETS
 from gluonft.baseline import lab1_cnn
 from gluonft.results import read_results
 
@@ -79,12 +79,14 @@ def test_smoke_grid_finishes_quickly_and_writes_every_file(smoke):
     assert smoke.seconds < 180
     ids = ["lab1_cnn-scratch-s0", f"{MOBILENET}-head-s0", f"{RESNET20}-head-s0"]
     for name in ["config.json", "results.json", "results.csv", "accuracy.png", "accuracy.svg",
-                 "accuracy.json", "best.json", "best.params"] + [f"curves/{i}.png" for i in ids]:
+                 "accuracy.json", "best.json", "best.params", "augmentation.png"]\
+            + [f"curves/{i}.png" for i in ids]:
         assert (smoke.out / name).is_file(), name
     assert not (smoke.out / "checkpoints").exists()  # finished experiments leave none
     assert [r.id for r in read_results(smoke.out / "results.json")] == ids
-    for png in ["accuracy.png"] + [f"curves/{i}.png" for i in ids]:
+    for png in ["accuracy.png", "augmentation.png"] + [f"curves/{i}.png" for i in ids]:
         assert matplotlib.image.imread(smoke.out / png).shape[2] in (3, 4)
+    assert "augmentation: Augment(" in smoke.stdout
     assert ET.parse(smoke.out / "accuracy.svg").getroot().tag.endswith("svg")
     assert not [p for p in smoke.out.rglob("*") if p.name.endswith(".tmp")]
 
@@ -362,7 +364,8 @@ def test_flags_override_the_preset_and_are_marked(tmp_path):
     assert config.lr == {**cpu.lr, "head": 0.1}
     assert config.image_size is None and config.train_per_class is None
     assert config.test_per_class == cpu.test_per_class
-    assert config.models == DEFAULT_MODELS and config.regimes == ("head", "full")
+    assert config.models == CPU_MODELS and config.regimes == ("head", "full")
+    assert cifar.parse_config(["--preset", "full"]).models == DEFAULT_MODELS
     assert config.baseline == "train" and config.seeds == (0,)
     lines = "\n".join(cifar.preset_lines(config))
     assert "epochs           2" in lines and "(--epochs; preset: 6)" in lines
@@ -391,7 +394,7 @@ def test_every_training_and_data_flag_reaches_the_config(tmp_path):
     assert config.summary_rows == 4 and not config.progress
     assert config.data_root == str(tmp_path) and config.out == str(tmp_path / "o")
     plan = cifar.plan_experiments(config, _tiny_data())
-    mobilenet = [e for e in plan if e.model == "resnet18_v1"][0]
+    mobilenet = [e for e in plan if e.model == "mobilenet0.75"][0]
     assert mobilenet.schedule_obj == gluonft.Schedule("onecycle", warmup_epochs=2.0)
     assert mobilenet.image_size == 48 and mobilenet.optimizer == "adam"
 

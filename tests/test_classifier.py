@@ -21,7 +21,8 @@ CPU = clothing.CPU
 # --- choosing a backbone under a budget -------------------------------------------------------
 
 @pytest.mark.parametrize("name", ["mobilenet0.25", "mobilenet0.75", "squeezenet1.1",
-                                  "mobilenetv2_0.25", "resnet18_v1"])
+                                  "mobilenetv2_0.25", "resnet18_v1", "efficientnet_lite0",
+                                  "efficientnet_lite1", "efficientnet_lite2"])
 def test_the_table_of_parameter_counts_matches_real_nets(name):
     net = load_backbone(name, classes=10, weights=None, ctx=CPU)
     assert model_params(name, classes=10) == count_params(net)
@@ -30,7 +31,8 @@ def test_the_table_of_parameter_counts_matches_real_nets(name):
 def test_pick_backbone_keeps_to_the_budget():
     assert [c.top1 for c in CANDIDATES] == sorted((c.top1 for c in CANDIDATES), reverse=True)
     assert pick_backbone(model="auto", classes=10) == "resnet50_v1d"
-    assert pick_backbone(model="auto", max_params=5_000_000, classes=10) == "mobilenetv3_large"
+    assert pick_backbone(model="auto", max_params=5_000_000, classes=10) == "efficientnet_lite2"
+    assert pick_backbone(model="auto", max_params=4_500_000, classes=10) == "efficientnet_lite1"
     assert pick_backbone(model="auto", max_params=2_000_000, classes=10) == "mobilenet0.75"
     assert pick_backbone(model="mobilenet0.75", max_params=5_000_000, classes=10) \
         == "mobilenet0.75"

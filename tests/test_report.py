@@ -134,6 +134,10 @@ def test_failed_experiments_show_their_reason_and_traceback(run):
 def test_the_chart_and_the_curves_are_embedded_byte_for_byte(run):
     chart = re.search(r'<img class="chart"[^>]* src="data:image/png;base64,([^"]+)"', run.page)
     assert chart and base64.b64decode(chart.group(1)) == (run.out / "accuracy.png").read_bytes()
+    strip = re.search(r'<section id="augmentation">.*?src="data:image/png;base64,([^"]+)"',
+                      run.page, re.S)
+    assert strip and base64.b64decode(strip.group(1)) == (
+        run.out / "augmentation.png").read_bytes()
     curves = dict(re.findall(r'<figure id="exp-([^"]+)"><img class="curve"[^>]* '
                              r'src="data:image/png;base64,([^"]+)"', run.page))
     ok = [r.id for r in run.records if r.status == "ok"]

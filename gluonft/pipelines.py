@@ -1,0 +1,164 @@
+"""Your own augmentation pipeline (albumentations), applied per image on the host.
+
+    >>> import albumentations as A
+    >>> augment = gluonft.pipelines.Albumentations(A.Compose([
+    ...     A.HorizontalFlip(), A.ShiftScaleRotate(rotate_limit=15),
+    ...     A.RandomBrightnessContrast(), A.CoarseDropout()]))           # doctest: +SKIP
+    >>> gluonft.fit(net, train, val, augment=augment, ...)             # doctest: +SKIP
+
+`fit` takes it wherever it takes an `Augment`. Each training image (uint8, the stored square
+size) goes through the pipeline on the host before the batch goes to the device, where it is
+resized to the input size and normalised as in evaluation. Every image gets its own seed,
+drawn from the same seeded (seed, epoch) stream as `Augment`'s draws, so a run repeats exactly,
+whatever the number of worker processes. The pipeline must keep the image's size and uint8
+dtype (a crop to the input size belongs on the device side: gluonft resizes); a transform that
+breaks that is named in the error.
+
+albumentations 1.3.1 is the release that co-installs with numpy < 1.24 (which MXNet 1.9
+needs; 1.4.0 and later need numpy >= 1.24.4): ``pip install 'gluonft[albumentations]'``.
+Its transforms draw from Python's ``random`` and numpy's global generator, so parallel work
+uses processes (``workers``), each seeding its own generators per image.
+"""
+from __future__ import annotations
+
+import os
+import random
+import weakref
+from concurrent.futures import ProcessPoolExecutor
+from typing import List, Optional, Sequence
+
+import numpy as np
+
+__all__ = ["Albumentations", "load_pipeline", "PIPELINE_PIP"]
+
+PIPELINE_PIP = "pip install 'gluonft[albumentations]'"
+_WORKER_PIPELINE = None   # the pipeline inside a worker process
+
+
+def _albumentations():
+    try:
+        import albumentations
+    except ImportError:
+        raise ImportError(f"albumentations is not installed: {PIPELINE_PIP} (albumentations "
+                          f"1.3.1, the release that works with MXNet's numpy < 1.24)") from None
+    return albumentations
+
+
+def _apply(pipeline, image: np.ndarray, seed: int) -> np.ndarray:
+    random.seed(int(seed))
+    np.random.seed(int(seed) % (2 ** 32))
+    return pipeline(image=image)["image"]
+
+
+def _worker_init(pipeline) -> None:
+    global _WORKER_PIPELINE
+    _WORKER_PIPELINE = pipeline
+
+
+def _worker_apply(chunk):
+    images, seeds = chunk
+    return [_apply(_WORKER_PIPELINE, image, seed) for image, seed in zip(images, seeds)]
+
+
+class Albumentations:
+    """An albumentations pipeline as a gluonft training augmentation.
+
+    Args:
+        pipeline: an ``A.Compose`` (or a single transform) taking ``image=`` uint8 HxWx3 RGB.
+        workers: worker processes applying it (0: in this process). Default: 0 on a machine
+            with 2 cores or fewer (there the device computation needs them), else
+            ``min(4, cores - 1)``.
+    """
+
+    is_identity = False
+
+    def __init__(self, pipeline, *, workers: Optional[int] = None):
+        A = _albumentations()
+        if not isinstance(pipeline, A.BasicTransform) and not hasattr(pipeline, "transforms"):
+            raise ValueError(f"expected an albumentations transform or A.Compose, got "
+                             f"{type(pipeline).__name__}")
+        cores = os.cpu_count() or 1
+        if workers is None:
+            workers = 0 if cores <= 2 else min(4, cores - 1)
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+            raise ValueError(f"workers must be an int >= 0, got {workers!r}")
+        self.pipeline, self.workers = pipeline, workers
+        self._pool: Optional[ProcessPoolExecutor] = None
+        self._checked = False
+
+    def to_dict(self) -> dict:
+        """What ran, for History settings and cards: albumentations' own serialisation."""
+        A = _albumentations()
+        try:
+            described = A.to_dict(self.pipeline)
+        except Exception:  # a Lambda transform has no serialisation: its repr then
+            described = repr(self.pipeline)
+        return {"albumentations": described, "version": A.__version__}
+
+    def __repr__(self) -> str:
+        names = [type(t).__name__ for t in getattr(self.pipeline, "transforms", [self.pipeline])]
+        return f"Albumentations({', '.join(names)})"
+
+    def __call__(self, images: np.ndarray, seeds: Sequence[int]) -> np.ndarray:
+        """The augmented copies of ``images`` (N, S, S, 3) uint8, image i seeded by seeds[i]."""
+        if self.workers and len(images) > 1:
+            out = self._parallel(images, seeds)
+        else:
+            out = [_apply(self.pipeline, image, seed) for image, seed in zip(images, seeds)]
+        for i, result in enumerate(out):
+            if not (isinstance(result, np.ndarray) and result.shape == images[i].shape
+                    and result.dtype == np.uint8):
+                raise ValueError(self._culprit(images[i], seeds[i], result))
+        return np.stack(out)
+
+    def _parallel(self, images, seeds) -> List[np.ndarray]:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(self.workers, initializer=_worker_init,
+                                             initargs=(self.pipeline,))
+            weakref.finalize(self, self._pool.shutdown, wait=False)
+        chunks = [(images[i::self.workers], seeds[i::self.workers])
+                  for i in range(self.workers)]
+        parts = list(self._pool.map(_worker_apply, chunks))
+        out: List[Optional[np.ndarray]] = [None] * len(images)
+        for i, part in enumerate(parts):
+            out[i::self.workers] = part
+        return out
+
+    def _culprit(self, image: np.ndarray, seed: int, result) -> str:
+        """Name the transform that changed the size or dtype (replayed with the same seed)."""
+        what = (f"{result.shape} {result.dtype}" if isinstance(result, np.ndarray)
+                else type(result).__name__)
+        expected = f"{image.shape} uint8"
+        random.seed(int(seed))
+        np.random.seed(int(seed) % (2 ** 32))
+        if hasattr(self.pipeline, "transforms"):
+            random.random()  # what A.Compose draws for its own p before its transforms
+        current = image
+        for transform in getattr(self.pipeline, "transforms", [self.pipeline]):
+            current = transform(image=current)["image"]
+            if not (isinstance(current, np.ndarray) and current.shape == image.shape
+                    and current.dtype == np.uint8):
+                got = (f"{current.shape} {current.dtype}" if isinstance(current, np.ndarray)
+                       else type(current).__name__)
+                return (f"the albumentations transform {transform!r} turned a {expected} image "
+                        f"into {got}: the pipeline must keep the stored size and uint8 (gluonft "
+                        f"resizes to the input size and normalises on the device); drop "
+                        f"resizing/normalising transforms")
+        return (f"the albumentations pipeline turned a {expected} image into {what}: it must "
+                f"keep the stored size and uint8")
+
+
+def load_pipeline(path: str, *, workers: Optional[int] = None) -> Albumentations:
+    """An `Albumentations` from a pipeline file written by ``A.save(pipeline, path)`` (JSON,
+    or YAML for a .yml/.yaml name)."""
+    A = _albumentations()
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"albumentations pipeline {path} does not exist; write one with "
+                                f"A.save(A.Compose([...]), {path!r})")
+    fmt = "yaml" if path.lower().endswith((".yml", ".yaml")) else "json"
+    try:
+        pipeline = A.load(path, data_format=fmt)
+    except Exception as error:
+        raise ValueError(f"{path} is not an albumentations pipeline file "
+                         f"({type(error).__name__}: {error})") from None
+    return Albumentations(pipeline, workers=workers)
