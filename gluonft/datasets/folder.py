@@ -429,6 +429,17 @@ def _split_folders(root: Path) -> Optional[Dict[str, Path]]:
     return found
 
 
+def check_decoding(image_size, margin, fit: str) -> Tuple[int, int]:
+    """Validate how photos are decoded; returns (image_size, stored side)."""
+    image_size = _check_int("image_size", image_size, 8)
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not margin >= 1:
+        raise ValueError(f"margin must be a number >= 1 (stored side / image_size), "
+                         f"got {margin!r}")
+    if fit not in FITS:
+        raise ValueError(f"unknown fit {fit!r}: expected one of {', '.join(FITS)}")
+    return image_size, int(round(image_size * margin))
+
+
 def folder_classes(root: PathLike) -> Tuple[str, ...]:
     """The class names of an `image_folder` layout, read off its folder names (nothing decoded),
     so that a net can be built and checked before minutes of decoding.
@@ -499,17 +510,11 @@ def image_folder(root: PathLike, *, image_size: int = 224, margin: float = 1.15,
         >>> gluonft.fit(net, data.train, data.validation, epochs=3, batch_size=64, lr=0.01,
         ...             image_size=96)  # doctest: +SKIP
     """
-    image_size = _check_int("image_size", image_size, 8)
-    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not margin >= 1:
-        raise ValueError(f"margin must be a number >= 1 (stored side / image_size), "
-                         f"got {margin!r}")
-    if fit not in FITS:
-        raise ValueError(f"unknown fit {fit!r}: expected one of {', '.join(FITS)}")
+    image_size, side = check_decoding(image_size, margin, fit)
     wanted = None if split is None else _split_name(split)
     val_fraction = _check_fraction("val_fraction", val_fraction)
     test_fraction = _check_fraction("test_fraction", test_fraction)
     _check_int("seed", seed, 0)
-    side = int(round(image_size * margin))
     root = Path(root).expanduser()
     if not root.exists():
         raise DatasetNotFound(f"image folder {root} does not exist; expected {root}/<class>/"

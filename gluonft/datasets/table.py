@@ -36,7 +36,7 @@ import numpy as np
 
 from .cifar10 import DatasetNotFound
 from .folder import (FolderData, UnreadableImagesWarning, _carve, _check_fraction, _check_int,
-                     list_images, load_images, FITS)
+                     check_decoding, list_images, load_images)
 from .imageset import ImageSet
 
 __all__ = ["labelled_images", "read_labels", "LabelTable", "FILE_COLUMNS", "LABEL_COLUMNS",
@@ -235,12 +235,7 @@ def labelled_images(labels: Union[PathLike, Mapping[str, Label]], images: PathLi
         >>> data.labels[:3], len(data.train)  # doctest: +SKIP
         ((0, 1, 2), 2400)
     """
-    image_size = _check_int("image_size", image_size, 8)
-    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not margin >= 1:
-        raise ValueError(f"margin must be a number >= 1 (stored side / image_size), "
-                         f"got {margin!r}")
-    if fit not in FITS:
-        raise ValueError(f"unknown fit {fit!r}: expected one of {', '.join(FITS)}")
+    image_size, side = check_decoding(image_size, margin, fit)
     val_fraction = _check_fraction("val_fraction", val_fraction)
     test_fraction = _check_fraction("test_fraction", test_fraction)
     _check_int("seed", seed, 0)
@@ -264,7 +259,6 @@ def labelled_images(labels: Union[PathLike, Mapping[str, Label]], images: PathLi
     index = table.index_of()
     ordered = sorted(found.items(), key=lambda item: (index[table.rows[item[0]]],
                                                        item[1].relative_to(folder).as_posix()))
-    side = int(round(image_size * margin))
     pixels, kept, skipped = load_images([p for _, p in ordered], size=side, fit=fit,
                                         workers=workers)
     if skipped:

@@ -1,0 +1,142 @@
+"""`python -m bench.variants`: `train_classifier` variants side by side on one photo folder.
+
+Every row is one `gluonft.train_classifier` call on the same folder with the same seed; the
+rows differ in what the flags list (every combination is run): backbone (``--model``), head
+(``--head``), augmentation of the fine-tuning stages (``--augment``: an `Augment` preset or
+``albumentations`` for the practitioner's pipeline below), mixing (``--mix``) and recipe
+(``--recipes``: ``fast``, head only on cached features; ``default``, the staged fine-tune;
+augmentation and mixing apply to ``default`` only). Per row: validation and test accuracy,
+test loss (the mean cross-entropy, which shows over-confident models that accuracy hides),
+wall time and the training images/s of the fine-tuning stages. Results go to
+``<out>/variants.json`` and ``variants.csv``, rewritten atomically after each row; a rerun
+skips the rows already measured, so a killed run resumes.
+
+    python -m bench.variants --data ../shared/data/clothing-small \\
+        --weights mobilenet0.75=../shared/weights/mobilenet0.75-imagenet.params \\
+        --head linear --head mlp:512 --head mlp:1024,256 --recipes fast,default --out runs/heads
+    python -m bench.variants --data ../shared/data/clothing-small --weights mobilenet0.75=... \\
+        --recipes default --augment none --augment standard --augment albumentations \\
+        --mix none --mix mixup --mix cutmix --out runs/augment
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import itertools
+import json
+import os
+import sys
+from typing import List, Optional, Sequence
+
+from gluonft.argtypes import seed as _seed
+from gluonft.fileio import atomic_write_text, finite_json
+
+__all__ = ["main", "COLUMNS", "practitioner_pipeline"]
+
+COLUMNS = ("model", "head", "augment", "mix", "recipe", "seed", "val_accuracy",
+           "test_accuracy", "test_loss", "train_seconds", "train_images_per_s", "params")
+
+
+def practitioner_pipeline():
+    """What a practitioner writes for photos: flips, a small affine, colour, holes (keeping the
+    size: gluonft resizes on the device)."""
+    import albumentations as A
+    return A.Compose([A.HorizontalFlip(), A.ShiftScaleRotate(rotate_limit=15),
+                      A.RandomBrightnessContrast(), A.HueSaturationValue(),
+                      A.CoarseDropout(max_holes=4)])
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bench.variants", description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", required=True, help="an image folder with a test split")
+    p.add_argument("--model", action="append", help="backbones (repeatable; mobilenet0.75)")
+    p.add_argument("--weights", action="append", metavar="NAME=PATH",
+                   help="a local weights file for a backbone (repeatable); the others use "
+                        "their pretrained weights")
+    p.add_argument("--head", action="append", help="heads (repeatable; default linear)")
+    p.add_argument("--dropout", type=float, help="dropout of the mlp heads (default 0.5)")
+    p.add_argument("--augment", action="append",
+                   help="none|light|standard|strong|albumentations (repeatable; default: the "
+                        "recipe's)")
+    p.add_argument("--mix", action="append", help="none|mixup|cutmix (repeatable; default none)")
+    p.add_argument("--recipes", default="fast,default", help="comma-separated: fast, default")
+    p.add_argument("--image-size", type=int, help="input side (default: the recipe's)")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds")
+    p.add_argument("--out", default="runs/variants")
+    return p
+
+
+def _rows_csv(rows: Sequence[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def _fine_tune_speed(history: dict) -> Optional[float]:
+    """Mean training images/s over the epochs that train backbone blocks."""
+    rows = [r for r in history["epochs"] if r.get("regime", "head") != "head"]
+    return (sum(r["images_per_s"] for r in rows) / len(rows)) if rows else None
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    from gluonft.heads import parse_head
+    from gluonft.pipelines import Albumentations
+    from gluonft.predict import evaluate_folder
+    from gluonft.recipes import RECIPES, train_classifier
+
+    models, heads = args.model or ["mobilenet0.75"], args.head or ["linear"]
+    augments, mixes = args.augment or [None], args.mix or ["none"]
+    for head in heads:
+        parse_head(head, dropout=None if head == "linear" else args.dropout)
+    recipes = [r.strip() for r in args.recipes.split(",")]
+    unknown = [r for r in recipes if r not in RECIPES]
+    if unknown:
+        print(f"bench.variants: unknown recipe(s) {unknown}: expected {sorted(RECIPES)}",
+              file=sys.stderr)
+        return 2
+    seeds = [_seed(s) for s in args.seeds.split(",")]
+    weights = dict(w.split("=", 1) for w in args.weights or [])
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, "variants.json")
+    rows = json.load(open(path)) if os.path.exists(path) else []
+    key = ("model", "head", "augment", "mix", "recipe", "seed")
+    done = {tuple(r[k] for k in key) for r in rows}
+    for recipe, model, head, augment, mix, seed in itertools.product(
+            recipes, models, heads, augments, mixes, seeds):
+        fast = recipe == "fast"
+        if fast and (augment is not None or mix != "none"):
+            continue  # the fast recipe trains on cached, unaugmented features
+        shown = augment or RECIPES[recipe].augment
+        if (model, head, shown, mix, recipe, seed) in done:
+            continue
+        dropout = None if head == "linear" else args.dropout
+        chosen = (Albumentations(practitioner_pipeline()) if augment == "albumentations"
+                  else augment)
+        clf = train_classifier(args.data, model=model, weights=weights.get(model, "default"),
+                               fast_train=fast, image_size=args.image_size, seed=seed,
+                               head=head, dropout=dropout, augment=None if fast else chosen,
+                               mix=None if fast else mix, progress=True)
+        test = evaluate_folder(clf, args.data, split="test")
+        row = {"model": model, "head": head, "augment": shown, "mix": mix, "recipe": recipe,
+               "seed": seed, "dropout": clf.meta.get("dropout"),
+               "val_accuracy": clf.meta.get("val_accuracy"),
+               "test_accuracy": test["accuracy"], "test_loss": test["loss"],
+               "train_seconds": clf.meta["train_seconds"],
+               "train_images_per_s": _fine_tune_speed(clf.meta["history"]),
+               "params": clf.params, "image_size": clf.image_size,
+               "recipe_stages": clf.meta["recipe"], "data": os.path.abspath(args.data)}
+        rows.append(row)
+        print(f"{recipe:8s} {model:18s} {head:14s} {shown:14s} {mix:7s} seed {seed}: test "
+              f"{test['accuracy']:.4f} loss {test['loss']:.3f}  val {row['val_accuracy']:.4f}"
+              f"  {row['train_seconds']:.0f} s", flush=True)
+        atomic_write_text(path, json.dumps(finite_json(rows), indent=1))
+        atomic_write_text(os.path.join(args.out, "variants.csv"), _rows_csv(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
