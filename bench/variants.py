@@ -54,7 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", action="append", metavar="NAME=PATH",
                    help="a local weights file for a backbone (repeatable); the others use "
                         "their pretrained weights")
-    p.add_argument("--head", action="append", help="heads (repeatable; default linear)")
+    p.add_argument("--head", action="append",
+                   help="heads (repeatable; default: the recipe's, mlp:1024,256)")
+    p.add_argument("--max-params", type=int, help="parameter budget, for --model auto")
     p.add_argument("--dropout", type=float, help="dropout of the mlp heads (default 0.5)")
     p.add_argument("--augment", action="append",
                    help="none|light|standard|strong|albumentations (repeatable; default: the "
@@ -88,7 +90,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     from gluonft.predict import evaluate_folder
     from gluonft.recipes import RECIPES, train_classifier
 
-    models, heads = args.model or ["mobilenet0.75"], args.head or ["linear"]
+    models = args.model or ["mobilenet0.75"]
+    heads = args.head or [RECIPES["default"].head]
     augments, mixes = args.augment or [None], args.mix or ["none"]
     for head in heads:
         parse_head(head, dropout=None if head == "linear" else args.dropout)
@@ -117,11 +120,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         chosen = (Albumentations(practitioner_pipeline()) if augment == "albumentations"
                   else augment)
         clf = train_classifier(args.data, model=model, weights=weights.get(model, "default"),
-                               fast_train=fast, image_size=args.image_size, seed=seed,
+                               max_params=args.max_params, fast_train=fast, image_size=args.image_size, seed=seed,
                                head=head, dropout=dropout, augment=None if fast else chosen,
                                mix=None if fast else mix, progress=True)
         test = evaluate_folder(clf, args.data, split="test")
-        row = {"model": model, "head": head, "augment": shown, "mix": mix, "recipe": recipe,
+        row = {"model": model, "picked": clf.backbone, "head": head, "augment": shown, "mix": mix, "recipe": recipe,
                "seed": seed, "dropout": clf.meta.get("dropout"),
                "val_accuracy": clf.meta.get("val_accuracy"),
                "test_accuracy": test["accuracy"], "test_loss": test["loss"],

@@ -72,9 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--stages", type=_stages, metavar="REGIME=EPOCHS,...",
                        help="fine-tuning stages instead of the default recipe, e.g. "
                             "head=4,last_k:4=4,full=6")
-    train.add_argument("--head", default="linear", metavar="linear|mlp:W[,W...]",
-                       help="the new head: linear (default) or an MLP with BatchNorm, ReLU and "
-                            "dropout, e.g. mlp:512")
+    train.add_argument("--head", metavar="linear|mlp:W[,W...]",
+                       help="the new head: linear, or an MLP with BatchNorm, ReLU and dropout "
+                            "(default mlp:1024,256, the recipes')")
     train.add_argument("--dropout", type=float, help="dropout of an mlp head (default 0.5)")
     train.add_argument("--augment", choices=("none", "light", "standard", "strong"),
                        help="augmentation of the fine-tuning stages (default: the recipe's)")

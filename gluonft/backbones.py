@@ -25,7 +25,8 @@ from mxnet.gluon import nn
 
 from . import efficientnet
 from .devices import as_contexts
-from .heads import HeadSpec, carry_over_head, check_head_output, make_head, parse_head
+from .heads import (HeadSpec, carry_over_head, check_head_output, head_params, make_head,
+                    parse_head)
 from .transforms import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD
 from .weights import load_params, read_params, resolve_weights
 
@@ -493,9 +494,9 @@ class Candidate:
     feature_dim: int
     top1: float
 
-    def params(self, classes: int) -> int:
-        """Total weights with a ``Dense(classes)`` head."""
-        return self.backbone_params + self.feature_dim * classes + classes
+    def params(self, classes: int, head="linear") -> int:
+        """Total weights with the head (a linear or MLP head: `gluonft.heads.head_params`)."""
+        return self.backbone_params + head_params(parse_head(head), self.feature_dim, classes)
 
 
 # Counted once by building each net (the test checks a few against a real build): building
@@ -529,15 +530,17 @@ CANDIDATES: Tuple[Candidate, ...] = (
 _BY_NAME = {c.name: c for c in CANDIDATES}
 
 
-def model_params(name: str, *, classes: int) -> int:
-    """Weights of backbone ``name`` with a ``Dense(classes)`` head (table, else a real build)."""
-    if name in _BY_NAME:
-        return _BY_NAME[name].params(classes)
-    return count_params(load_backbone(name, classes=classes, weights=None, ctx=mx.cpu()))
+def model_params(name: str, *, classes: int, head="linear") -> int:
+    """Weights of backbone ``name`` with the head (table, else a real build)."""
+    spec = parse_head(head)
+    if name in _BY_NAME and spec.kind != "custom":
+        return _BY_NAME[name].params(classes, spec)
+    return count_params(load_backbone(name, classes=classes, weights=None, ctx=mx.cpu(),
+                                      head=spec))
 
 
 def pick_backbone(*, model: str = "mobilenet0.75", max_params: Optional[int] = None,
-                  classes: int) -> str:
+                  classes: int, head="linear") -> str:
     """The backbone to train: ``model`` checked against ``max_params``, or the best candidate.
 
     Args:
@@ -545,6 +548,7 @@ def pick_backbone(*, model: str = "mobilenet0.75", max_params: Optional[int] = N
             best ImageNet top-1 (`CANDIDATES`) whose parameter count is within ``max_params``.
         max_params: parameter budget (with the new head), or None for no limit.
         classes: number of classes of the head.
+        head: the head the budget includes (`gluonft.heads`; a user block is built to count).
 
     Returns:
         the backbone name.
@@ -562,20 +566,26 @@ def pick_backbone(*, model: str = "mobilenet0.75", max_params: Optional[int] = N
                                    or max_params < 1):
         raise ValueError(f"max_params must be a positive int (a parameter count) or None, "
                          f"got {max_params!r}")
-    fitting = [c.name for c in CANDIDATES
-               if max_params is None or c.params(classes) <= max_params]
+    spec = parse_head(head)
+    if max_params is None:
+        fitting = [c.name for c in CANDIDATES]
+    else:
+        fitting = [c.name for c in CANDIDATES
+                   if model_params(c.name, classes=classes, head=spec) <= max_params]
     if model == "auto":
         if not fitting:
-            smallest = min(CANDIDATES, key=lambda c: c.params(classes))
+            smallest = min(CANDIDATES, key=lambda c: c.backbone_params)
             raise ValueError(f"no backbone fits max_params={max_params:,}: the smallest, "
-                             f"{smallest.name}, has {smallest.params(classes):,} parameters "
-                             f"with {classes} classes")
+                             f"{smallest.name}, has "
+                             f"{model_params(smallest.name, classes=classes, head=spec):,} "
+                             f"parameters with {classes} classes and the {spec.label} head")
         return fitting[0]
     family_of(model)  # an unknown name fails here, with the list of valid names
     if max_params is not None:
-        count = model_params(model, classes=classes)
+        count = model_params(model, classes=classes, head=spec)
         if count > max_params:
-            raise ValueError(f"{model} has {count:,} parameters with {classes} classes, over "
+            raise ValueError(f"{model} has {count:,} parameters with {classes} classes "
+                             f"({spec.label} head), over "
                              f"max_params={max_params:,}; backbones within it, best first: "
                              f"{', '.join(fitting) or 'none'} (or pass model='auto')")
     return model

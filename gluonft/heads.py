@@ -22,6 +22,7 @@ import mxnet as mx
 from mxnet.gluon import nn
 
 __all__ = ["HeadSpec", "parse_head", "make_head", "carry_over_head", "check_head_output",
+           "head_params",
            "HEAD_KINDS", "DEFAULT_DROPOUT"]
 
 HEAD_KINDS = ("linear", "mlp")
@@ -140,6 +141,23 @@ def make_head(classes: int, head: Union[str, HeadSpec, mx.gluon.HybridBlock] = "
                       nn.Activation("relu"), nn.Dropout(spec.dropout))
         block.add(nn.Dense(classes, flatten=True))
     return block
+
+
+def head_params(spec: HeadSpec, in_features: int, classes: int) -> Optional[int]:
+    """Weights of a linear or MLP head on ``in_features`` pooled features (BatchNorm's running
+    statistics excluded, as `count_params` counts); None for a user block.
+
+    Example:
+        >>> head_params(parse_head("mlp:512"), 768, 10)
+        399370
+    """
+    if spec.kind == "custom":
+        return None
+    total, width = 0, in_features
+    for hidden in spec.hidden:
+        total += width * hidden + 2 * hidden   # Dense without bias, BatchNorm gamma and beta
+        width = hidden
+    return total + width * classes + classes
 
 
 def check_head_output(spec: HeadSpec, shape, classes: int) -> None:

@@ -53,6 +53,7 @@ class Recipe:
         lr: the head's learning rate; ``backbone_lr_mult``: the backbone's multiplier.
         augment: `Augment.preset` name of the stages that train backbone blocks.
         mix: ``"mixup"`` or ``"cutmix"`` for those stages, or None.
+        head: the new head (`gluonft.heads`).
         cached: head only on cached features (no augmentation).
     """
     name: str
@@ -63,6 +64,10 @@ class Recipe:
     augment: str = "standard"
     cached: bool = False
     mix: Optional[str] = None
+    # On clothing-small (bench.variants, 2 seeds) mlp:1024,256 beat the linear head on
+    # validation (0.864 vs 0.840 fast, 0.864 vs 0.858 default) and test (0.848 vs 0.824 fast,
+    # 0.863 vs 0.850 default), with a lower test loss (0.46 vs 0.56, 0.42 vs 0.50).
+    head: str = "mlp:1024,256"
 
     def describe(self, stages: Sequence[Tuple[str, int]]) -> str:
         if self.cached:
@@ -131,7 +136,7 @@ def train_classifier(train_dir, images: Optional[PathLike] = None, *,
                      epochs: Optional[int] = None, ctx=None, seed: int = 0,
                      out: Optional[PathLike] = None, overwrite: bool = False,
                      stages: Optional[Sequence[Tuple[str, int]]] = None,
-                     head="linear", dropout: Optional[float] = None,
+                     head=None, dropout: Optional[float] = None,
                      augment=None, mix=None, progress: bool = False) -> Classifier:
     """Train a classifier on a folder of photos (one sub-folder per class), or on photos
     labelled by a table: ``train_classifier(train_gt, train_img_dir, fast_train=True)`` with
@@ -166,7 +171,8 @@ def train_classifier(train_dir, images: Optional[PathLike] = None, *,
         mix: ``"mixup"``, ``"cutmix"``, a `gluonft.mixing.Mix`, or ``"none"``, instead of the
             recipe's (not with ``fast_train``: it trains on cached features).
         head: the new head, as `load_backbone` takes it: ``"linear"``, ``"mlp:512"`` ...
-            or a gluon HybridBlock; ``dropout``: an MLP head's dropout.
+            or a gluon HybridBlock; default the recipe's, ``"mlp:1024,256"``; ``dropout``: an
+            MLP head's dropout (0.5).
         ctx: a context or list of contexts.
         seed: seeds the head's initialisation, shuffling and augmentation.
         out: a model folder to save to (`save_classifier`); None: not saved.
@@ -192,6 +198,7 @@ def train_classifier(train_dir, images: Optional[PathLike] = None, *,
     epochs = _check_positive_int("epochs", epochs)
     if model != "auto":
         family_of(model)  # fail on a bad name before decoding thousands of photos
+    head = recipe.head if head is None else head
     parse_head(head, dropout=dropout)
     augment, mix = _augment_of(recipe, augment, fast_train), _mix_of(recipe, mix, fast_train)
     size = _check_size(model, recipe.image_size if image_size is None else image_size)
@@ -201,7 +208,8 @@ def train_classifier(train_dir, images: Optional[PathLike] = None, *,
         # seconds, not after minutes of decoding photos.
         table = None if images is None else read_labels(train_dir)
         classes = folder_classes(train_dir) if table is None else table.classes
-        name = pick_backbone(model=model, max_params=max_params, classes=len(classes))
+        name = pick_backbone(model=model, max_params=max_params, classes=len(classes),
+                             head=head)
         size = check_image_size(name, size)
         net = load_backbone(name, classes=len(classes), weights=weights, ctx=ctx, seed=seed,
                             head=head, dropout=dropout)

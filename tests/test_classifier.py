@@ -37,8 +37,14 @@ def test_pick_backbone_keeps_to_the_budget():
     assert pick_backbone(model="mobilenet0.75", max_params=5_000_000, classes=10) \
         == "mobilenet0.75"
     with pytest.raises(ValueError, match=r"mobilenet0\.75 has 1,824,250 parameters with 10 "
-                                         r"classes, over max_params=1,000,000; .*mobilenet0\.5"):
+                                         r"classes \(linear head\), over max_params=1,000,000; "
+                                         r".*mobilenet0\.5"):
         pick_backbone(model="mobilenet0.75", max_params=1_000_000, classes=10)
+    # The budget counts the head: the mlp:1024,256 head (1.58 M weights on lite's 1280
+    # features) leaves lite2 and lite1 out of 5 M; lite0 has 4,949,002 with it.
+    assert pick_backbone(model="auto", max_params=5_000_000, classes=10,
+                         head="mlp:1024,256") == "efficientnet_lite0"
+    assert model_params("mobilenet0.75", classes=10, head="mlp:1024,256") == 2870266
     with pytest.raises(ValueError, match="no backbone fits max_params=1,000"):
         pick_backbone(model="auto", max_params=1000, classes=10)
     with pytest.raises(ValueError, match="max_params must be a positive int"):
@@ -87,7 +93,10 @@ def test_train_classifier_fast_on_class_folders_with_a_corrupt_jpeg(shared, tmp_
     with pytest.warns(UnreadableImagesWarning, match="broken.jpg"):
         clf = train_classifier(photos, weights=str(weights), fast_train=True, image_size=64,
                                epochs=3, ctx=CPU, out=tmp_path / "model")
-    assert clf.params == 1816560 + 768 * 10 + 10 == clf.meta["params"]
+    # The recipes' head, mlp:1024,256: Dense 768x1024 (no bias) + BN, 1024x256 + BN, 256x10.
+    assert clf.meta["head"] == "mlp:1024,256" and clf.meta["dropout"] == 0.5
+    assert clf.params == 1816560 + 768 * 1024 + 2048 + 1024 * 256 + 512 + 256 * 10 + 10 \
+        == clf.meta["params"]
     assert clf.meta["recipe"] == "head only on cached features"
     assert clf.meta["skipped_files"] == [str(photos / "hat" / "broken.jpg")]
     assert clf.meta["train_images"] == 60 and len(clf.meta["history"]["epochs"]) == 3

@@ -37,7 +37,8 @@ def trained(shared, tmp_path_factory):
 def test_train_prints_the_model_and_writes_the_folder(trained, shared, capsys):
     assert sorted(os.listdir(trained / "model")) == ["model.json", "model.params"]
     meta = json.loads((trained / "model" / "model.json").read_text())
-    assert meta["params"] == 1824250 and meta["image_size"] == 64
+    assert meta["params"] == 2870266 and meta["image_size"] == 64    # the mlp:1024,256 head
+    assert meta["head"] == "mlp:1024,256"
     # Training again onto the same folder is refused before any work, in one line.
     _, weights = clothing.paths(shared)
     code, out, err = run(capsys, "train", trained / "photos", "--out", trained / "model",
