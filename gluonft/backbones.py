@@ -327,8 +327,9 @@ def _is_pointwise(conv: nn.Conv2D) -> bool:
 
 
 def _block_label(steps, group: List[int]) -> str:
-    first = steps[group[0]]
-    kind = type(first).__name__
+    # Named after its first layer with weights (EfficientNet's stem starts with a turn).
+    weighted = [steps[i] for i in group if steps[i].collect_params()]
+    kind = type(weighted[0] if weighted else steps[group[0]]).__name__
     span = f"{group[0]}" if len(group) == 1 else f"{group[0]}-{group[-1]}"
     return f"features.{span} ({kind})"
 
