@@ -132,7 +132,7 @@ PRESETS: Dict[str, Preset] = {
     "cpu": Preset(
         name="cpu",
         description="CPU default: 200 train + 100 test images per class, 64 px, 6 epochs "
-                    "(the default grid: ~30 min on 2 cores)",
+                    "(the default grid: ~17 min on 2 cores)",
         train_per_class=200, test_per_class=100, val_fraction=0.1, image_size=64,
         training=TrainSettings(epochs=6, batch_size=64, warmup_epochs=1.0),
         lr=regime_lrs(last_k=0.03, full=0.03), baseline_epochs=20),
