@@ -120,11 +120,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         chosen = (Albumentations(practitioner_pipeline()) if augment == "albumentations"
                   else augment)
         clf = train_classifier(args.data, model=model, weights=weights.get(model, "default"),
-                               max_params=args.max_params, fast_train=fast, image_size=args.image_size, seed=seed,
+                               max_params=args.max_params, fast_train=fast,
+                               image_size=args.image_size, seed=seed,
                                head=head, dropout=dropout, augment=None if fast else chosen,
                                mix=None if fast else mix, progress=True)
         test = evaluate_folder(clf, args.data, split="test")
-        row = {"model": model, "picked": clf.backbone, "head": head, "augment": shown, "mix": mix, "recipe": recipe,
+        row = {"model": model, "picked": clf.backbone, "head": head, "augment": shown,
+               "mix": mix, "recipe": recipe,
                "seed": seed, "dropout": clf.meta.get("dropout"),
                "val_accuracy": clf.meta.get("val_accuracy"),
                "test_accuracy": test["accuracy"], "test_loss": test["loss"],
