@@ -44,9 +44,14 @@ def _albumentations():
     return albumentations
 
 
-def _apply(pipeline, image: np.ndarray, seed: int) -> np.ndarray:
+def _seed_generators(seed: int) -> None:
+    """albumentations 1.3 draws from Python's and numpy's global generators."""
     random.seed(int(seed))
     np.random.seed(int(seed) % (2 ** 32))
+
+
+def _apply(pipeline, image: np.ndarray, seed: int) -> np.ndarray:
+    _seed_generators(seed)
     return pipeline(image=image)["image"]
 
 
@@ -129,8 +134,7 @@ class Albumentations:
         what = (f"{result.shape} {result.dtype}" if isinstance(result, np.ndarray)
                 else type(result).__name__)
         expected = f"{image.shape} uint8"
-        random.seed(int(seed))
-        np.random.seed(int(seed) % (2 ** 32))
+        _seed_generators(seed)
         if hasattr(self.pipeline, "transforms"):
             random.random()  # what A.Compose draws for its own p before its transforms
         current = image

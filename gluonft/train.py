@@ -127,9 +127,7 @@ class TrainSettings:
                        lr=1.0, momentum=self.momentum, wd=self.wd,
                        label_smoothing=self.label_smoothing)
         Schedule(self.schedule, warmup_epochs=self.warmup_epochs)  # validates both
-        if self.mix not in MIX_KINDS:
-            raise ValueError(f"unknown mix {self.mix!r}: expected one of {', '.join(MIX_KINDS)}")
-        self.mix_obj  # validates alpha and prob
+        self.mix_obj  # Mix validates the kind, alpha and prob
         if not isinstance(self.amp, bool):
             raise ValueError(f"amp must be True or False, got {self.amp!r}")
 
@@ -357,9 +355,8 @@ class _Run:
             settings["feature_views"] = self.views
         if a["mix"] is not None:
             settings["mix"] = a["mix"].to_dict()
-        head = getattr(self.net, "head_spec", None)
-        if head is not None and head.kind != "linear":
-            settings.update(head.to_dict())
+        if self.net.head_spec.kind != "linear":
+            settings.update(self.net.head_spec.to_dict())
         return settings
 
     def _prepare_features(self) -> None:
@@ -397,16 +394,10 @@ class _Run:
         if self.train_features:
             return _cached_inputs(self.train_features[epoch % len(self.train_features)], idx,
                                   self.contexts)
-        images, augment = self.train.images[idx], a["augment"]
         if self.views:
-            affine = self.view_rows[epoch % self.views][idx]
-        elif isinstance(augment, Albumentations):  # on the host, one seed per image
-            images = augment(images, rng.randint(0, 2 ** 31, size=len(idx)))
-            affine = None
-        elif augment.is_identity:  # no resampling: the images stay exact (transforms)
-            affine = None
+            images, affine = self.train.images[idx], self.view_rows[epoch % self.views][idx]
         else:
-            affine = sample_augment(len(idx), augment, rng)
+            images, affine = _augmented(self.train.images[idx], a["augment"], rng)
         return _image_inputs(self.parts, self.transform, images, self.train.labels[idx], affine,
                              self.contexts, mix=a["mix"], rng=rng)
 
@@ -539,12 +530,7 @@ def training_batch(train: ImageSet, *, augment=Augment(), mix: Optional[Mix] = N
     """
     take = np.unique(np.linspace(0, len(train) - 1, min(n, len(train))).astype(int))
     rng = np.random.RandomState(seed)
-    images = train.images[take]
-    affine = None
-    if isinstance(augment, Albumentations):
-        images = augment(images, rng.randint(0, 2 ** 31, size=len(take)))
-    elif not augment.is_identity:
-        affine = sample_augment(len(take), augment, rng)
+    images, affine = _augmented(train.images[take], augment, rng)
     transform = BatchTransform(image_size, mean, std)
     x = transform(to_device(images, mx.cpu(), "uint8"), affine)
     labels = [train.classes[i] for i in train.labels[take]]
@@ -556,6 +542,17 @@ def training_batch(train: ImageSet, *, augment=Augment(), mix: Optional[Mix] = N
                     for i, j in enumerate(draw.partner)]
     pixels = x.asnumpy().transpose(0, 2, 3, 1) * np.array(std) + np.array(mean)
     return np.clip(np.round(pixels * 255), 0, 255).astype(np.uint8), captions
+
+
+def _augmented(images: np.ndarray, augment, rng):
+    """(images, affine rows) of a training batch: an albumentations pipeline changes the
+    images on the host (one seed per image); an `Augment` draws the affine rows the device
+    applies (None for the identity: no resampling, the images stay exact)."""
+    if isinstance(augment, Albumentations):
+        return augment(images, rng.randint(0, 2 ** 31, size=len(images))), None
+    if augment.is_identity:
+        return images, None
+    return images, sample_augment(len(images), augment, rng)
 
 
 def describe_augment(augment) -> dict:

@@ -115,13 +115,16 @@ def read_labels(labels: Union[PathLike, Mapping[str, Label]], *,
     """Read a labels table from a CSV file (with a header row) or a dict.
 
     Raises ValueError for a missing or headerless file, an unknown column, an empty label, or
-    one file given two different labels (all of them listed).
+    one file given two different labels (all of them listed). A `LabelTable` is returned as
+    it is (read once, passed on).
 
     Example:
         >>> table = read_labels({"a.jpg": 3, "b.jpg": 1, "c.jpg": 3})
         >>> table.labels, table.classes
         ((1, 3), ('1', '3'))
     """
+    if isinstance(labels, LabelTable):
+        return labels
     if isinstance(labels, Mapping):
         values = [str(v).strip() if not isinstance(v, (int, np.integer)) else int(v)
                   for v in labels.values()]
