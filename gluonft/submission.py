@@ -16,20 +16,13 @@ import warnings
 from pathlib import Path
 from typing import Dict, Union
 
-from .datasets.table import FILE_COLUMNS, LABEL_COLUMNS, TableWarning, _listing, match_files
+from .datasets.table import (FILE_COLUMNS, LABEL_COLUMNS, TableWarning, _listing, find_column,
+                             match_files)
 from .fileio import atomic_write_text
 
 __all__ = ["write_submission"]
 
 PathLike = Union[str, "os.PathLike[str]"]
-
-
-def _column(header, accepted, fallback: int) -> int:
-    lowered = [h.strip().lower() for h in header]
-    for name in accepted:
-        if name in lowered:
-            return lowered.index(name)
-    return fallback
 
 
 def write_submission(model, images: PathLike, sample: PathLike, out: PathLike, *,
@@ -77,8 +70,10 @@ def write_submission(model, images: PathLike, sample: PathLike, out: PathLike, *
     if len(header) < 2:
         raise ValueError(f"sample submission {sample} has the columns {header}; expected an id "
                          f"column and a label column")
-    id_at = _column(header, FILE_COLUMNS, 0)
-    label_at = _column(header, LABEL_COLUMNS, 1 if id_at == 0 else 0)
+    id_at = find_column(header, FILE_COLUMNS)
+    id_at = 0 if id_at is None else id_at
+    label_at = find_column(header, LABEL_COLUMNS)
+    label_at = (1 if id_at == 0 else 0) if label_at is None else label_at
     ids = [r[id_at].strip() for r in body]
     found, missing, unlisted = match_files(ids, images)
     if missing:

@@ -40,7 +40,7 @@ from .folder import (FolderData, UnreadableImagesWarning, _carve, _check_fractio
 from .imageset import ImageSet
 
 __all__ = ["labelled_images", "read_labels", "LabelTable", "FILE_COLUMNS", "LABEL_COLUMNS",
-           "TableWarning", "match_files"]
+           "TableWarning", "match_files", "find_column"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 Label = Union[int, str]
@@ -86,16 +86,25 @@ class LabelTable:
         return {label: i for i, label in enumerate(self.labels)}
 
 
-def _pick_column(header: Sequence[str], given: Optional[str], accepted: Sequence[str],
-                 what: str, path: str) -> int:
+def find_column(header: Sequence[str], accepted: Sequence[str]) -> Optional[int]:
+    """The index of the first of ``accepted`` (lower case) among ``header``, any case."""
     lowered = [h.strip().lower() for h in header]
-    if given is not None:
-        if given.strip().lower() not in lowered:
-            raise ValueError(f"{path} has no column {given!r}; its columns are {list(header)}")
-        return lowered.index(given.strip().lower())
     for name in accepted:
         if name in lowered:
             return lowered.index(name)
+    return None
+
+
+def _pick_column(header: Sequence[str], given: Optional[str], accepted: Sequence[str],
+                 what: str, path: str) -> int:
+    if given is not None:
+        found = find_column(header, [given.strip().lower()])
+        if found is None:
+            raise ValueError(f"{path} has no column {given!r}; its columns are {list(header)}")
+        return found
+    found = find_column(header, accepted)
+    if found is not None:
+        return found
     raise ValueError(f"{path}: cannot tell which column holds the {what}; its columns are "
                      f"{list(header)}, expected one of {', '.join(accepted)} (or pass "
                      f"{'file_column' if what == 'file names' else 'label_column'}=)")
