@@ -21,9 +21,8 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 import mxnet as mx
 from mxnet.gluon import nn
 
-__all__ = ["HeadSpec", "parse_head", "make_head", "carry_over_head", "check_head_output",
-           "head_params",
-           "HEAD_KINDS", "DEFAULT_DROPOUT"]
+__all__ = ["HeadSpec", "parse_head", "make_head", "FeatureBatchNorm", "carry_over_head",
+           "check_head_output", "head_params", "HEAD_KINDS", "DEFAULT_DROPOUT"]
 
 HEAD_KINDS = ("linear", "mlp")
 # fastai's default head drops 0.5 before its last layer; Keras' transfer-learning guide 0.2.
@@ -119,6 +118,23 @@ def parse_head(head: Union[str, HeadSpec, mx.gluon.HybridBlock, None] = "linear"
     return HeadSpec("mlp", tuple(hidden), DEFAULT_DROPOUT if dropout is None else dropout)
 
 
+class FeatureBatchNorm(nn.BatchNorm):
+    """BatchNorm over (N, C) features, computed as on (N, C, 1, 1): the same numbers and
+    parameters as `nn.BatchNorm`.
+
+    Why: MXNet 1.9.1's oneDNN BatchNorm crashes the process (segfault, or "terminate called
+    without an active exception") on AVX-512 CPUs when a 2-D input of C channels follows,
+    in the same process, a 4-D BatchNorm of C channels: seen on an Intel Xeon with AVX-512
+    (a mobilenet0.25 net, last BatchNorm (1, 256, 1, 1), then an MLP head's (1, 256)); never on
+    AVX2. The 4-D form takes the path every convolutional BatchNorm takes.
+    """
+
+    def hybrid_forward(self, F, x, gamma, beta, running_mean, running_var):
+        y = super().hybrid_forward(F, F.reshape(x, (0, 0, 1, 1)), gamma, beta, running_mean,
+                                   running_var)
+        return F.reshape(y, (0, 0))
+
+
 def make_head(classes: int, head: Union[str, HeadSpec, mx.gluon.HybridBlock] = "linear"
               ) -> mx.gluon.HybridBlock:
     """The head block; input widths are inferred on the first forward pass.
@@ -126,7 +142,7 @@ def make_head(classes: int, head: Union[str, HeadSpec, mx.gluon.HybridBlock] = "
     Example:
         >>> block = make_head(10, "mlp:512")
         >>> [type(b).__name__ for b in block]
-        ['Dense', 'BatchNorm', 'Activation', 'Dropout', 'Dense']
+        ['Dense', 'FeatureBatchNorm', 'Activation', 'Dropout', 'Dense']
     """
     spec = parse_head(head)
     if spec.kind == "custom":
@@ -137,7 +153,7 @@ def make_head(classes: int, head: Union[str, HeadSpec, mx.gluon.HybridBlock] = "
     with block.name_scope():
         for width in spec.hidden:
             # No bias: the BatchNorm after it has one (beta).
-            block.add(nn.Dense(width, use_bias=False, flatten=True), nn.BatchNorm(),
+            block.add(nn.Dense(width, use_bias=False, flatten=True), FeatureBatchNorm(),
                       nn.Activation("relu"), nn.Dropout(spec.dropout))
         block.add(nn.Dense(classes, flatten=True))
     return block

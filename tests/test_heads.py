@@ -62,7 +62,7 @@ def test_mlp_head_trains_on_cached_features_and_its_batchnorm_learns(shared):
     net = load_backbone("mobilenet0.75", classes=10, weights=str(weights), ctx=CPU,
                         head="mlp:256", dropout=0.2)
     assert [type(b).__name__ for b in net.output] == [
-        "Dense", "BatchNorm", "Activation", "Dropout", "Dense"]
+        "Dense", "FeatureBatchNorm", "Activation", "Dropout", "Dense"]
     plan = apply_regime(net, "head")
     assert plan.head_batchnorms == 1 and plan.frozen_batchnorms == plan.batchnorms == 27
     assert "the new head's 1 BatchNorm layer learns" in plan.describe()
