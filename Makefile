@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 MXNET_EXTRA := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
 ARGS ?=
 
-.PHONY: install bench test clean
+.PHONY: install bench test clean peer-venv
 
 $(BIN)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -23,5 +23,11 @@ bench: install
 test: install
 	$(BIN)/python -m pytest -q $(ARGS)
 
+# PyTorch for `python -m bench.speed --peer torch` only, in a venv of its own: GluonCV refuses
+# to import next to torch >= 2. torch 2.13.0 is the CPU build pip finds on this machine's disk.
+peer-venv:
+	$(PYTHON) -m venv .venv-peer
+	.venv-peer/bin/pip install --quiet torch==2.13.0 'numpy<1.24'
+
 clean:
-	rm -rf $(VENV) *.egg-info
+	rm -rf $(VENV) .venv-peer *.egg-info

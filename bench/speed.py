@@ -51,6 +51,8 @@ from gluonft.datasets.imageset import iterate_batches
 from gluonft.results import atomic_write_text
 from gluonft.transforms import Augment, BatchTransform, sample_augment
 
+from .peer import PEER_MODELS, PEER_PYTHON, PEER_SIZES, PeerUnavailable, render_peer, run_peer
+
 __all__ = ["SpeedConfig", "main", "run", "TARGETS"]
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared"
@@ -79,17 +81,24 @@ class SpeedConfig:
     lr: float = 0.01
     out: Optional[str] = None
     data: str = "auto"  # "auto": ../shared CIFAR-10 subset if present, else random; "random"
+    peer: Optional[str] = None  # "torch": the side-by-side comparison of bench.peer instead
+    peer_python: Optional[str] = None
+    seconds: float = 3.0  # per figure, with --peer
 
 
 def _parse(argv: Optional[Sequence[str]]) -> SpeedConfig:
     d = SpeedConfig()
     p = argparse.ArgumentParser(prog="python -m bench.speed", description=__doc__.split("\n")[0])
-    p.add_argument("--models", default=",".join(d.models),
-                   help="comma-separated backbones (default: %(default)s)")
-    p.add_argument("--sizes", default=",".join(map(str, d.sizes)),
-                   help="comma-separated input sides in pixels (default: %(default)s)")
+    p.add_argument("--models", default=None,
+                   help=f"comma-separated backbones (default: {','.join(d.models)}; with "
+                        f"--peer: {','.join(PEER_MODELS)})")
+    p.add_argument("--sizes", default=None,
+                   help=f"comma-separated input sides in pixels (default: "
+                        f"{','.join(map(str, d.sizes))}; with --peer: "
+                        f"{','.join(map(str, PEER_SIZES))})")
     p.add_argument("--repeats", type=int, default=d.repeats, help="repetitions per figure")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help=f"default: {d.batch_size}; with --peer: 32")
     p.add_argument("--images", type=int, default=d.images, help="training images")
     p.add_argument("--val-images", type=int, default=d.val_images,
                    help="validation images of the 10-epoch head runs")
@@ -97,7 +106,21 @@ def _parse(argv: Optional[Sequence[str]]) -> SpeedConfig:
     p.add_argument("--data", choices=("auto", "random"), default=d.data)
     p.add_argument("--out", default=None,
                    help="output folder (default: runs/speed-<UTC timestamp>)")
+    p.add_argument("--peer", choices=("torch",), default=None,
+                   help="compare with PyTorch on the same nets instead (bench.peer): train "
+                        "and forward images/s side by side")
+    p.add_argument("--peer-python", default=None,
+                   help=f"the Python that has torch (default: {PEER_PYTHON}, from "
+                        f"`make peer-venv`)")
+    p.add_argument("--seconds", type=float, default=d.seconds,
+                   help="seconds per figure with --peer (default: %(default)s)")
     a = p.parse_args(argv)
+    if a.batch_size is None:
+        a.batch_size = 32 if a.peer else d.batch_size
+    if a.models is None:
+        a.models = ",".join(PEER_MODELS if a.peer else d.models)
+    if a.sizes is None:
+        a.sizes = ",".join(map(str, PEER_SIZES if a.peer else d.sizes))
     try:
         sizes = tuple(int(s) for s in a.sizes.split(",") if s.strip())
     except ValueError:
@@ -109,14 +132,16 @@ def _parse(argv: Optional[Sequence[str]]) -> SpeedConfig:
         except gluonft.UnknownBackbone as error:
             p.error(str(error))
     for flag, value, low in (("--repeats", a.repeats, 1), ("--batch-size", a.batch_size, 1),
-                             ("--images", a.images, 2), ("--val-images", a.val_images, 1)):
+                             ("--images", a.images, 2), ("--val-images", a.val_images, 1),
+                             ("--seconds", a.seconds, 0.1)):
         if value < low:
             p.error(f"{flag} must be at least {low}, got {value}")
     if not models or not sizes:
         p.error("--models and --sizes need at least one value each")
     return SpeedConfig(models=models, sizes=sizes, repeats=a.repeats, batch_size=a.batch_size,
                        images=a.images, val_images=a.val_images, lr=a.lr, out=a.out,
-                       data=a.data)
+                       data=a.data, peer=a.peer, peer_python=a.peer_python,
+                       seconds=a.seconds)
 
 
 # --- data ------------------------------------------------------------------------------------
@@ -362,6 +387,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     """Run the benchmark, print the table and save ``speed.json`` and ``speed.md``."""
     config = _parse(argv)
     out = Path(config.out or f"runs/speed-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")
+    if config.peer:
+        return _main_peer(config, out)
     out.mkdir(parents=True, exist_ok=True)
     print(f"bench.speed: {', '.join(config.models)} at {', '.join(map(str, config.sizes))} px, "
           f"{config.repeats} repetitions -> {out}", flush=True)
@@ -371,6 +398,26 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     atomic_write_text(out / "speed.md", text)
     print(text)
     print(f"saved {out / 'speed.json'} and {out / 'speed.md'}")
+    return record
+
+
+def _main_peer(config: SpeedConfig, out: Path) -> dict:
+    """``--peer torch``: bench.peer's table, saved as ``peer.json`` and ``peer.md``."""
+    print(f"bench.speed --peer {config.peer}: {', '.join(config.models)} at "
+          f"{', '.join(map(str, config.sizes))} px, {config.repeats} repetitions -> {out}",
+          flush=True)
+    try:
+        record = run_peer(models=config.models, sizes=config.sizes, repeats=config.repeats,
+                          batch_size=config.batch_size, seconds=config.seconds,
+                          peer_python=Path(config.peer_python or PEER_PYTHON))
+    except PeerUnavailable as error:
+        raise SystemExit(f"bench.speed --peer torch: {error}") from None
+    out.mkdir(parents=True, exist_ok=True)
+    text = render_peer(record)
+    atomic_write_text(out / "peer.json", json.dumps(record, indent=1))
+    atomic_write_text(out / "peer.md", text)
+    print(text)
+    print(f"saved {out / 'peer.json'} and {out / 'peer.md'}")
     return record
 
 

@@ -17,6 +17,8 @@ skips the rows already measured, so a killed run resumes.
     python -m bench.variants --data ../shared/data/clothing-small --weights mobilenet0.75=... \\
         --recipes default --augment none --augment standard --augment albumentations \\
         --mix none --mix mixup --mix cutmix --out runs/augment
+    python -m bench.variants --data ../shared/data/clothing-small --weights mobilenet0.75=... \
+        --recipes fast --feature-dtype float32 --feature-dtype int8 --seeds 0,1 --out runs/int8
 """
 from __future__ import annotations
 
@@ -34,8 +36,9 @@ from gluonft.fileio import atomic_write_text, finite_json
 
 __all__ = ["main", "COLUMNS", "practitioner_pipeline"]
 
-COLUMNS = ("model", "head", "augment", "mix", "recipe", "seed", "val_accuracy",
-           "test_accuracy", "test_loss", "train_seconds", "train_images_per_s", "params")
+COLUMNS = ("model", "head", "augment", "mix", "recipe", "feature_dtype", "seed", "val_accuracy",
+           "test_accuracy", "test_loss", "train_seconds", "feature_seconds",
+           "train_images_per_s", "params")
 
 
 def practitioner_pipeline():
@@ -63,6 +66,8 @@ def _parser() -> argparse.ArgumentParser:
                         "recipe's)")
     p.add_argument("--mix", action="append", help="none|mixup|cutmix (repeatable; default none)")
     p.add_argument("--recipes", default="fast,default", help="comma-separated: fast, default")
+    p.add_argument("--feature-dtype", action="append", choices=("float32", "int8"),
+                   help="cached features' type, fast recipe only (repeatable; float32)")
     p.add_argument("--image-size", type=int, help="input side (default: the recipe's)")
     p.add_argument("--seeds", default="0", help="comma-separated seeds")
     p.add_argument("--out", default="runs/variants")
@@ -83,6 +88,13 @@ def _fine_tune_speed(history: dict) -> Optional[float]:
     return (sum(r["images_per_s"] for r in rows) / len(rows)) if rows else None
 
 
+def _feature_seconds(history: dict) -> Optional[float]:
+    """Seconds of the feature pass (train + validation) of a cached head-only run."""
+    cache = history["settings"].get("feature_cache") or {}
+    parts = [cache.get(k) for k in ("train", "val")]
+    return sum(p["seconds"] for p in parts if p) if any(parts) else None
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
     from gluonft.heads import parse_head
@@ -93,6 +105,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     models = args.model or ["mobilenet0.75"]
     heads = args.head or [RECIPES["default"].head]
     augments, mixes = args.augment or [None], args.mix or ["none"]
+    dtypes = args.feature_dtype or ["float32"]
     for head in heads:
         parse_head(head, dropout=None if head == "linear" else args.dropout)
     recipes = [r.strip() for r in args.recipes.split(",")]
@@ -106,15 +119,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "variants.json")
     rows = json.load(open(path)) if os.path.exists(path) else []
-    key = ("model", "head", "augment", "mix", "recipe", "seed")
-    done = {tuple(r[k] for k in key) for r in rows}
-    for recipe, model, head, augment, mix, seed in itertools.product(
-            recipes, models, heads, augments, mixes, seeds):
+    key = ("model", "head", "augment", "mix", "recipe", "feature_dtype", "seed")
+    done = {tuple(r.get(k, "float32") for k in key) for r in rows}
+    for recipe, model, head, augment, mix, dtype, seed in itertools.product(
+            recipes, models, heads, augments, mixes, dtypes, seeds):
         fast = recipe == "fast"
         if fast and (augment is not None or mix != "none"):
             continue  # the fast recipe trains on cached, unaugmented features
+        if not fast and dtype != "float32":
+            continue  # int8 applies to cached features
         shown = augment or RECIPES[recipe].augment
-        if (model, head, shown, mix, recipe, seed) in done:
+        if (model, head, shown, mix, recipe, dtype, seed) in done:
             continue
         dropout = None if head == "linear" else args.dropout
         chosen = (Albumentations(practitioner_pipeline()) if augment == "albumentations"
@@ -123,19 +138,21 @@ def main(argv: Optional[List[str]] = None) -> int:
                                max_params=args.max_params, fast_train=fast,
                                image_size=args.image_size, seed=seed,
                                head=head, dropout=dropout, augment=None if fast else chosen,
-                               mix=None if fast else mix, progress=True)
+                               mix=None if fast else mix, feature_dtype=dtype, progress=True)
         test = evaluate_folder(clf, args.data, split="test")
         row = {"model": model, "picked": clf.backbone, "head": head, "augment": shown,
-               "mix": mix, "recipe": recipe,
+               "mix": mix, "recipe": recipe, "feature_dtype": dtype,
                "seed": seed, "dropout": clf.meta.get("dropout"),
                "val_accuracy": clf.meta.get("val_accuracy"),
                "test_accuracy": test["accuracy"], "test_loss": test["loss"],
                "train_seconds": clf.meta["train_seconds"],
+               "feature_seconds": _feature_seconds(clf.meta["history"]),
                "train_images_per_s": _fine_tune_speed(clf.meta["history"]),
                "params": clf.params, "image_size": clf.image_size,
                "recipe_stages": clf.meta["recipe"], "data": os.path.abspath(args.data)}
         rows.append(row)
-        print(f"{recipe:8s} {model:18s} {head:14s} {shown:14s} {mix:7s} seed {seed}: test "
+        print(f"{recipe:8s} {model:18s} {head:14s} {shown:14s} {mix:7s} {dtype:7s} seed {seed}: "
+              f"test "
               f"{test['accuracy']:.4f} loss {test['loss']:.3f}  val {row['val_accuracy']:.4f}"
               f"  {row['train_seconds']:.0f} s", flush=True)
         atomic_write_text(path, json.dumps(finite_json(rows), indent=1))

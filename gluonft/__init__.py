@@ -20,6 +20,7 @@ Architecture: one home per concept; imports go down this list, never up.
     predict      predict_proba/predict_view (one path), evaluate, TTA, ensembles, classify,
                  predict_files/_bytes, evaluate_folder: one averaging path (_average)
     features     the feature cache of a frozen prefix (keys, disk entries)
+    quantize     int8 copies of a frozen prefix for its cached features (feature_dtype)
     checkpoint   fit's epoch checkpoints as one atomic unit
     model_io     model folders (Classifier), symbol/ONNX export
     regimes      Regime/Plan/apply_regime; REGIME_INFO (names, titles, colours, default lr);
@@ -31,6 +32,7 @@ Architecture: one home per concept; imports go down this list, never up.
                  torchfile reads their .pth without torch
     submission   a competition's submission CSV in its sample's row order
     weights, baseline, summary, schedules, transforms, datasets (cifar10, folders)
+    inference    the one inference forward: a fused oneDNN twin per pass, or the block
     devices      contexts, split_batch, read_in_flight (the one two-batches-in-flight reader)
     fileio       atomic writes, strict JSON, FolderLock, library_versions; errors, argtypes
     results, plots, serve  (records, figures, the HTTP service: read the layers above)

@@ -83,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "instead of --augment (pip install 'gluonft[albumentations]')")
     train.add_argument("--mix", choices=("none", "mixup", "cutmix"),
                        help="mix pairs of training images in the fine-tuning stages")
+    train.add_argument("--feature-dtype", choices=("float32", "int8"), default="float32",
+                       help="with --fast: compute the cached features through an int8 copy "
+                            "of the backbone calibrated on training photos (faster on CPUs "
+                            "with VNNI; see README for what it costs)")
     train.add_argument("--image-size", type=_positive_int, help="input side in pixels")
     train.add_argument("--max-params", type=_positive_int, help="parameter budget")
     train.add_argument("--seed", type=_seed, default=0)
@@ -190,7 +194,7 @@ def _train(args) -> int:
                            image_size=args.image_size, epochs=args.epochs, seed=args.seed,
                            out=args.out, overwrite=args.overwrite, stages=args.stages,
                            head=args.head, dropout=args.dropout, augment=augment, mix=args.mix,
-                           progress=sys.stderr.isatty())
+                           feature_dtype=args.feature_dtype, progress=sys.stderr.isatty())
     meta = clf.meta
     print(f"model: {clf.backbone}, {clf.params:,} parameters, {len(clf.classes)} classes, "
           f"{clf.image_size} px, head {meta['head']} ({meta['recipe']})")

@@ -31,6 +31,7 @@ from . import fileio
 from .backbones import TransferNet, check_image_size
 from .datasets.imageset import ImageSet
 from .devices import as_contexts, read_in_flight, split_batch
+from .inference import inference_forward
 from .regimes import frozen_prefix, split_net
 from .transforms import BatchTransform, to_device
 
@@ -154,11 +155,18 @@ def batch_indices(count: int, batch_size: int, *, shuffle: bool, seed: Optional[
 
 
 def compute_features(prefix: nn.HybridBlock, data: ImageSet, *, transform, contexts,
-                     batch_size: int, augment_rows: Optional[np.ndarray] = None) -> np.ndarray:
-    """Run ``prefix`` (inference mode) over ``data`` in stored order; float32 (N, ...).
+                     batch_size: int, augment_rows: Optional[np.ndarray] = None,
+                     hybridize: bool = True, pass_images: Optional[int] = None) -> np.ndarray:
+    """Run ``prefix`` (inference mode, `gluonft.inference`) over ``data`` in stored order;
+    float32 (N, ...).
 
     ``augment_rows``: one row of `sample_augment` per image (an augmented view), or None.
+    ``pass_images``: the image count that chooses the inference path (default ``len(data)``;
+    `fit` gives its training set's, as its uncached batches use).
     """
+    forward = inference_forward(prefix, contexts, hybridize=hybridize,
+                                images=len(data) if pass_images is None else pass_images)
+
     def batches():
         for idx in batch_indices(len(data), batch_size, shuffle=False):
             images = data.images[idx[0]:idx[-1] + 1]
@@ -170,7 +178,7 @@ def compute_features(prefix: nn.HybridBlock, data: ImageSet, *, transform, conte
                 x = transform(to_device(x, ctx, "uint8"), None if rows is None else rows[i])
                 # float32 on the device: under AMP the prefix may compute in bfloat16, whose
                 # asnumpy() bytes numpy cannot read as numbers.
-                yield prefix(x).astype("float32", copy=False)
+                yield forward(x).astype("float32", copy=False)
 
     outputs = list(read_in_flight([out] for out in batches()))
     return np.concatenate(outputs).astype(np.float32, copy=False)
@@ -178,7 +186,8 @@ def compute_features(prefix: nn.HybridBlock, data: ImageSet, *, transform, conte
 
 def cached_features(prefix: nn.HybridBlock, data: ImageSet, *, key: str, transform, contexts,
                     batch_size: int, cache_dir: Optional[str] = None,
-                    augment_rows: Optional[np.ndarray] = None) -> Features:
+                    augment_rows: Optional[np.ndarray] = None,
+                    hybridize: bool = True, pass_images: Optional[int] = None) -> Features:
     """The features named ``key``: loaded from ``cache_dir`` when a valid entry exists there,
     else computed (and then written to ``cache_dir``, when given). ``augment_rows``: see
     `compute_features` (the key must then cover them: `feature_key`'s ``augment_rows``).
@@ -194,7 +203,8 @@ def cached_features(prefix: nn.HybridBlock, data: ImageSet, *, key: str, transfo
         warnings.warn(f"feature cache {path} is unusable ({problem}); rebuilding it",
                       FeatureCacheWarning, stacklevel=2)
     values = compute_features(prefix, data, transform=transform, contexts=contexts,
-                              batch_size=batch_size, augment_rows=augment_rows)
+                              batch_size=batch_size, augment_rows=augment_rows,
+                              hybridize=hybridize, pass_images=pass_images)
     if path:
         _save(path, key, values)
     return Features(values, data.labels, key, "computed", time.perf_counter() - begin, path)
@@ -274,10 +284,8 @@ def extract_features(net, data: ImageSet, *, steps: Optional[int] = None,
     if steps is None:
         steps = frozen_prefix(net) or len(net.features._children)
     prefix = prefix_block(net, steps)
-    if hybridize:
-        prefix.hybridize(static_alloc=True, static_shape=True)
     transform = BatchTransform(image_size, net.family.mean, net.family.std)
     key = feature_key(prefix, data, backbone=net.backbone, steps=steps, image_size=image_size,
                       mean=net.family.mean, std=net.family.std)
     return cached_features(prefix, data, key=key, transform=transform, contexts=contexts,
-                           batch_size=batch_size, cache_dir=cache_dir)
+                           batch_size=batch_size, cache_dir=cache_dir, hybridize=hybridize)

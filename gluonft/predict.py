@@ -34,6 +34,7 @@ from .backbones import TransferNet, check_image_size
 from .datasets.folder import UnreadableImagesWarning, image_folder, list_images, load_images
 from .datasets.imageset import ImageSet, iterate_batches
 from .devices import as_contexts, contexts_of, read_in_flight, split_batch
+from .inference import inference_forward
 from .model_io import Classifier
 from .transforms import BatchTransform, to_device
 
@@ -54,8 +55,7 @@ def predict_view(net: TransferNet, data: ImageSet, affine: Optional[np.ndarray],
     contexts = as_contexts(ctx)
     image_size = check_image_size(net.backbone, net.family.input_size if image_size is None
                                   else image_size, family=net.family)
-    if hybridize:
-        net.hybridize(static_alloc=True, static_shape=True)
+    forward = inference_forward(net, contexts, hybridize=hybridize, images=len(data))
     transform = BatchTransform(image_size, net.family.mean, net.family.std)
 
     def batches():
@@ -66,7 +66,7 @@ def predict_view(net: TransferNet, data: ImageSet, affine: Optional[np.ndarray],
                     continue
                 rows = None if affine is None else to_device(
                     np.tile(np.asarray(affine, np.float32), (len(x), 1)), device)
-                batch.append(mx.nd.softmax(net(transform(to_device(x, device, "uint8"), rows)),
+                batch.append(mx.nd.softmax(forward(transform(to_device(x, device, "uint8"), rows)),
                                            axis=-1))
             yield batch
 

@@ -29,6 +29,7 @@ from .fileio import FolderLock, check_writable_folder
 from .heads import parse_head
 from .mixing import Mix
 from .pipelines import Albumentations
+from .quantize import check_feature_dtype
 from .model_io import MODEL_JSON, Classifier, classifier_of, save_classifier
 from .predict import evaluate
 from .regimes import apply_regime, parse_regime
@@ -142,7 +143,8 @@ def train_classifier(train_dir, images: Optional[PathLike] = None, *,
                      out: Optional[PathLike] = None, overwrite: bool = False,
                      stages: Optional[Sequence[Tuple[str, int]]] = None,
                      head=None, dropout: Optional[float] = None,
-                     augment=None, mix=None, progress: bool = False) -> Classifier:
+                     augment=None, mix=None, feature_dtype: str = "float32",
+                     progress: bool = False) -> Classifier:
     """Train a classifier on a folder of photos (one sub-folder per class), or on photos
     labelled by a table: ``train_classifier(train_gt, train_img_dir, fast_train=True)`` with
     ``train_gt`` a dict ``{file name: class_id}`` or a CSV path (`labelled_images`).
@@ -178,6 +180,8 @@ def train_classifier(train_dir, images: Optional[PathLike] = None, *,
         head: the new head, as `load_backbone` takes it: ``"linear"``, ``"mlp:512"`` ...
             or a gluon HybridBlock; default the recipe's, ``"mlp:1024,256"``; ``dropout``: an
             MLP head's dropout (0.5).
+        feature_dtype: ``"int8"``: with ``fast_train``, the cached features come from an int8
+            copy of the backbone calibrated on training photos (`gluonft.quantize`).
         ctx: a context or list of contexts.
         seed: seeds the head's initialisation, shuffling and augmentation.
         out: a model folder to save to (`save_classifier`); None: not saved.
@@ -206,6 +210,10 @@ def train_classifier(train_dir, images: Optional[PathLike] = None, *,
     head = recipe.head if head is None else head
     parse_head(head, dropout=dropout)
     augment, mix = _augment_of(recipe, augment, fast_train), _mix_of(recipe, mix, fast_train)
+    check_feature_dtype(feature_dtype)
+    if feature_dtype != "float32" and not fast_train:
+        raise ValueError(f"feature_dtype={feature_dtype!r} quantizes cached features: it goes "
+                         f"with fast_train=True (head only on cached features)")
     size = _check_size(model, recipe.image_size if image_size is None else image_size)
     lock = _lock_model_folder(out, overwrite)  # before the work, so that nothing is lost
     try:
@@ -221,9 +229,10 @@ def train_classifier(train_dir, images: Optional[PathLike] = None, *,
         data = (image_folder(train_dir, image_size=size) if table is None
                 else labelled_images(table, images, image_size=size))
         stages = stages or tuple((r, epochs or e) for r, e in recipe.stages)
+        extra = {} if feature_dtype == "float32" else {"feature_dtype": feature_dtype}
         history = _train_by_recipe(net, data, recipe, stages, augment=augment, mix=mix,
                                    batch_size=64, image_size=size, ctx=ctx, seed=seed,
-                                   progress=progress)
+                                   progress=progress, **extra)
         meta = {"stored_size": data.stored_size, "fit": data.fit,
                 "recipe": recipe.describe(stages),
                 "train_dir": str(train_dir if table is None else images),

@@ -23,6 +23,7 @@ import mxnet as mx
 from mxnet.gluon import nn
 
 from .backbones import TransferNet, feature_blocks, is_running_stat
+from .inference import inference_forward
 
 __all__ = ["Regime", "Plan", "BlockPlan", "apply_regime", "parse_regime", "REGIMES",
            "REGIME_INFO", "RegimeInfo", "regime_title", "regime_colour", "BN_POLICIES",
@@ -339,7 +340,8 @@ class NetParts:
         frozen_steps: the cut.
     """
 
-    def __init__(self, net: TransferNet, frozen_steps: int, *, hybridize: bool = False):
+    def __init__(self, net: TransferNet, frozen_steps: int, *, hybridize: bool = False,
+                 images: Optional[int] = None):
         steps = list(net.features._children.values())
         self.frozen = nn.HybridSequential(prefix="")
         self.trainable = nn.HybridSequential(prefix="")
@@ -349,13 +351,27 @@ class NetParts:
             self.trainable.add(step)
         self.trainable.add(net.output)
         self.frozen_steps = frozen_steps
+        self.hybridized = hybridize
+        # images per pass of the frozen prefix (`gluonft.inference`'s choice of path), the
+        # same for the cache and for the batches, so that both compute the same numbers
+        self.images = images
         if hybridize:
             for part in (self.frozen, self.trainable):
                 part.hybridize(static_alloc=True, static_shape=True)
+        self._frozen_forward = None
 
     def prefix(self, x):
-        """The frozen prefix's output for input ``x`` (``x`` itself when nothing is frozen)."""
-        return self.frozen(x) if self.frozen_steps else x
+        """The frozen prefix's output for input ``x`` (``x`` itself when nothing is frozen),
+        by the inference path (`gluonft.inference`): it runs outside ``autograd.record``,
+        and its weights and BatchNorm statistics stay as they are for as long as these parts
+        are used (one `fit` run), so one fused twin serves every batch."""
+        if not self.frozen_steps:
+            return x
+        if self._frozen_forward is None:
+            self._frozen_forward = inference_forward(self.frozen, [x.context],
+                                                     hybridize=self.hybridized,
+                                                     images=self.images)
+        return self._frozen_forward(x)
 
     def prefix_shape(self, image_size: int) -> tuple:
         """Shape of the prefix output for one image, by symbolic shape inference (no compute)."""
@@ -365,7 +381,7 @@ class NetParts:
 
 
 def split_net(net: TransferNet, steps: Optional[int] = None, *,
-              hybridize: bool = False) -> NetParts:
+              hybridize: bool = False, images: Optional[int] = None) -> NetParts:
     """The net cut after ``steps`` leading steps (default: its frozen prefix, `frozen_prefix`).
 
     Example:
@@ -379,4 +395,4 @@ def split_net(net: TransferNet, steps: Optional[int] = None, *,
     elif isinstance(steps, bool) or not isinstance(steps, int) or not 0 <= steps <= count:
         raise ValueError(f"steps must be an int in [0, {count}] (the number of leading "
                          f"net.features steps), got {steps!r}")
-    return NetParts(net, steps, hybridize=hybridize)
+    return NetParts(net, steps, hybridize=hybridize, images=images)

@@ -31,11 +31,14 @@ from .checkpoint import checkpoint_files, read_checkpoint, save_checkpoint
 from .datasets.imageset import ImageSet
 from .devices import as_contexts, contexts_of, read_in_flight, split_batch
 from .features import Features, batch_indices, cached_features, feature_key, weights_digest
+from .inference import inference_forward
 from .predict import evaluate, predict_proba, scores
 from .regimes import NetParts, split_net
 from .schedules import SCHEDULES, Schedule
 from .mixing import MIX_KINDS, Mix, draw_mix, mix_images
 from .pipelines import Albumentations
+from .quantize import (CALIBRATION_IMAGES, calibration_indices, check_feature_dtype, int8_block,
+                       int8_unavailable)
 from .transforms import Augment, BatchTransform, sample_augment, to_device
 
 __all__ = ["fit", "evaluate", "History", "StopTraining", "TrainingDiverged", "OPTIMIZERS",
@@ -199,7 +202,8 @@ def fit(net: TransferNet, train: ImageSet, val: Optional[ImageSet] = None, *, ep
         callbacks: Sequence[Callable] = (), checkpoint: Optional[str] = None,
         progress: bool = True, hybridize: bool = True, cache_features: Optional[bool] = None,
         cache_dir: Optional[str] = None, feature_views: Optional[int] = None,
-        amp: Union[bool, str] = False, mix: Optional[Mix] = None) -> History:
+        amp: Union[bool, str] = False, mix: Optional[Mix] = None,
+        feature_dtype: str = "float32") -> History:
     """Train ``net`` (as set up by `apply_regime`) on ``train``; evaluate on ``val`` each epoch.
 
     Args:
@@ -240,6 +244,9 @@ def fit(net: TransferNet, train: ImageSet, val: Optional[ImageSet] = None, *, ep
             image (seeded by ``seed``) and train epoch e on view e % K instead of on fresh
             draws: the frozen prefix's features of the K views can then be cached. ``None``
             (default): fresh augmentation every epoch.
+        feature_dtype: ``"int8"`` computes the cached features through an int8 copy of the
+            frozen prefix calibrated on training images (`gluonft.quantize`; one CPU
+            context, needs the cache); ``"float32"`` (default) through the float net.
 
     Returns:
         A `History`.
@@ -260,7 +267,8 @@ def fit(net: TransferNet, train: ImageSet, val: Optional[ImageSet] = None, *, ep
         wd=wd, schedule=schedule, label_smoothing=label_smoothing, augment=augment,
         image_size=image_size, ctx=ctx, seed=seed, callbacks=callbacks, checkpoint=checkpoint,
         progress=progress, hybridize=hybridize, cache_features=cache_features,
-        cache_dir=cache_dir, feature_views=feature_views, amp=amp, mix=mix))
+        cache_dir=cache_dir, feature_views=feature_views, amp=amp, mix=mix,
+        feature_dtype=feature_dtype))
     try:
         for epoch in range(run.start_epoch, epochs):
             logs = run.train_epoch(epoch)
@@ -297,6 +305,7 @@ def _check_args(a: dict) -> None:
                          f"Albumentations, got {a['augment']!r}")
     if a["mix"] is not None and not isinstance(a["mix"], Mix):
         raise ValueError(f"mix must be a gluonft.mixing.Mix or None, got {a['mix']!r}")
+    check_feature_dtype(a["feature_dtype"])
 
 
 class _Run:
@@ -327,7 +336,7 @@ class _Run:
             mx_amp.init_trainer(run.trainer)  # dynamic loss scaling; overflows are skipped
         run.views = _check_views(a["feature_views"], a["augment"])
         run.history = History(settings=run._settings(params, trainable))
-        run.parts = split_net(net, hybridize=a["hybridize"])
+        run.parts = split_net(net, hybridize=a["hybridize"], images=len(train))
         run.transform = BatchTransform(run.image_size, net.family.mean, net.family.std)
         run.start_epoch = _resume(a["checkpoint"], net, run.trainer, run.history,
                                   run.history.settings)
@@ -357,6 +366,8 @@ class _Run:
             settings["mix"] = a["mix"].to_dict()
         if self.net.head_spec.kind != "linear":
             settings.update(self.net.head_spec.to_dict())
+        if a["feature_dtype"] != "float32":
+            settings["feature_dtype"] = a["feature_dtype"]
         return settings
 
     def _prepare_features(self) -> None:
@@ -371,11 +382,14 @@ class _Run:
                           for v in range(self.views)]
         self.train_features: List[Features] = []
         self.val_features = None
+        prefix = self._feature_prefix(use, why)
         if use and self.start_epoch < a["epochs"]:
             weights = weights_digest(self.parts.frozen)
+            if prefix is not self.parts.frozen:  # int8: other features, another key
+                weights += f":int8:naive:{CALIBRATION_IMAGES}:{a['seed']}"
             make = lambda data, rows=None: _frozen_features(  # noqa: E731
                 self.parts, data, self.net, self.image_size, self.transform, self.contexts,
-                a["batch_size"], a["cache_dir"], weights, rows)
+                a["batch_size"], a["cache_dir"], weights, rows, prefix=prefix)
             self.train_features = [make(train, r) for r in self.view_rows] or [make(train)]
             self.val_features = make(val) if val is not None else None
         # Not compared on resume: caching changes how, not what, is computed.
@@ -387,6 +401,25 @@ class _Run:
             "val": self.val_features.info() if self.val_features is not None else None}
         if self.views and self.train_features:
             settings["feature_cache"]["train_views"] = [f.info() for f in self.train_features]
+
+    def _feature_prefix(self, use: bool, why: str):
+        """The block that computes the cached features: the frozen prefix, or its int8 copy
+        calibrated on training images (``feature_dtype="int8"``)."""
+        a = self.a
+        if a["feature_dtype"] == "float32":
+            return self.parts.frozen
+        if not use:
+            raise ValueError(f"feature_dtype={a['feature_dtype']!r} quantizes the cached "
+                             f"features, but the feature cache is off: {why}")
+        problem = int8_unavailable(self.contexts)
+        if problem:
+            raise ValueError(f"feature_dtype='int8': {problem}")
+        if self.start_epoch >= a["epochs"]:  # resumed after its last epoch: nothing to compute
+            return self.parts.frozen
+        idx = calibration_indices(len(self.train), a["seed"])
+        x = self.transform(to_device(self.train.images[idx], self.contexts[0], "uint8"), None)
+        return int8_block(self.parts.frozen, x, batch_size=a["batch_size"],
+                          ctx=self.contexts[0])
 
     def _inputs(self, epoch: int, idx: np.ndarray, rng):
         """[(prefix output, labels)] per device for the training images at ``idx``."""
@@ -610,12 +643,14 @@ def _cache_plan(cache_features, parts: NetParts, augment: Augment, views: int, i
 
 
 def _frozen_features(parts, data, net, image_size, transform, contexts, batch_size,
-                     cache_dir, weights, rows=None) -> Features:
+                     cache_dir, weights, rows=None, *, prefix=None) -> Features:
     key = feature_key(parts.frozen, data, backbone=net.backbone, steps=parts.frozen_steps,
                       image_size=image_size, mean=transform.mean, std=transform.std,
                       weights=weights, augment_rows=rows)
-    return cached_features(parts.frozen, data, key=key, transform=transform, contexts=contexts,
-                           batch_size=batch_size, cache_dir=cache_dir, augment_rows=rows)
+    return cached_features(parts.frozen if prefix is None else prefix, data, key=key,
+                           transform=transform, contexts=contexts, batch_size=batch_size,
+                           cache_dir=cache_dir, augment_rows=rows, hybridize=parts.hybridized,
+                           pass_images=parts.images)
 
 
 def _image_inputs(parts, transform, images, labels, affine, contexts, *,
@@ -714,6 +749,9 @@ def _train_step(parts, trainer, inputs, smoothing, classes, meter: _Meter, *,
 def _evaluate_parts(parts, data, features, transform, contexts, batch_size) -> Dict[str, float]:
     """`evaluate` during `fit`: the same numbers through the already compiled parts (and the
     cached features when there are some), without re-hybridizing the whole net every epoch."""
+    forward = inference_forward(parts.trainable, contexts, hybridize=parts.hybridized,
+                                images=len(data))
+
     def batches():
         for idx in batch_indices(len(data), batch_size, shuffle=False):
             if features is not None:
@@ -721,7 +759,7 @@ def _evaluate_parts(parts, data, features, transform, contexts, batch_size) -> D
             else:
                 inputs = _image_inputs(parts, transform, data.images[idx[0]:idx[-1] + 1],
                                        data.labels[idx[0]:idx[-1] + 1], None, contexts)
-            yield [mx.nd.softmax(parts.trainable(x), axis=-1) for x, _ in inputs]
+            yield [mx.nd.softmax(forward(x), axis=-1) for x, _ in inputs]
 
     return scores(np.concatenate(list(read_in_flight(batches()))), data.labels)
 
