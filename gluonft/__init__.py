@@ -32,6 +32,7 @@ Architecture: one home per concept; imports go down this list, never up.
                  torchfile reads their .pth without torch
     submission   a competition's submission CSV in its sample's row order
     weights, baseline, summary, schedules, transforms, datasets (cifar10, folders)
+    threads      OMP_NUM_THREADS = physical cores, set before MXNet loads
     inference    the one inference forward: a fused oneDNN twin per pass, or the block
     devices      contexts, split_batch, read_in_flight (the one two-batches-in-flight reader)
     fileio       atomic writes, strict JSON, FolderLock, library_versions; errors, argtypes
@@ -40,6 +41,9 @@ Aliases kept for code written against the first layout: gluonft.classifier, gluo
 gluonft.data (= gluonft.datasets), transforms.sample_affine (= sample_augment).
 """
 from .version import __version__
+from .threads import use_every_core as _use_every_core
+
+_use_every_core()  # before MXNet loads: it reads OMP_NUM_THREADS once (gluonft.threads)
 
 try:
     import mxnet as _mxnet  # noqa: F401

@@ -3,6 +3,8 @@ from pathlib import Path
 
 import pytest
 
+import gluonft  # noqa: F401  (first: it sets OMP_NUM_THREADS before MXNet loads)
+
 SHARED = (Path(__file__).resolve().parents[1] / ".." / "shared").resolve()
 
 

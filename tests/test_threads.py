@@ -1,0 +1,42 @@
+"""gluonft gives MXNet every physical core (gluonft.threads), in a fresh Python each time."""
+import os
+import subprocess
+import sys
+
+from gluonft.threads import physical_cores
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _python(code: str, **env) -> subprocess.CompletedProcess:
+    environ = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    environ.update(env)
+    return subprocess.run([sys.executable, "-W", "always", "-c", code], cwd=ROOT, env=environ,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_physical_cores_counts_the_cores_this_process_may_use():
+    cores = physical_cores()
+    assert 1 <= cores <= len(os.sched_getaffinity(0))
+
+
+def test_importing_gluonft_first_sets_omp_num_threads_to_the_cores():
+    out = _python("import os, gluonft, mxnet; print(os.environ['OMP_NUM_THREADS'])")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[-1] == str(physical_cores())
+
+
+def test_a_users_setting_stands():
+    out = _python("import os, gluonft; print(os.environ['OMP_NUM_THREADS'])",
+                  OMP_NUM_THREADS="1")
+    assert out.stdout.split()[-1] == "1"
+
+
+def test_mxnet_imported_first_gets_a_warning_where_it_halves_the_cores():
+    out = _python("import mxnet, gluonft")
+    assert out.returncode == 0, out.stderr
+    halved = max(1, (os.cpu_count() or 1) // 2)
+    if physical_cores() > halved:  # e.g. 2 cores without hyper-threading
+        assert "ThreadsWarning" in out.stderr and "Import gluonft first" in out.stderr
+    else:
+        assert "ThreadsWarning" not in out.stderr
