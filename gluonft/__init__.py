@@ -34,6 +34,7 @@ Architecture: one home per concept; imports go down this list, never up.
     weights, baseline, summary, schedules, transforms, datasets (cifar10, folders)
     threads      OMP_NUM_THREADS = physical cores, set before MXNet loads
     inference    the one inference forward: a fused oneDNN twin per pass, or the block
+    distributed  one worker of a parameter-server job (Cluster: shares, sums); launch starts it
     devices      contexts, split_batch, read_in_flight (the one two-batches-in-flight reader)
     fileio       atomic writes, strict JSON, FolderLock, library_versions; errors, argtypes
     results, plots, serve  (records, figures, the HTTP service: read the layers above)
@@ -51,7 +52,8 @@ except ImportError as _error:  # pragma: no cover - depends on the install
     raise ImportError("gluonft needs MXNet 1.9.1: pip install 'gluonft[cpu]' (CPU build) or "
                       "'gluonft[gpu]' (mxnet-cu112, CUDA 11.2)") from _error
 
-from . import baseline, callbacks, datasets, efficientnet, heads, predict, recipes, submission, tta
+from . import (baseline, callbacks, datasets, distributed, efficientnet, heads, predict, recipes,
+               submission, tta)
 from .backbones import FAMILIES, TransferNet, UnknownBackbone, feature_blocks, list_backbones, \
     load_backbone, pick_backbone
 from .callbacks import BestCheckpoint, Callback, CSVLogger, EarlyStopping, ReduceLROnPlateau
@@ -71,8 +73,8 @@ from .transforms import Augment
 from .weights import WeightsMismatch, WeightsUnavailable
 
 __all__ = [
-    "__version__", "baseline", "datasets", "heads", "list_backbones", "load_backbone",
-    "feature_blocks", "FAMILIES", "efficientnet",
+    "__version__", "baseline", "datasets", "distributed", "heads", "list_backbones",
+    "load_backbone", "feature_blocks", "FAMILIES", "efficientnet",
     "TransferNet", "UnknownBackbone", "WeightsUnavailable", "WeightsMismatch", "devices",
     "Regime", "Plan", "apply_regime", "parse_regime", "Schedule", "Augment", "summary", "Summary",
     "fit", "evaluate", "predict_proba", "History", "StopTraining", "TrainingDiverged",

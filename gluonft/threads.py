@@ -15,7 +15,9 @@ import sys
 import warnings
 from typing import Optional
 
-__all__ = ["physical_cores", "use_every_core", "ThreadsWarning"]
+__all__ = ["physical_cores", "use_every_core", "user_set_threads", "ThreadsWarning"]
+
+_SET_HERE = []  # the value gluonft put in OMP_NUM_THREADS, if it did
 
 
 class ThreadsWarning(UserWarning):
@@ -55,5 +57,12 @@ def use_every_core() -> Optional[int]:
                           f"starts", ThreadsWarning, stacklevel=3)
         return None
     os.environ["OMP_NUM_THREADS"] = str(cores)
+    _SET_HERE.append(str(cores))
     return cores
+
+
+def user_set_threads() -> bool:
+    """Whether OMP_NUM_THREADS holds the user's choice (not the one gluonft made)."""
+    value = os.environ.get("OMP_NUM_THREADS")
+    return value is not None and value not in _SET_HERE
 

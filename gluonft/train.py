@@ -37,6 +37,7 @@ from .regimes import NetParts, split_net
 from .schedules import SCHEDULES, Schedule
 from .mixing import MIX_KINDS, Mix, draw_mix, mix_images
 from .pipelines import Albumentations
+from .distributed import DIST_KVSTORES, Cluster, check_kvstore
 from .quantize import (CALIBRATION_IMAGES, calibration_indices, check_feature_dtype, int8_block,
                        int8_unavailable)
 from .transforms import Augment, BatchTransform, sample_augment, to_device
@@ -203,7 +204,7 @@ def fit(net: TransferNet, train: ImageSet, val: Optional[ImageSet] = None, *, ep
         progress: bool = True, hybridize: bool = True, cache_features: Optional[bool] = None,
         cache_dir: Optional[str] = None, feature_views: Optional[int] = None,
         amp: Union[bool, str] = False, mix: Optional[Mix] = None,
-        feature_dtype: str = "float32") -> History:
+        feature_dtype: str = "float32", kvstore: Optional[str] = None) -> History:
     """Train ``net`` (as set up by `apply_regime`) on ``train``; evaluate on ``val`` each epoch.
 
     Args:
@@ -247,6 +248,12 @@ def fit(net: TransferNet, train: ImageSet, val: Optional[ImageSet] = None, *, ep
         feature_dtype: ``"int8"`` computes the cached features through an int8 copy of the
             frozen prefix calibrated on training images (`gluonft.quantize`; one CPU
             context, needs the cache); ``"float32"`` (default) through the float net.
+        kvstore: how gradients are combined: None (MXNet's choice for the contexts of this
+            process), ``"device"``, ``"local"``, or a distributed kvstore (``"dist_sync"``,
+            ``"dist_device_sync"``, ``"dist_async"``) when this process is one worker of a job
+            started by `python -m gluonft.launch` (`gluonft.distributed`): ``batch_size`` is
+            then per worker, each global batch of ``batch_size x workers`` images is shared
+            out, every worker logs the same numbers, and only worker 0 writes checkpoints.
 
     Returns:
         A `History`.
@@ -268,7 +275,7 @@ def fit(net: TransferNet, train: ImageSet, val: Optional[ImageSet] = None, *, ep
         image_size=image_size, ctx=ctx, seed=seed, callbacks=callbacks, checkpoint=checkpoint,
         progress=progress, hybridize=hybridize, cache_features=cache_features,
         cache_dir=cache_dir, feature_views=feature_views, amp=amp, mix=mix,
-        feature_dtype=feature_dtype))
+        feature_dtype=feature_dtype, kvstore=kvstore))
     try:
         for epoch in range(run.start_epoch, epochs):
             logs = run.train_epoch(epoch)
@@ -306,6 +313,12 @@ def _check_args(a: dict) -> None:
     if a["mix"] is not None and not isinstance(a["mix"], Mix):
         raise ValueError(f"mix must be a gluonft.mixing.Mix or None, got {a['mix']!r}")
     check_feature_dtype(a["feature_dtype"])
+    check_kvstore(a["kvstore"])
+    if a["kvstore"] == "dist_async" and a["schedule"].name != "constant":
+        # async updates run on the servers with the optimiser as it was sent to them once
+        raise ValueError(f"kvstore='dist_async' updates on the servers, which never see a "
+                         f"schedule's learning rates; use schedule=Schedule('constant') or "
+                         f"kvstore='dist_sync' (got schedule {a['schedule'].name!r})")
 
 
 class _Run:
@@ -330,7 +343,25 @@ class _Run:
                              "first")
         run.amp_dtype = _start_amp(a["amp"], run.contexts)  # before tracing: the graph casts
         params = optimizer_params(a["optimizer"], a["lr"], a["momentum"], a["wd"])
-        run.trainer = gluon.Trainer(trainable, a["optimizer"], params)
+        run.cluster = (Cluster.join(a["kvstore"]) if a["kvstore"] in DIST_KVSTORES else None)
+        run.workers = run.cluster.workers if run.cluster else 1
+        run.global_batch = a["batch_size"] * run.workers
+        _check_shares(len(train), run.global_batch, run.workers, a["batch_size"])
+        if run.cluster:  # workers update alike from the summed gradients (async: on servers)
+            run.trainer = gluon.Trainer(trainable, a["optimizer"], params,
+                                        kvstore=run.cluster.kvstore,
+                                        update_on_kvstore=a["kvstore"] == "dist_async")
+            # Gluon initialises the kvstore lazily, in the first step: every worker then pulls
+            # the initial weights from the servers under the key its first gradients are
+            # pushed to, and a pull that arrives after the summed gradients comes back with
+            # gradients for weights (seen: 2 of 5 runs diverged). Initialise and wait first.
+            run.trainer._init_kvstore()
+            run.trainer._init_params()
+            mx.nd.waitall()
+        elif a["kvstore"] is not None:
+            run.trainer = gluon.Trainer(trainable, a["optimizer"], params, kvstore=a["kvstore"])
+        else:
+            run.trainer = gluon.Trainer(trainable, a["optimizer"], params)
         if run.amp_dtype:
             from mxnet.contrib import amp as mx_amp
             mx_amp.init_trainer(run.trainer)  # dynamic loss scaling; overflows are skipped
@@ -340,7 +371,7 @@ class _Run:
         run.transform = BatchTransform(run.image_size, net.family.mean, net.family.std)
         run.start_epoch = _resume(a["checkpoint"], net, run.trainer, run.history,
                                   run.history.settings)
-        run.per_epoch = -(-len(train) // a["batch_size"])
+        run.per_epoch = -(-len(train) // run.global_batch)
         run._prepare_features()
         return run
 
@@ -366,6 +397,8 @@ class _Run:
             settings["mix"] = a["mix"].to_dict()
         if self.net.head_spec.kind != "linear":
             settings.update(self.net.head_spec.to_dict())
+        if a["kvstore"] in DIST_KVSTORES:
+            settings.update(kvstore=a["kvstore"], workers=self.workers)
         if a["feature_dtype"] != "float32":
             settings["feature_dtype"] = a["feature_dtype"]
         return settings
@@ -422,17 +455,28 @@ class _Run:
                           ctx=self.contexts[0])
 
     def _inputs(self, epoch: int, idx: np.ndarray, rng):
-        """[(prefix output, labels)] per device for the training images at ``idx``."""
+        """[(prefix output, labels)] per device for this worker's share of the training
+        images at ``idx`` (all of them in one process)."""
         a = self.a
+        share = self.cluster.share(np.arange(len(idx))) if self.cluster else slice(None)
         if self.train_features:
-            return _cached_inputs(self.train_features[epoch % len(self.train_features)], idx,
-                                  self.contexts)
+            return _cached_inputs(self.train_features[epoch % len(self.train_features)],
+                                  idx[share], self.contexts)
         if self.views:
             images, affine = self.train.images[idx], self.view_rows[epoch % self.views][idx]
+        elif isinstance(a["augment"], Albumentations):
+            # one seed per image of the global batch, as one process draws them
+            seeds = rng.randint(0, 2 ** 31, size=len(idx))[share]
+            images, affine = a["augment"](self.train.images[idx[share]], seeds), None
+            return _image_inputs(self.parts, self.transform, images,
+                                 self.train.labels[idx[share]], affine, self.contexts,
+                                 mix=a["mix"], rng=rng)
         else:
             images, affine = _augmented(self.train.images[idx], a["augment"], rng)
-        return _image_inputs(self.parts, self.transform, images, self.train.labels[idx], affine,
-                             self.contexts, mix=a["mix"], rng=rng)
+        return _image_inputs(self.parts, self.transform, images[share],
+                             self.train.labels[idx[share]],
+                             None if affine is None else affine[share], self.contexts,
+                             mix=a["mix"], rng=rng)
 
     def train_epoch(self, epoch: int) -> Dict[str, float]:
         """One epoch of steps; the logged training numbers."""
@@ -443,7 +487,7 @@ class _Run:
         bar = _progress(a["progress"], self.per_epoch, f"epoch {epoch + 1}/{a['epochs']}")
         pending = []
         # The order iterate_batches gives (tests/test_features.py checks it).
-        for step, idx in enumerate(batch_indices(len(self.train), a["batch_size"],
+        for step, idx in enumerate(batch_indices(len(self.train), self.global_batch,
                                                  shuffle=True, seed=a["seed"], epoch=epoch)):
             iteration = epoch * self.per_epoch + step
             trainer.set_learning_rate(a["schedule"].lr(
@@ -452,7 +496,7 @@ class _Run:
                 callback.on_step_begin(trainer, iteration)
             losses = _train_step(self.parts, trainer, self._inputs(epoch, idx, rng),
                                  a["label_smoothing"], self.net.classes, meter,
-                                 scale_loss=bool(self.amp_dtype))
+                                 scale_loss=bool(self.amp_dtype), step_size=len(idx))
             for callback in self.callbacks:
                 callback.on_step_end(trainer, iteration, losses)
             # Wait for the previous batch only: the host prepares the next batch while the
@@ -468,6 +512,8 @@ class _Run:
                                     acc=f"{totals[1] / totals[2]:.3f}", refresh=False)
         self._check_finite(pending, epoch, self.per_epoch)
         totals = meter.read()
+        if self.cluster:  # every worker logs the job's numbers
+            totals = self.cluster.allreduce("train", totals)
         seconds = time.perf_counter() - begin
         if bar is not None:
             bar.close()
@@ -483,15 +529,17 @@ class _Run:
             raise self._diverged(f"the mean training loss of epoch {epoch + 1} is "
                                  f"{logs['train_loss']:.3g}, over {EXPLODED_LOSS_FACTOR} times "
                                  f"that of a uniform guess")
+        if self.cluster:
+            self.cluster.average_running_stats(self.net)
         if self.val is not None:
             result = _evaluate_parts(self.parts, self.val, self.val_features, self.transform,
-                                     self.contexts, self.a["batch_size"])
+                                     self.contexts, self.a["batch_size"], self.cluster)
             logs.update(val_loss=result["loss"], val_acc=result["accuracy"])
             if not math.isfinite(result["loss"]):
                 raise self._diverged(f"the validation loss of epoch {epoch + 1} is "
                                      f"{result['loss']}")
         self.history.epochs.append({k: float(v) for k, v in logs.items()})
-        if self.a["checkpoint"]:
+        if self.a["checkpoint"] and (self.cluster is None or self.cluster.is_chief):
             save_checkpoint(self.a["checkpoint"], self.net, self.trainer, self.history)
         for callback in self.callbacks:
             callback.on_epoch_end(epoch + 1, dict(logs))
@@ -720,8 +768,10 @@ def _start_amp(amp, contexts) -> Optional[str]:
 
 
 def _train_step(parts, trainer, inputs, smoothing, classes, meter: _Meter, *,
-                scale_loss: bool = False):
-    """One optimiser step over a batch split across devices; returns the per-device losses."""
+                scale_loss: bool = False, step_size: Optional[int] = None):
+    """One optimiser step over a batch split across devices; returns the per-device losses.
+    ``step_size``: the images the gradients sum over (the global batch under a distributed
+    kvstore, which sums the workers' gradients); default this batch's."""
     losses, outputs, dominant = [], [], []
     with autograd.record():
         for features, y, *mixed in inputs:
@@ -741,14 +791,25 @@ def _train_step(parts, trainer, inputs, smoothing, classes, meter: _Meter, *,
                 autograd.backward(scaled)
     if not scale_loss:
         autograd.backward(losses)
-    trainer.step(sum(len(y) for y in dominant))
+    trainer.step(step_size or sum(len(y) for y in dominant))
     meter.add(losses, outputs, dominant)
     return losses
 
 
-def _evaluate_parts(parts, data, features, transform, contexts, batch_size) -> Dict[str, float]:
+def _evaluate_parts(parts, data, features, transform, contexts, batch_size,
+                    cluster=None) -> Dict[str, float]:
     """`evaluate` during `fit`: the same numbers through the already compiled parts (and the
-    cached features when there are some), without re-hybridizing the whole net every epoch."""
+    cached features when there are some), without re-hybridizing the whole net every epoch.
+    With a `Cluster`, each worker evaluates its share and the sums are combined."""
+    if cluster is not None:
+        share = cluster.share(np.arange(len(data)))
+        part = (_evaluate_parts(parts, data.take(share), None if features is None
+                                else _feature_share(features, share), transform, contexts,
+                                batch_size) if len(share) else {"count": 0})
+        count = part["count"]
+        loss, correct, total = cluster.allreduce("val", [
+            part.get("loss", 0.0) * count, part.get("accuracy", 0.0) * count, count])
+        return {"accuracy": correct / total, "loss": loss / total, "count": int(total)}
     forward = inference_forward(parts.trainable, contexts, hybridize=parts.hybridized,
                                 images=len(data))
 
@@ -762,6 +823,22 @@ def _evaluate_parts(parts, data, features, transform, contexts, batch_size) -> D
             yield [mx.nd.softmax(forward(x), axis=-1) for x, _ in inputs]
 
     return scores(np.concatenate(list(read_in_flight(batches()))), data.labels)
+
+
+def _feature_share(features: Features, share: np.ndarray) -> Features:
+    return Features(features.values[share], features.labels[share], features.key,
+                    features.source, features.seconds, features.path)
+
+
+def _check_shares(images: int, global_batch: int, workers: int, batch_size: int) -> None:
+    """Every global batch must give every worker an image (a worker with none would have no
+    gradient to send, and the others would wait for it)."""
+    last = images % global_batch
+    if workers > 1 and 0 < last < workers:
+        raise ValueError(f"batch_size={batch_size} per worker x {workers} workers leaves a last "
+                         f"batch of {last} of the {images} training images, fewer than the "
+                         f"{workers} workers; choose a batch_size for which "
+                         f"{images} % (batch_size x {workers}) is 0 or at least {workers}")
 
 
 def _progress(enabled, total, description):

@@ -1,0 +1,150 @@
+"""Data-parallel fit over processes on 127.0.0.1 (gluonft.distributed, gluonft.launch): two
+workers and a server train like one process with the combined batch; failures end the job."""
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mxnet as mx
+import numpy as np
+import pytest
+
+import gluonft
+from gluonft.distributed import DistributedSetupError, check_kvstore
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKER = ROOT / "tests" / "distributed" / "fit_worker.py"
+pytestmark = pytest.mark.skipif(not mx.runtime.Features().is_enabled("DIST_KVSTORE"),
+                                reason="this MXNet build has no distributed kvstore")
+
+
+def _env():
+    return {k: v for k, v in os.environ.items() if not k.startswith("DMLC_")}
+
+
+def _launch(out, *args, workers=2, timeout=600, extra=()):
+    return subprocess.run(
+        [sys.executable, "-m", "gluonft.launch", "--workers", str(workers), "--servers", "1",
+         "--grace", "3", *extra, "--", sys.executable, str(WORKER), str(out), *args],
+        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def _single(out, *args):
+    done = subprocess.run([sys.executable, str(WORKER), str(out), *args], cwd=ROOT, env=_env(),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def _params(path):
+    return {k: v.asnumpy() for k, v in mx.nd.load(str(path)).items()}
+
+
+@pytest.mark.parametrize("regime", ["full", "last_k:1"])
+def test_two_workers_train_like_one_process_with_the_combined_batch(shared, tmp_path, regime):
+    job = _launch(tmp_path / "dist", regime, "dist_sync", "16")
+    assert job.returncode == 0, job.stdout
+    assert "[worker 0]" in job.stdout and "[worker 1]" in job.stdout
+    _single(tmp_path / "one", regime, "none", "32")
+    w0, w1 = _params(tmp_path / "dist" / "0.params"), _params(tmp_path / "dist" / "1.params")
+    one = _params(tmp_path / "one" / "0.params")
+    initial = gluonft.load_backbone(
+        "cifar_resnet20_v1", classes=10, ctx=mx.cpu(),
+        weights=str(shared / "weights" / "cifar_resnet20_v1-cifar10.params"))
+    plan = gluonft.apply_regime(initial, regime)
+    start = {k: p.data().asnumpy() for k, p in initial._collect_params_with_prefix().items()}
+    frozen = {k for k, p in initial._collect_params_with_prefix().items()
+              if p.grad_req == "null" and not gluonft.backbones.is_running_stat(p)}
+    assert plan.regime == regime and (frozen or regime == "full")
+    moved = 0
+    running = {k for k, p in initial._collect_params_with_prefix().items()
+               if gluonft.backbones.is_running_stat(p)}
+    for name in one:
+        # Both workers apply the same update to the same summed gradients, and average their
+        # BatchNorm statistics after every epoch (one process averages its devices' copies
+        # when it saves): identical bits.
+        np.testing.assert_array_equal(w0[name], w1[name], err_msg=name)
+        # Against one process on two devices (the same halves of the same batches, so the
+        # same BatchNorm statistics): only the gradient's sum differs in order (two partial
+        # sums pushed through the server) over 6 steps of SGD with momentum, in float32.
+        np.testing.assert_allclose(w0[name], one[name], rtol=1e-4, atol=1e-5, err_msg=name)
+        if name in frozen:
+            np.testing.assert_array_equal(w0[name], start[name], err_msg=name)
+        elif name not in running:
+            moved += not np.array_equal(w0[name], start[name])
+    assert moved > 0  # the trainable weights did train
+    h0, h1, h_one = (json.loads((tmp_path / d / f"{r}.json").read_text())
+                     for d, r in (("dist", 0), ("dist", 1), ("one", 0)))
+    def logged(history):  # what the job learned, not how fast this worker was
+        return [{k: v for k, v in e.items() if k not in ("seconds", "images_per_s")}
+                for e in history["epochs"]]
+    assert logged(h0) == logged(h1)  # every worker logs the job's numbers
+    for a, b in zip(h0["epochs"], h_one["epochs"]):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+        assert a["val_acc"] == pytest.approx(b["val_acc"], abs=1 / 40 + 1e-9)
+    assert h0["settings"]["workers"] == 2 and h0["settings"]["kvstore"] == "dist_sync"
+
+
+@pytest.mark.parametrize("death", ["raise", "kill"])
+def test_a_dead_worker_ends_the_job_and_leaves_nothing_running(tmp_path, death):
+    """A worker that fails (an exception, or SIGKILL) ends the job at once: its peers would
+    wait for it forever in the next push."""
+    script = tmp_path / "die.py"
+    die = ("raise RuntimeError('worker 1 fails')" if death == "raise"
+           else "os.kill(os.getpid(), signal.SIGKILL)")
+    script.write_text("import os, signal\nimport gluonft, mxnet as mx\n"
+                      "kv = gluonft.distributed.Cluster.join('dist_sync')\n"
+                      f"if kv.rank == 1:\n    {die}\n"
+                      "print('waiting for my peer', flush=True)\n"
+                      "kv.allreduce('x', [1.0])\n")  # never completes: the peer is gone
+    begin = time.time()
+    job = subprocess.run([sys.executable, "-m", "gluonft.launch", "--workers", "2", "--grace",
+                          "2", "--", sys.executable, str(script)], cwd=ROOT, env=_env(),
+                         capture_output=True, text=True, timeout=120)
+    assert job.returncode == (1 if death == "raise" else 128 + 9), job.stdout
+    assert ("exited with code 1; stopping the others" if death == "raise"
+            else "was killed by SIGKILL; stopping the others") in job.stdout
+    if death == "raise":
+        assert "RuntimeError: worker 1 fails" in job.stdout
+    assert time.time() - begin < 60
+    left = subprocess.run(["pgrep", "-f", str(script)], capture_output=True, text=True)
+    assert left.stdout.strip() == ""
+
+
+def test_bad_input_gets_clear_messages(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="unknown kvstore 'dist_snyc': expected None or one of "
+                                         "device, local, dist_sync"):
+        check_kvstore("dist_snyc")
+    for name in list(os.environ):
+        if name.startswith("DMLC_"):
+            monkeypatch.delenv(name)
+    net = gluonft.load_backbone("cifar_resnet20_v1", classes=4, weights=None, ctx=mx.cpu())
+    gluonft.apply_regime(net, "head")
+    data = gluonft.datasets.ImageSet(np.zeros((8, 32, 32, 3), np.uint8), np.arange(8) % 4,
+                                     ("a", "b", "c", "d"), "zeros")
+    with pytest.raises(DistributedSetupError, match="python -m gluonft.launch"):
+        gluonft.fit(net, data, epochs=1, batch_size=4, lr=0.1, kvstore="dist_sync",
+                    progress=False)
+    with pytest.raises(ValueError, match="kvstore='dist_async' .*Schedule\\('constant'\\)"):
+        gluonft.fit(net, data, epochs=1, batch_size=4, lr=0.1, kvstore="dist_async",
+                    progress=False)
+    busy = subprocess.run([sys.executable, "-c", "import socket, subprocess, sys\n"
+                           "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\n"
+                           "port = s.getsockname()[1]\n"
+                           "r = subprocess.run([sys.executable, '-m', 'gluonft.launch', "
+                           "'--workers', '1', '--port', str(port), '--', 'true'], "
+                           "capture_output=True, text=True)\n"
+                           "print(port, r.returncode, r.stderr)"],
+                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=60)
+    port, code, message = busy.stdout.split(" ", 2)
+    assert code == "1" and f"port {port} on 127.0.0.1 is busy" in message
+
+
+def test_a_last_batch_smaller_than_the_workers_is_refused():
+    from gluonft.train import _check_shares
+    with pytest.raises(ValueError, match=r"batch_size=16 per worker x 4 workers leaves a last "
+                                         r"batch of 2 of the 66 training images"):
+        _check_shares(66, 64, 4, 16)
+    _check_shares(68, 64, 4, 16)  # a last batch of 4: one image each
