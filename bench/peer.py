@@ -92,12 +92,14 @@ class TorchPeer:
 
 
 def _rate(step, batch: int, seconds: float) -> float:
+    """Images/s of ``step`` (which returns an NDArray of its batch) over ``seconds``; each
+    step is waited for, so MXNet's asynchronous engine cannot queue work past the clock."""
     for _ in range(2):  # warm up: compile, oneDNN primitives
-        step()
+        step().wait_to_read()
     mx.nd.waitall()
     count, begin = 0, time.perf_counter()
     while time.perf_counter() - begin < seconds:
-        step()
+        step().wait_to_read()
         count += 1
     mx.nd.waitall()
     return count * batch / (time.perf_counter() - begin)
@@ -131,6 +133,7 @@ class GluonSide:
                 loss = loss_fn(net(self.x), self.y)
             loss.backward()
             trainer.step(self.batch)
+            return loss
         return _rate(step, self.batch, seconds)
 
     def fit(self, seconds: float) -> float:

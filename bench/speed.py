@@ -393,11 +393,16 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     print(f"bench.speed: {', '.join(config.models)} at {', '.join(map(str, config.sizes))} px, "
           f"{config.repeats} repetitions -> {out}", flush=True)
     record = run(config)
-    text = render(record)
-    atomic_write_text(out / "speed.json", json.dumps(record, indent=1))
-    atomic_write_text(out / "speed.md", text)
+    return _save(record, render(record), out, "speed")
+
+
+def _save(record: dict, text: str, out: Path, name: str) -> dict:
+    """``<name>.json`` and ``<name>.md`` in ``out``, atomically; the table printed."""
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / f"{name}.json", json.dumps(record, indent=1))
+    atomic_write_text(out / f"{name}.md", text)
     print(text)
-    print(f"saved {out / 'speed.json'} and {out / 'speed.md'}")
+    print(f"saved {out / f'{name}.json'} and {out / f'{name}.md'}")
     return record
 
 
@@ -412,13 +417,7 @@ def _main_peer(config: SpeedConfig, out: Path) -> dict:
                           peer_python=Path(config.peer_python or PEER_PYTHON))
     except PeerUnavailable as error:
         raise SystemExit(f"bench.speed --peer torch: {error}") from None
-    out.mkdir(parents=True, exist_ok=True)
-    text = render_peer(record)
-    atomic_write_text(out / "peer.json", json.dumps(record, indent=1))
-    atomic_write_text(out / "peer.md", text)
-    print(text)
-    print(f"saved {out / 'peer.json'} and {out / 'peer.md'}")
-    return record
+    return _save(record, render_peer(record), out, "peer")
 
 
 if __name__ == "__main__":

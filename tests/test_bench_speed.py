@@ -31,3 +31,24 @@ def test_speed_bench_rejects_bad_arguments():
         speed.main(["--models", "resnet18"])  # not a backbone name
     with pytest.raises(SystemExit):
         speed.main(["--sizes", "32,big"])
+
+
+def test_peer_without_a_torch_python_names_the_way_to_make_one(tmp_path):
+    from bench import speed
+    with pytest.raises(SystemExit, match=r"no peer Python at .*nowhere.*make peer-venv"):
+        speed.main(["--peer", "torch", "--peer-python", str(tmp_path / "nowhere"),
+                    "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()  # nothing written for a run that could not start
+
+
+@pytest.mark.skipif(not __import__("bench.peer").peer.PEER_PYTHON.is_file(),
+                    reason="no .venv-peer with torch (make peer-venv)")
+def test_peer_times_both_frameworks_on_nets_of_equal_size(tmp_path):
+    from bench import speed
+    record = speed.main(["--peer", "torch", "--models", "mobilenet0.75", "--sizes", "32",
+                         "--repeats", "1", "--seconds", "0.3", "--out", str(tmp_path)])
+    row, = record["rows"]
+    assert row["params"] == 1_824_250  # the PyTorch net was checked to have as many
+    assert all(row["median"][k] > 0 for k in ("fit", "torch_train", "gluonft_forward",
+                                              "torch_forward"))
+    assert (tmp_path / "peer.json").is_file() and (tmp_path / "peer.md").is_file()
