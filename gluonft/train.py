@@ -434,6 +434,8 @@ class _Run:
             "val": self.val_features.info() if self.val_features is not None else None}
         if self.views and self.train_features:
             settings["feature_cache"]["train_views"] = [f.info() for f in self.train_features]
+        self.val_share = (_val_share(self.cluster, val, self.val_features)
+                          if self.cluster and val is not None else None)
 
     def _feature_prefix(self, use: bool, why: str):
         """The block that computes the cached features: the frozen prefix, or its int8 copy
@@ -463,20 +465,12 @@ class _Run:
             return _cached_inputs(self.train_features[epoch % len(self.train_features)],
                                   idx[share], self.contexts)
         if self.views:
-            images, affine = self.train.images[idx], self.view_rows[epoch % self.views][idx]
-        elif isinstance(a["augment"], Albumentations):
-            # one seed per image of the global batch, as one process draws them
-            seeds = rng.randint(0, 2 ** 31, size=len(idx))[share]
-            images, affine = a["augment"](self.train.images[idx[share]], seeds), None
-            return _image_inputs(self.parts, self.transform, images,
-                                 self.train.labels[idx[share]], affine, self.contexts,
-                                 mix=a["mix"], rng=rng)
+            images = self.train.images[idx[share]]
+            affine = self.view_rows[epoch % self.views][idx[share]]
         else:
-            images, affine = _augmented(self.train.images[idx], a["augment"], rng)
-        return _image_inputs(self.parts, self.transform, images[share],
-                             self.train.labels[idx[share]],
-                             None if affine is None else affine[share], self.contexts,
-                             mix=a["mix"], rng=rng)
+            images, affine = _augmented(self.train.images[idx], a["augment"], rng, share)
+        return _image_inputs(self.parts, self.transform, images, self.train.labels[idx[share]],
+                             affine, self.contexts, mix=a["mix"], rng=rng)
 
     def train_epoch(self, epoch: int) -> Dict[str, float]:
         """One epoch of steps; the logged training numbers."""
@@ -532,8 +526,7 @@ class _Run:
         if self.cluster:
             self.cluster.average_running_stats(self.net)
         if self.val is not None:
-            result = _evaluate_parts(self.parts, self.val, self.val_features, self.transform,
-                                     self.contexts, self.a["batch_size"], self.cluster)
+            result = self._validate()
             logs.update(val_loss=result["loss"], val_acc=result["accuracy"])
             if not math.isfinite(result["loss"]):
                 raise self._diverged(f"the validation loss of epoch {epoch + 1} is "
@@ -543,6 +536,17 @@ class _Run:
             save_checkpoint(self.a["checkpoint"], self.net, self.trainer, self.history)
         for callback in self.callbacks:
             callback.on_epoch_end(epoch + 1, dict(logs))
+
+    def _validate(self) -> Dict[str, float]:
+        """Scores on ``val``; under a distributed kvstore each worker scores its share and
+        the sums are combined, so every worker logs the whole set's."""
+        if not self.cluster:
+            return _evaluate_parts(self.parts, self.val, self.val_features, self.transform,
+                                   self.contexts, self.a["batch_size"])
+        data, features = self.val_share
+        part = (_evaluate_parts(self.parts, data, features, self.transform, self.contexts,
+                                self.a["batch_size"]) if len(data) else None)
+        return _combined(self.cluster, part)
 
     def _diverged(self, what: str) -> TrainingDiverged:
         checkpoint, done, lr = self.a["checkpoint"], len(self.history.epochs), self.a["lr"]
@@ -625,15 +629,18 @@ def training_batch(train: ImageSet, *, augment=Augment(), mix: Optional[Mix] = N
     return np.clip(np.round(pixels * 255), 0, 255).astype(np.uint8), captions
 
 
-def _augmented(images: np.ndarray, augment, rng):
-    """(images, affine rows) of a training batch: an albumentations pipeline changes the
-    images on the host (one seed per image); an `Augment` draws the affine rows the device
-    applies (None for the identity: no resampling, the images stay exact)."""
+def _augmented(images: np.ndarray, augment, rng, share=slice(None)):
+    """(images, affine rows) of ``images[share]`` of a training batch, drawn as for all of
+    ``images``: a distributed worker's share gets what one process gives those images. An
+    albumentations pipeline changes the images on the host (one seed per image); an `Augment`
+    draws the affine rows the device applies (None for the identity: no resampling, the
+    images stay exact)."""
     if isinstance(augment, Albumentations):
-        return augment(images, rng.randint(0, 2 ** 31, size=len(images))), None
+        seeds = rng.randint(0, 2 ** 31, size=len(images))
+        return augment(images[share], seeds[share]), None
     if augment.is_identity:
-        return images, None
-    return images, sample_augment(len(images), augment, rng)
+        return images[share], None
+    return images[share], sample_augment(len(images), augment, rng)[share]
 
 
 def describe_augment(augment) -> dict:
@@ -796,20 +803,9 @@ def _train_step(parts, trainer, inputs, smoothing, classes, meter: _Meter, *,
     return losses
 
 
-def _evaluate_parts(parts, data, features, transform, contexts, batch_size,
-                    cluster=None) -> Dict[str, float]:
+def _evaluate_parts(parts, data, features, transform, contexts, batch_size) -> Dict[str, float]:
     """`evaluate` during `fit`: the same numbers through the already compiled parts (and the
-    cached features when there are some), without re-hybridizing the whole net every epoch.
-    With a `Cluster`, each worker evaluates its share and the sums are combined."""
-    if cluster is not None:
-        share = cluster.share(np.arange(len(data)))
-        part = (_evaluate_parts(parts, data.take(share), None if features is None
-                                else _feature_share(features, share), transform, contexts,
-                                batch_size) if len(share) else {"count": 0})
-        count = part["count"]
-        loss, correct, total = cluster.allreduce("val", [
-            part.get("loss", 0.0) * count, part.get("accuracy", 0.0) * count, count])
-        return {"accuracy": correct / total, "loss": loss / total, "count": int(total)}
+    cached features when there are some), without re-hybridizing the whole net every epoch."""
     forward = inference_forward(parts.trainable, contexts, hybridize=parts.hybridized,
                                 images=len(data))
 
@@ -825,9 +821,22 @@ def _evaluate_parts(parts, data, features, transform, contexts, batch_size,
     return scores(np.concatenate(list(read_in_flight(batches()))), data.labels)
 
 
-def _feature_share(features: Features, share: np.ndarray) -> Features:
-    return Features(features.values[share], features.labels[share], features.key,
-                    features.source, features.seconds, features.path)
+def _val_share(cluster, val: ImageSet, features: Optional[Features]):
+    """This worker's share of the validation set (and of its cached features), taken once."""
+    share = cluster.share(np.arange(len(val)))
+    if features is not None:
+        features = Features(features.values[share], features.labels[share], features.key,
+                            features.source, features.seconds, features.path)
+    return val.take(share), features
+
+
+def _combined(cluster, part: Optional[Dict[str, float]]) -> Dict[str, float]:
+    """The whole set's scores from every worker's scores of its share (None: an empty one)."""
+    count = part["count"] if part else 0
+    loss, correct, total = cluster.allreduce("val", [
+        part["loss"] * count if part else 0.0, part["accuracy"] * count if part else 0.0,
+        count])
+    return {"accuracy": correct / total, "loss": loss / total, "count": int(total)}
 
 
 def _check_shares(images: int, global_batch: int, workers: int, batch_size: int) -> None:
