@@ -31,6 +31,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 try:  # importing MXNet takes seconds; Ctrl-C then is an answer, not a traceback
     from gluonft.argtypes import non_negative_float as _non_negative_float
+    from gluonft.distributed import DIST_KVSTORES, KVSTORES
     from gluonft.argtypes import positive_int as _positive_int
     from gluonft.heads import parse_head
     from gluonft.regimes import REGIMES
@@ -100,6 +101,7 @@ class CifarConfig(TrainingFields):
     explicit: Tuple[str, ...] = ()
     head: str = "linear"
     dropout: Optional[float] = None
+    kvstore: Optional[str] = None
 
 
 # --- argv -> config ---------------------------------------------------------------------------
@@ -196,8 +198,13 @@ def build_parser() -> argparse.ArgumentParser:
     base.add_argument("--baseline-epochs", type=_positive_int)
     base.add_argument("--baseline-lr", type=float)
     run = p.add_argument_group("run")
-    run.add_argument("--ctx", help="cpu, gpu (all GPUs) or gpu0,gpu1 (default: every GPU, "
-                     "else cpu)")
+    run.add_argument("--ctx", help="cpu, gpu (all GPUs), gpu0,gpu1 or cpu0,cpu1 (default: every "
+                     "GPU, else cpu)")
+    run.add_argument("--kvstore", choices=[k for k in KVSTORES if k],
+                     help="how gradients are combined; dist_sync (dist_device_sync, "
+                          "dist_async): this process is one worker of a job started by "
+                          "python -m gluonft.launch, --batch-size is per worker, and worker 0 "
+                          "writes --out")
     run.add_argument("--out", help="output folder (default runs/cifar10-<timestamp>); rerun "
                      "with the same folder to resume")
     run.add_argument("--keep-checkpoints", action="store_true", default=None,
@@ -265,6 +272,9 @@ def _parse_ctx(text: Optional[str]) -> Tuple[str, ...]:
         item = item.lower()
         if item == "cpu":
             out.append("cpu(0)")
+        elif item.startswith("cpu") and item[3:].isdigit():
+            # several CPU contexts: the multi-device code path (one CPU computes them all)
+            out.append(f"cpu({int(item[3:])})")
         elif item == "gpu":
             if not gpus:
                 raise UsageError("--ctx gpu: MXNet sees no GPU here; use --ctx cpu")
@@ -276,7 +286,8 @@ def _parse_ctx(text: Optional[str]) -> Tuple[str, ...]:
                                  + (f" (gpu0..gpu{gpus - 1})" if gpus else "; use --ctx cpu"))
             out.append(f"gpu({index})")
         else:
-            raise UsageError(f"--ctx {item!r}: expected cpu, gpu, or gpuN (e.g. gpu0,gpu1)")
+            raise UsageError(f"--ctx {item!r}: expected cpu, cpuN, gpu, or gpuN "
+                             f"(e.g. gpu0,gpu1)")
     if len(set(out)) != len(out):
         raise UsageError(f"--ctx {text!r} names a device twice")
     return tuple(out)
@@ -346,6 +357,10 @@ def parse_config(argv: Optional[Sequence[str]] = None) -> CifarConfig:
         raise UsageError(f"--head/--dropout: {error}") from None
     baseline = ("none" if args.no_baseline else
                 "recorded" if args.baseline_acc is not None else "train")
+    if args.kvstore in DIST_KVSTORES and not args.out:
+        # a default folder is named by the time, which differs between the workers
+        raise UsageError(f"--kvstore {args.kvstore}: give --out, the one folder the job "
+                         f"writes (worker 0) and resumes from (every worker)")
     out = args.out or os.path.join("runs", f"cifar10-{datetime.now():%Y%m%d-%H%M%S}")
     return CifarConfig(
         preset=preset.name, models=models, regimes=regimes, seeds=seeds,
@@ -362,7 +377,8 @@ def parse_config(argv: Optional[Sequence[str]] = None) -> CifarConfig:
         download=bool(args.download), ctx=ctx, out=out,
         keep_checkpoints=bool(args.keep_checkpoints),
         summary_rows=12 if args.summary_rows is None else args.summary_rows,
-        progress=not args.no_progress, explicit=explicit, head=head, dropout=args.dropout)
+        progress=not args.no_progress, explicit=explicit, head=head, dropout=args.dropout,
+        kvstore=args.kvstore)
 
 
 def _training(args, preset: TrainSettings) -> TrainSettings:
@@ -522,6 +538,19 @@ def load_data(config: CifarConfig):
     return Data(train=train, val=val, test=test, description=description)
 
 
+def _workers(config: CifarConfig) -> int:
+    """The workers of the job (1 without a distributed kvstore)."""
+    if config.kvstore not in DIST_KVSTORES:
+        return 1
+    from gluonft.distributed import Cluster
+    return Cluster.join(config.kvstore).workers
+
+
+def _rank(config: CifarConfig) -> int:
+    from gluonft.distributed import Cluster
+    return Cluster.join(config.kvstore).rank
+
+
 def plan_experiments(config: CifarConfig, data) -> list:
     """The grid's `bench.grid.Experiment` list: the baseline first, then model x regime x seed.
 
@@ -534,7 +563,8 @@ def plan_experiments(config: CifarConfig, data) -> list:
 
     from .grid import Experiment, effective_image_size, experiment_id
 
-    common = dict(classes=len(data.test.classes), data=data.description)
+    common = dict(classes=len(data.test.classes), data=data.description,
+                  kvstore=config.kvstore, workers=_workers(config))
     out = []
     if config.baseline == "recorded":
         out.append(Experiment(id="baseline-recorded", model="baseline", regime="recorded",
@@ -658,17 +688,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _main(argv: Optional[Sequence[str]]) -> int:
+    from gluonft.distributed import Cluster, DistributedSetupError
     from gluonft.fileio import FolderBusy, FolderLock, check_writable_folder
 
     try:
         config = parse_config(argv)
         check_config(config)
+        cluster = (Cluster.join(config.kvstore) if config.kvstore in DIST_KVSTORES else None)
         data = load_data(config)
         check_writable_folder(config.out, what="--out")
     except SystemExit as done:  # --help
         return int(done.code or 0)
-    except (UsageError, OSError) as error:
+    except (UsageError, OSError, DistributedSetupError) as error:
         return _error(str(error))
+    if cluster is not None and not cluster.is_chief:
+        # Worker 0 locks and writes --out; the others read it (to resume) and write nothing.
+        return _run_locked(config, data, argv, None)
     try:
         os.makedirs(config.out, exist_ok=True)
         lock = FolderLock(config.out).acquire()
@@ -683,7 +718,8 @@ def _main(argv: Optional[Sequence[str]]) -> int:
 
 
 def _run_locked(config: CifarConfig, data, argv, lock) -> int:
-    """The grid, with ``config.out`` locked by this process."""
+    """The grid, with ``config.out`` locked by this process (``lock`` None: a worker of a
+    distributed job other than worker 0, which writes nothing)."""
     from gluonft.fileio import atomic_write_json, remove_stale_temporaries
     from gluonft.results import environment, read_results, results_table
 
@@ -698,9 +734,10 @@ def _run_locked(config: CifarConfig, data, argv, lock) -> int:
             read_results(paths.results_json)
         except ValueError as error:
             return _error(f"--out: {error}; move it away or choose another --out")
-    if lock.describe_stale():
+    writer = lock is not None
+    if writer and lock.describe_stale():
         log(lock.describe_stale())
-    removed = remove_stale_temporaries(config.out)
+    removed = remove_stale_temporaries(config.out) if writer else []
     if removed:
         log(f"removed {len(removed)} half-written temporary file(s) left by a killed run")
     ctx = config_contexts(config)
@@ -712,7 +749,15 @@ def _run_locked(config: CifarConfig, data, argv, lock) -> int:
     log(f"data: {data.description['train_images']} train, {data.description['val_images']} "
         f"validation, {data.description['test_images']} test images from "
         f"{data.description['root']}")
-    log(f"devices: {', '.join(config.ctx)}; output: {os.path.abspath(config.out)}")
+    log(f"devices: {', '.join(config.ctx)}; output: {os.path.abspath(config.out)}"
+        + (f"; kvstore {config.kvstore}: rank {_rank(config)} of {_workers(config)} workers "
+           f"(rank 0 writes)" if config.kvstore in DIST_KVSTORES else ""))
+    if not writer:
+        result = run_grid(experiments, data=data, out_dir=config.out, ctx=ctx,
+                          summary_rows=config.summary_rows, progress=config.progress,
+                          kvstore=config.kvstore, writer=False, log=log)
+        failed = [r for r in result.records if r.status == "failed"]
+        return 1 if failed else 0
     atomic_write_json(paths.config, {
         "command": ["python", "-m", PROG] + list(sys.argv[1:] if argv is None else argv),
         "preset": config.preset, "preset_values": PRESETS[config.preset].to_dict(),
@@ -723,8 +768,8 @@ def _run_locked(config: CifarConfig, data, argv, lock) -> int:
     })
     result = run_grid(experiments, data=data, out_dir=config.out, ctx=ctx,
                        summary_rows=config.summary_rows, progress=config.progress,
-                       keep_checkpoints=config.keep_checkpoints, log=log,
-                       title=f"CIFAR-10 transfer learning ({config.preset} preset: "
+                       keep_checkpoints=config.keep_checkpoints, kvstore=config.kvstore,
+                       log=log, title=f"CIFAR-10 transfer learning ({config.preset} preset: "
                              f"{data.description['train_images']} train images)")
     records = result.records
     log("")

@@ -30,6 +30,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import gluonft
 from gluonft.baseline import lab1_cnn
 from gluonft.checkpoint import checkpoint_files, read_checkpoint, remove_checkpoint
+from gluonft.distributed import DIST_KVSTORES, Cluster
 from gluonft.results import (ExperimentRecord, accuracy_bars, atomic_write_json, best_record,
                              environment, model_card, one_line, pretraining_title, read_results,
                              regime_title, write_results)
@@ -84,6 +85,8 @@ class Experiment(TrainingFields):
         lr, image_size: this experiment's learning rate and input side.
         recorded_accuracy: for a recorded baseline: the given result; nothing is trained.
         data: `Data.description` (root, subset sizes, seed, image counts).
+        kvstore, workers: `fit`'s kvstore and, for a distributed one, the job's workers
+            (``batch_size`` is then per worker).
     """
     id: str
     model: str
@@ -100,6 +103,8 @@ class Experiment(TrainingFields):
     data: Dict[str, object] = field(default_factory=dict)
     head: str = "linear"
     dropout: Optional[float] = None
+    kvstore: Optional[str] = None
+    workers: int = 1
 
     @property
     def config(self) -> Dict[str, object]:
@@ -125,6 +130,8 @@ class Experiment(TrainingFields):
             config.update(gluonft.heads.parse_head(self.head, dropout=self.dropout).to_dict())
         if t.amp:
             config["amp"] = "float16"
+        if self.kvstore in DIST_KVSTORES:  # batch_size is per worker
+            config.update(kvstore=self.kvstore, workers=self.workers)
         return config
 
 
@@ -245,7 +252,7 @@ def _failed_record(experiment: Experiment, error: BaseException, *, started: str
 
 
 def run_experiment(experiment: Experiment, *, data: Data, ctx, checkpoint: str,
-                   summary_rows: int = 12, progress: bool = True,
+                   summary_rows: int = 12, progress: bool = True, writer: bool = True,
                    log: Log = print) -> Tuple[ExperimentRecord, Optional[object]]:
     """Build, train, test and record one experiment; a failure is recorded, not raised.
 
@@ -257,6 +264,8 @@ def run_experiment(experiment: Experiment, *, data: Data, ctx, checkpoint: str,
             checkpoint of the same experiment is resumed, one of another configuration removed.
         summary_rows: rows of the architecture table shown (the rest elided).
         progress: tqdm bars per epoch.
+        writer: False for the workers of a distributed job other than worker 0: they train
+            and score alike, resume from worker 0's checkpoint, and write nothing.
         log: where the lines go.
 
     Returns:
@@ -265,19 +274,24 @@ def run_experiment(experiment: Experiment, *, data: Data, ctx, checkpoint: str,
     started, begin = _now(), time.perf_counter()
     if experiment.recorded_accuracy is not None:
         return _recorded(experiment, ctx=ctx, started=started, log=log), None
-    _drop_other_checkpoint(experiment, checkpoint, log=log)
+    if writer:
+        _drop_other_checkpoint(experiment, checkpoint, log=log)
     try:
         net = build_net(experiment, ctx=ctx)
         plan = gluonft.apply_regime(net, experiment.regime, seed=experiment.seed)
         arch = gluonft.summary(net, image_size=experiment.image_size, ctx=ctx[0])
         modified = _modified_layers(plan, net)
         _log_setup(experiment, net, plan, arch, modified, summary_rows=summary_rows, log=log)
-        atomic_write_json(checkpoint + ".experiment.json", experiment.config)
+        if writer:
+            atomic_write_json(checkpoint + ".experiment.json", experiment.config)
+        distributed = experiment.kvstore in DIST_KVSTORES
+        if distributed:  # every worker reads the checkpoint as worker 0 left it
+            Cluster.join(experiment.kvstore).barrier()
         epochs = _EpochLog(experiment.epochs, log)
         history = gluonft.fit(
             net, data.train, data.val, lr=experiment.lr, image_size=experiment.image_size,
             ctx=ctx, seed=experiment.seed, callbacks=[epochs], checkpoint=checkpoint,
-            progress=progress, **experiment.training.fit_kwargs())
+            progress=progress, kvstore=experiment.kvstore, **experiment.training.fit_kwargs())
         resumed = len(history.epochs) - len(epochs.trained)
         if resumed and not epochs.trained:
             log(f"resumed from the checkpoint of epoch {resumed}: training was complete")
@@ -358,7 +372,9 @@ class _EpochLog(gluonft.Callback):
 
 def _test(net, experiment: Experiment, data: Data, *, ctx, log: Log) -> Dict[str, float]:
     test = gluonft.evaluate(net, data.test, ctx=ctx, batch_size=experiment.batch_size,
-                            image_size=experiment.image_size)
+                            image_size=experiment.image_size,
+                            kvstore=experiment.kvstore if experiment.kvstore
+                            in DIST_KVSTORES else None)
     if not math.isfinite(test["loss"]):
         raise gluonft.TrainingDiverged(
             f"the test loss is {test['loss']}: the trained weights are broken (non-finite "
@@ -520,8 +536,8 @@ def _write_training_strip(paths: "OutputPaths", experiments: Sequence[Experiment
 
 def run_grid(experiments: Sequence[Experiment], *, data: Data, out_dir: str, ctx,
              summary_rows: int = 12, progress: bool = True, keep_checkpoints: bool = False,
-             title: str = "CIFAR-10 transfer learning", log: Log = print
-             ) -> GridResult:
+             title: str = "CIFAR-10 transfer learning", kvstore: Optional[str] = None,
+             writer: bool = True, log: Log = print) -> GridResult:
     """Run every experiment not already finished in ``out_dir``; write the files after each.
 
     A record in ``out_dir/results.json`` with the same id and an equal config and status ok or
@@ -539,19 +555,26 @@ def run_grid(experiments: Sequence[Experiment], *, data: Data, out_dir: str, ctx
         keep_checkpoints: keep each finished experiment's last checkpoint (its parameters)
             instead of removing it.
         title: the chart's title.
+        kvstore: must be the experiments' (`Experiment.kvstore`): with a distributed one
+            every worker of the job runs the grid alike.
+        writer: False for the workers other than worker 0: they read ``out_dir`` to skip
+            and resume what worker 0 finished, and write nothing.
         log: where the lines go.
 
     Returns:
         A `GridResult`: the records of the grid, in grid order, and best.json's card.
     """
     paths = OutputPaths(out_dir)
-    os.makedirs(out_dir, exist_ok=True)
+    if any(e.kvstore != kvstore for e in experiments if e.recorded_accuracy is None):
+        raise ValueError(f"the experiments' kvstore differs from kvstore={kvstore!r}")
+    if writer:
+        os.makedirs(out_dir, exist_ok=True)
     ids = [e.id for e in experiments]
     if len(set(ids)) != len(ids):
         raise ValueError(f"experiment ids repeat: {ids}")
     previous = {r.id: r for r in _read_previous(paths)}
     gone = [r for i, r in previous.items() if i not in ids]
-    if gone:
+    if gone and writer:
         log(f"{len(gone)} earlier records are not in this grid; moved to superseded.json: "
             + ", ".join(r.id for r in gone))
         _supersede(paths, gone)
@@ -560,8 +583,9 @@ def run_grid(experiments: Sequence[Experiment], *, data: Data, out_dir: str, ctx
     def ordered():
         return [current[i] for i in ids if i in current]
 
-    _write_outputs(paths, ordered(), title=title, log=log)
-    _write_training_strip(paths, experiments, data, log=log)
+    if writer:
+        _write_outputs(paths, ordered(), title=title, log=log)
+        _write_training_strip(paths, experiments, data, log=log)
     for number, experiment in enumerate(experiments, 1):
         log("")
         what = (regime_title(experiment.regime) if experiment.kind == "transfer"
@@ -574,21 +598,30 @@ def run_grid(experiments: Sequence[Experiment], *, data: Data, out_dir: str, ctx
                 f"({old.finished}); test accuracy {100 * old.test_accuracy:.2f}%")
             # A run killed between recording an experiment and tidying up after it left
             # these undone: do them now (the best model's files from its last checkpoint).
-            _restore_best(paths, ordered(), old, log=log)
-            _finish(paths, old, keep_checkpoints=keep_checkpoints, only_missing=True)
+            if writer:
+                _restore_best(paths, ordered(), old, log=log)
+                _finish(paths, old, keep_checkpoints=keep_checkpoints, only_missing=True)
             continue
         record, net = run_experiment(experiment, data=data, ctx=ctx,
                                      checkpoint=paths.checkpoint(experiment.id),
-                                     summary_rows=summary_rows, progress=progress, log=log)
-        if old is not None:
-            _supersede(paths, [old])
+                                     summary_rows=summary_rows, progress=progress,
+                                     writer=writer, log=log)
         current[experiment.id] = record
-        _write_outputs(paths, ordered(), title=title, log=log)
-        # The best model's parameters are saved before its checkpoint is removed, so that a
-        # kill in between leaves them recoverable (`_restore_best`).
-        _update_best(paths, ordered(), record, net.save_parameters if net is not None else None,
-                     log=log)
-        _finish(paths, record, keep_checkpoints=keep_checkpoints)
+        if writer:
+            if old is not None:
+                _supersede(paths, [old])
+            _write_outputs(paths, ordered(), title=title, log=log)
+            # The best model's parameters are saved before its checkpoint is removed, so that
+            # a kill in between leaves them recoverable (`_restore_best`).
+            _update_best(paths, ordered(), record,
+                         net.save_parameters if net is not None else None, log=log)
+            _finish(paths, record, keep_checkpoints=keep_checkpoints)
         del net
         gc.collect()
-    return GridResult(ordered(), _update_best(paths, ordered(), None, None, log=log))
+        if record.status == "failed" and kvstore in DIST_KVSTORES:
+            # The other workers may be waiting for this one inside the failed experiment:
+            # the grid ends (exit 1) and the launcher stops them; a rerun retries it.
+            log("a failed experiment ends a distributed grid; run the job again to retry it")
+            break
+    return GridResult(ordered(), _update_best(paths, ordered(), None, None, log=log)
+                      if writer else None)

@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --fast: compute the cached features through an int8 copy "
                             "of the backbone calibrated on training photos (faster on CPUs "
                             "with VNNI; see README for what it costs)")
+    train.add_argument("--kvstore", choices=("dist_sync", "dist_device_sync"),
+                       help="train as one worker of a job started by python -m gluonft.launch "
+                            "(the recipe's batch is shared out; rank 0 writes MODEL_DIR)")
     train.add_argument("--image-size", type=_positive_int, help="input side in pixels")
     train.add_argument("--max-params", type=_positive_int, help="parameter budget")
     train.add_argument("--seed", type=_seed, default=0)
@@ -154,6 +157,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except SystemExit as done:  # --help
         return int(done.code or 0)
     from .backbones import UnknownBackbone
+    from .distributed import DistributedSetupError
     from .fileio import FolderBusy
     from .weights import WeightsMismatch, WeightsUnavailable
     with warnings.catch_warnings():
@@ -166,7 +170,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             return _COMMANDS[args.command](args)
         except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError,
                 PermissionError, ImportError, UnknownBackbone, WeightsMismatch,
-                WeightsUnavailable, FolderBusy) as error:
+                WeightsUnavailable, FolderBusy, DistributedSetupError) as error:
             text = " ".join(str(error).split()) or type(error).__name__
             print(f"gluonft: error: {text}", file=sys.stderr)
             return 2
@@ -180,6 +184,7 @@ def _gluonft_warnings():
 
 
 def _train(args) -> int:
+    from .distributed import Cluster
     from .recipes import train_classifier
     weights = None if args.weights.lower() == "none" else args.weights
     where = (args.data_dir,) if args.labels is None else (args.labels, args.data_dir)
@@ -194,7 +199,8 @@ def _train(args) -> int:
                            image_size=args.image_size, epochs=args.epochs, seed=args.seed,
                            out=args.out, overwrite=args.overwrite, stages=args.stages,
                            head=args.head, dropout=args.dropout, augment=augment, mix=args.mix,
-                           feature_dtype=args.feature_dtype, progress=sys.stderr.isatty())
+                           feature_dtype=args.feature_dtype, kvstore=args.kvstore,
+                           progress=sys.stderr.isatty())
     meta = clf.meta
     print(f"model: {clf.backbone}, {clf.params:,} parameters, {len(clf.classes)} classes, "
           f"{clf.image_size} px, head {meta['head']} ({meta['recipe']})")
@@ -203,7 +209,10 @@ def _train(args) -> int:
         if key in meta:
             print(f"{label}: {meta[key]:.4f}")
     print(f"time: {meta['train_seconds']:.1f} s")
-    print(f"saved: {args.out}")
+    if args.kvstore and not Cluster.join(args.kvstore).is_chief:
+        print(f"saved by the worker of rank 0: {args.out}")
+    else:
+        print(f"saved: {args.out}")
     return 0
 
 

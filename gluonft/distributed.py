@@ -45,6 +45,9 @@ DMLC_VARIABLES = ("DMLC_ROLE", "DMLC_PS_ROOT_URI", "DMLC_PS_ROOT_PORT", "DMLC_NU
 _FIRST_KEY = 1 << 30
 
 
+# The largest piece `Cluster.gather` sends through the kvstore at once.
+GATHER_CHUNK_BYTES = 64 * 1024 ** 2
+
 _JOINED: dict = {}  # kvstore name -> Cluster: the one job of this process
 
 
@@ -100,7 +103,8 @@ def _leave_without_teardown() -> None:
         if code is not None and not isinstance(code, int):
             print(code, file=sys.stderr)
             code = 1
-        mx.nd.waitall()
+        if not code:  # a failure does not wait: a push to a dead peer never completes
+            mx.nd.waitall()
         _leave(code or 0)
 
     sys.excepthook, sys.exit = hook, exit_
@@ -121,6 +125,8 @@ class Cluster:
         self.rank = kvstore.rank
         self.workers = kvstore.num_workers
         self._keys = {}
+        self._trainer_keys = 0
+        self._gathers = 0
 
     @classmethod
     def join(cls, name: str) -> "Cluster":
@@ -137,6 +143,19 @@ class Cluster:
             _JOINED[name] = cls(mx.kv.create(name))
             _leave_without_teardown()
         return _JOINED[name]
+
+    def trainer_kvstore(self, parameters: int) -> "_Keyspace":
+        """The kvstore for one Trainer of ``parameters`` parameters.
+
+        A Trainer pushes parameter i under key i, and ps-lite fixes a key's size when it is
+        first initialised: a second `fit` in the process (the next experiment of a grid, the
+        next stage of `fine_tune`) would meet the first one's sizes. Each Trainer gets keys of
+        its own instead (every worker makes the same fits in the same order, so the same)."""
+        offset = self._trainer_keys
+        self._trainer_keys += parameters
+        if self._trainer_keys >= _FIRST_KEY:
+            raise DistributedSetupError("this job has used up the kvstore's keys")
+        return _Keyspace(self.kvstore, offset)
 
     @property
     def is_chief(self) -> bool:
@@ -164,6 +183,40 @@ class Cluster:
             p.set_data(mx.nd.array(mean[offset:offset + size].reshape(p.shape)))
             offset += size
 
+    def barrier(self) -> None:
+        """Wait until every worker has come here (ps-lite's barrier, async kvstores too)."""
+        mx.nd.waitall()
+        self.kvstore._barrier()
+
+    def combined_scores(self, part: Optional[dict]) -> dict:
+        """The whole set's ``{"accuracy", "loss", "count"}`` from every worker's scores of its
+        share (``part``; None for a worker whose share is empty)."""
+        count = part["count"] if part else 0
+        loss, correct, total = self.allreduce("scores", [
+            part["loss"] * count if part else 0.0, part["accuracy"] * count if part else 0.0,
+            count])
+        return {"accuracy": correct / total, "loss": loss / total, "count": int(total)}
+
+    def gather(self, part: np.ndarray, count: int) -> np.ndarray:
+        """Every worker's ``part`` (the rows of its `share` of ``range(count)``), stacked in
+        order: each worker gets all ``count`` rows, in float32.
+
+        Each worker pushes its rows in place in zeros of the whole's shape and the kvstore
+        sums them: adding zeros is exact, so the rows arrive bit for bit. The whole goes in
+        pieces of at most `GATHER_CHUNK_BYTES`, under keys of their own."""
+        part = np.asarray(part, np.float32)
+        rows = self.share(np.arange(count))
+        whole = np.zeros((count,) + part.shape[1:], np.float32)
+        if len(rows):
+            whole[rows[0]:rows[-1] + 1] = part
+        row_bytes = max(1, whole[:1].nbytes)
+        step = max(1, GATHER_CHUNK_BYTES // row_bytes)
+        self._gathers += 1
+        for start in range(0, count, step):
+            piece = whole[start:start + step]
+            piece[...] = self.allreduce(f"gather:{self._gathers}:{start}", piece)
+        return whole
+
     def allreduce(self, name: str, values) -> np.ndarray:
         """The sum over all workers of ``values`` (numbers, the same count everywhere), in
         float32 as the gradients travel; every worker must call it, in the same order."""
@@ -176,3 +229,64 @@ class Cluster:
         out = mx.nd.zeros_like(array)
         self.kvstore.pull(key, out=out)
         return out.asnumpy().astype(np.float64)
+
+
+class _Keyspace(mx.kvstore.KVStoreBase):
+    """The job's kvstore with every key moved up by ``offset``: what one Trainer sees."""
+
+    def __init__(self, store: mx.kvstore.KVStore, offset: int):
+        self._store, self._offset = store, offset
+
+    def _key(self, key):
+        if isinstance(key, (list, tuple)):
+            return [self._key(k) for k in key]
+        return int(key) + self._offset
+
+    def broadcast(self, key, value, out, priority=0):
+        self._store.broadcast(self._key(key), value, out, priority=priority)
+
+    def init(self, key, value):
+        self._store.init(self._key(key), value)
+
+    def push(self, key, value, priority=0):
+        self._store.push(self._key(key), value, priority=priority)
+
+    def pull(self, key, out=None, priority=0, ignore_sparse=True):
+        self._store.pull(self._key(key), out=out, priority=priority, ignore_sparse=ignore_sparse)
+
+    def pushpull(self, key, value, out=None, priority=0):
+        self._store.pushpull(self._key(key), value, out=out, priority=priority)
+
+    def row_sparse_pull(self, key, out=None, priority=0, row_ids=None):
+        self._store.row_sparse_pull(self._key(key), out=out, priority=priority, row_ids=row_ids)
+
+    def set_optimizer(self, optimizer):
+        self._store.set_optimizer(optimizer)
+
+    def set_gradient_compression(self, compression_params):
+        self._store.set_gradient_compression(compression_params)
+
+    def is_capable(self, capability):
+        return self._store.is_capable(capability)
+
+    def save_optimizer_states(self, fname, dump_optimizer=False):
+        self._store.save_optimizer_states(fname, dump_optimizer=dump_optimizer)
+
+    def load_optimizer_states(self, fname):
+        self._store.load_optimizer_states(fname)
+
+    @property
+    def _updater(self):
+        return self._store._updater
+
+    @property
+    def type(self):
+        return self._store.type
+
+    @property
+    def rank(self):
+        return self._store.rank
+
+    @property
+    def num_workers(self):
+        return self._store.num_workers

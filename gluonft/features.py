@@ -56,6 +56,8 @@ class Features:
         source: ``"computed"`` or ``"disk"`` (loaded from ``path``).
         seconds: time spent computing or loading.
         path: the cache file, or None when kept in memory only.
+        computed_here: for a worker of a distributed job, the rows it computed itself (its
+            share; the others came through the kvstore).
     """
     values: np.ndarray
     labels: np.ndarray
@@ -63,14 +65,18 @@ class Features:
     source: str
     seconds: float
     path: Optional[str] = None
+    computed_here: Optional[int] = None
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def info(self) -> dict:
         """A JSON-friendly summary (no arrays), as `fit` records it."""
-        return {"key": self.key, "source": self.source, "seconds": round(self.seconds, 4),
+        info = {"key": self.key, "source": self.source, "seconds": round(self.seconds, 4),
                 "shape": list(self.values.shape), "path": self.path}
+        if self.computed_here is not None:
+            info["computed_here"] = self.computed_here
+        return info
 
 
 def prefix_block(net, steps: int) -> nn.HybridSequential:
@@ -187,27 +193,45 @@ def compute_features(prefix: nn.HybridBlock, data: ImageSet, *, transform, conte
 def cached_features(prefix: nn.HybridBlock, data: ImageSet, *, key: str, transform, contexts,
                     batch_size: int, cache_dir: Optional[str] = None,
                     augment_rows: Optional[np.ndarray] = None,
-                    hybridize: bool = True, pass_images: Optional[int] = None) -> Features:
+                    hybridize: bool = True, pass_images: Optional[int] = None,
+                    cluster=None) -> Features:
     """The features named ``key``: loaded from ``cache_dir`` when a valid entry exists there,
     else computed (and then written to ``cache_dir``, when given). ``augment_rows``: see
     `compute_features` (the key must then cover them: `feature_key`'s ``augment_rows``).
+
+    ``cluster``: a `gluonft.distributed.Cluster`: each worker computes the features of its
+    share of ``data`` and the shares are exchanged through the kvstore (every worker needs
+    all of them: its share of each epoch's batches is any image); the workers load from
+    ``cache_dir`` only when every one of them finds the entry valid, and worker 0 writes it.
 
     A file that fails to load or to validate triggers a `FeatureCacheWarning` and is rebuilt.
     """
     begin = time.perf_counter()
     path = os.path.join(cache_dir, f"{key}.npz") if cache_dir else None
-    if path and os.path.exists(path):
-        values, problem = _load(path, key, len(data))
-        if values is not None:
-            return Features(values, data.labels, key, "disk", time.perf_counter() - begin, path)
+    values, problem = (_load(path, key, len(data)) if path and os.path.exists(path)
+                       else (None, None))
+    loaded = values is not None
+    if cluster is not None:  # all load or all compute: the computing ones wait for the rest
+        loaded = cluster.allreduce("features-loaded", [loaded])[0] == cluster.workers
+    if loaded:
+        return Features(values, data.labels, key, "disk", time.perf_counter() - begin, path)
+    if problem:
         warnings.warn(f"feature cache {path} is unusable ({problem}); rebuilding it",
                       FeatureCacheWarning, stacklevel=2)
-    values = compute_features(prefix, data, transform=transform, contexts=contexts,
-                              batch_size=batch_size, augment_rows=augment_rows,
-                              hybridize=hybridize, pass_images=pass_images)
-    if path:
+    common = dict(transform=transform, contexts=contexts, batch_size=batch_size,
+                  hybridize=hybridize,
+                  pass_images=len(data) if pass_images is None else pass_images)
+    if cluster is None:
+        values = compute_features(prefix, data, augment_rows=augment_rows, **common)
+    else:
+        share = cluster.share(np.arange(len(data)))
+        part = compute_features(prefix, data.take(share), augment_rows=None if augment_rows
+                                is None else augment_rows[share], **common)
+        values = cluster.gather(part, len(data))
+    if path and (cluster is None or cluster.is_chief):
         _save(path, key, values)
-    return Features(values, data.labels, key, "computed", time.perf_counter() - begin, path)
+    return Features(values, data.labels, key, "computed", time.perf_counter() - begin, path,
+                    computed_here=None if cluster is None else len(part))
 
 
 def _header(key: str, values: np.ndarray) -> dict:

@@ -9,8 +9,9 @@ loop at import when ``DMLC_ROLE`` says so) and ``--workers`` copies of COMMAND, 
 (127.0.0.1) by default or over ssh on the hosts listed one per line in ``--hosts`` (servers
 and workers round-robin, the scheduler on this machine), as MXNet's own ``tools/launch.py``
 does with its ssh launcher. Every line a process prints is forwarded with its role and index
-(``[worker 1] ...``). The launcher exits with the first non-zero exit code of any process
-(128 + N for a process killed by signal N, as a shell reports it) and then stops all the
+(``[worker 1] ...``; that index is the launcher's order of start: ps-lite numbers the
+workers' ranks in its own order, so the worker of rank 0 may be any of them). The launcher
+exits with the first non-zero exit code of any process (128 + N for a process killed by signal N, as a shell reports it) and then stops all the
 others (SIGTERM, SIGKILL after ``--grace`` seconds): no process is left behind, and a worker
 waiting for a dead peer does not hang the job. When every worker has
 exited 0, servers and scheduler end by themselves (the launcher stops them after ``--grace``
@@ -211,6 +212,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         else:
             job.start(label, argv, {**base, **env})
 
+    def stopped(signum, frame):  # `kill` or a closed terminal: the job goes with the launcher
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, stopped)
     try:
         run("scheduler", "scheduler", server_argv, 0)
         for i in range(args.servers):

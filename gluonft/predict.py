@@ -34,6 +34,7 @@ from .backbones import TransferNet, check_image_size
 from .datasets.folder import UnreadableImagesWarning, image_folder, list_images, load_images
 from .datasets.imageset import ImageSet, iterate_batches
 from .devices import as_contexts, contexts_of, read_in_flight, split_batch
+from .distributed import DIST_KVSTORES, Cluster, check_kvstore
 from .inference import inference_forward
 from .model_io import Classifier
 from .transforms import BatchTransform, to_device
@@ -98,8 +99,13 @@ def _check_data(data) -> None:
 
 
 def evaluate(net: TransferNet, data: ImageSet, *, ctx=None, batch_size: int = 64,
-             image_size: Optional[int] = None, hybridize: bool = True) -> Dict[str, float]:
+             image_size: Optional[int] = None, hybridize: bool = True,
+             kvstore: Optional[str] = None) -> Dict[str, float]:
     """Accuracy and mean cross-entropy of ``net`` on ``data`` (inference mode).
+
+    ``kvstore``: a distributed kvstore (``"dist_sync"`` ...) when this process is one worker
+    of a job (`gluonft.distributed`): each worker scores its share of ``data`` and every
+    worker gets the whole set's figures; None (default): this process scores all of it.
 
     Returns:
         ``{"accuracy": ..., "loss": ..., "count": N}``.
@@ -109,8 +115,15 @@ def evaluate(net: TransferNet, data: ImageSet, *, ctx=None, batch_size: int = 64
         0.938
     """
     _check_data(data)
-    return scores(predict_proba(net, data, ctx=ctx, batch_size=batch_size,
-                                image_size=image_size, hybridize=hybridize), data.labels)
+    if check_kvstore(kvstore) not in DIST_KVSTORES:
+        return scores(predict_proba(net, data, ctx=ctx, batch_size=batch_size,
+                                    image_size=image_size, hybridize=hybridize), data.labels)
+    cluster = Cluster.join(kvstore)
+    share = data.take(cluster.share(np.arange(len(data))))
+    part = scores(predict_proba(net, share, ctx=ctx, batch_size=batch_size,
+                                image_size=image_size, hybridize=hybridize),
+                  share.labels) if len(share) else None
+    return cluster.combined_scores(part)
 
 
 def _average(parts: Sequence, probabilities: Callable[[object], np.ndarray]) -> np.ndarray:

@@ -23,6 +23,7 @@ import numpy as np
 from .backbones import MAX_IMAGE_SIZE, check_image_size, family_of, load_backbone, pick_backbone
 from .callbacks import Callback, StopTraining
 from .datasets.folder import folder_classes, image_folder
+from .distributed import DIST_KVSTORES, Cluster, check_kvstore
 from .datasets.table import labelled_images, read_labels
 from .datasets.imageset import ImageSet
 from .fileio import FolderLock, check_writable_folder
@@ -88,6 +89,8 @@ RECIPES: Dict[str, Recipe] = {
     "default": Recipe("default", 160, (("head", 4), ("last_k:2", 3), ("last_k:4", 3)),
                       lr=0.05, backbone_lr_mult=0.1, augment="none"),
 }
+# The batch every recipe trains with (shared out over the workers of a distributed job).
+RECIPE_BATCH_SIZE = 64
 # The recipes' input sides under their first names.
 FAST_IMAGE_SIZE = RECIPES["fast"].image_size
 DEFAULT_IMAGE_SIZE = RECIPES["default"].image_size
@@ -144,7 +147,7 @@ def train_classifier(train_dir, images: Optional[PathLike] = None, *,
                      stages: Optional[Sequence[Tuple[str, int]]] = None,
                      head=None, dropout: Optional[float] = None,
                      augment=None, mix=None, feature_dtype: str = "float32",
-                     progress: bool = False) -> Classifier:
+                     kvstore: Optional[str] = None, progress: bool = False) -> Classifier:
     """Train a classifier on a folder of photos (one sub-folder per class), or on photos
     labelled by a table: ``train_classifier(train_gt, train_img_dir, fast_train=True)`` with
     ``train_gt`` a dict ``{file name: class_id}`` or a CSV path (`labelled_images`).
@@ -183,6 +186,10 @@ def train_classifier(train_dir, images: Optional[PathLike] = None, *,
         feature_dtype: ``"int8"``: with ``fast_train``, the cached features come from an int8
             copy of the backbone calibrated on training photos (`gluonft.quantize`).
         ctx: a context or list of contexts.
+        kvstore: a distributed kvstore (``"dist_sync"`` ...) when this process is one worker
+            of a job started by `python -m gluonft.launch` (`gluonft.distributed`): the
+            recipe's batch of 64 is shared out over the workers (the same batches, so the same
+            recipe), and only the worker of rank 0 writes ``out``.
         seed: seeds the head's initialisation, shuffling and augmentation.
         out: a model folder to save to (`save_classifier`); None: not saved.
         overwrite: replace an existing different model at ``out``.
@@ -215,7 +222,11 @@ def train_classifier(train_dir, images: Optional[PathLike] = None, *,
         raise ValueError(f"feature_dtype={feature_dtype!r} quantizes cached features: it goes "
                          f"with fast_train=True (head only on cached features)")
     size = _check_size(model, recipe.image_size if image_size is None else image_size)
-    lock = _lock_model_folder(out, overwrite)  # before the work, so that nothing is lost
+    cluster = Cluster.join(kvstore) if check_kvstore(kvstore) in DIST_KVSTORES else None
+    batch_size = _per_worker(RECIPE_BATCH_SIZE, cluster)
+    writer = cluster is None or cluster.is_chief
+    # before the work, so that nothing is lost
+    lock = _lock_model_folder(out, overwrite) if writer else None
     try:
         # The net first, from the class names alone: a bad weights file or head fails in
         # seconds, not after minutes of decoding photos.
@@ -231,8 +242,8 @@ def train_classifier(train_dir, images: Optional[PathLike] = None, *,
         stages = stages or tuple((r, epochs or e) for r, e in recipe.stages)
         extra = {} if feature_dtype == "float32" else {"feature_dtype": feature_dtype}
         history = _train_by_recipe(net, data, recipe, stages, augment=augment, mix=mix,
-                                   batch_size=64, image_size=size, ctx=ctx, seed=seed,
-                                   progress=progress, **extra)
+                                   batch_size=batch_size, image_size=size, ctx=ctx, seed=seed,
+                                   progress=progress, kvstore=kvstore, **extra)
         meta = {"stored_size": data.stored_size, "fit": data.fit,
                 "recipe": recipe.describe(stages),
                 "train_dir": str(train_dir if table is None else images),
@@ -244,16 +255,27 @@ def train_classifier(train_dir, images: Optional[PathLike] = None, *,
         if data.validation is not None:
             meta["val_accuracy"] = history["val_acc"][-1]
         if data.test is not None:
-            meta["test_accuracy"] = evaluate(net, data.test, ctx=ctx,
-                                             image_size=size)["accuracy"]
+            meta["test_accuracy"] = evaluate(net, data.test, ctx=ctx, image_size=size,
+                                             kvstore=kvstore)["accuracy"]
         meta["train_seconds"] = round(time.perf_counter() - begin, 2)
-        if out is not None:
+        if out is not None and writer:
             save_classifier(net, out, classes=data.classes, image_size=size,
                             overwrite=overwrite, extra=meta)
         return classifier_of(net, data.classes, size, meta)
     finally:
         if lock is not None:
             lock.release()
+
+
+def _per_worker(batch_size: int, cluster) -> int:
+    """Each worker's part of the recipe's batch: the workers together take the recipe's."""
+    if cluster is None:
+        return batch_size
+    if batch_size % cluster.workers:
+        raise ValueError(f"the recipe's batch of {batch_size} images cannot be shared out "
+                         f"evenly over {cluster.workers} workers; use a number of workers that "
+                         f"divides {batch_size}")
+    return batch_size // cluster.workers
 
 
 def _check_layout(train_dir, images) -> None:
@@ -362,7 +384,8 @@ def fine_tune(net, train, val=None, *,
             (head-only stages stay unmixed, on cached features).
         schedule: a `Schedule` per stage (default cosine).
         image_size, ctx, seed, callbacks, progress: passed to each `fit`.
-        **fit_kwargs: more `fit` arguments (``optimizer``, ``wd``, ``label_smoothing`` ...).
+        **fit_kwargs: more `fit` arguments (``optimizer``, ``wd``, ``label_smoothing``,
+            ``kvstore`` for a distributed job: every stage's fit uses it ...).
 
     Returns:
         a `History`: every stage's epochs in order (``epoch`` counts over the whole run,

@@ -349,7 +349,7 @@ class _Run:
         _check_shares(len(train), run.global_batch, run.workers, a["batch_size"])
         if run.cluster:  # workers update alike from the summed gradients (async: on servers)
             run.trainer = gluon.Trainer(trainable, a["optimizer"], params,
-                                        kvstore=run.cluster.kvstore,
+                                        kvstore=run.cluster.trainer_kvstore(len(trainable)),
                                         update_on_kvstore=a["kvstore"] == "dist_async")
             # Gluon initialises the kvstore lazily, in the first step: every worker then pulls
             # the initial weights from the servers under the key its first gradients are
@@ -422,7 +422,8 @@ class _Run:
                 weights += f":int8:naive:{CALIBRATION_IMAGES}:{a['seed']}"
             make = lambda data, rows=None: _frozen_features(  # noqa: E731
                 self.parts, data, self.net, self.image_size, self.transform, self.contexts,
-                a["batch_size"], a["cache_dir"], weights, rows, prefix=prefix)
+                a["batch_size"], a["cache_dir"], weights, rows, prefix=prefix,
+                cluster=self.cluster)
             self.train_features = [make(train, r) for r in self.view_rows] or [make(train)]
             self.val_features = make(val) if val is not None else None
         # Not compared on resume: caching changes how, not what, is computed.
@@ -546,7 +547,7 @@ class _Run:
         data, features = self.val_share
         part = (_evaluate_parts(self.parts, data, features, self.transform, self.contexts,
                                 self.a["batch_size"]) if len(data) else None)
-        return _combined(self.cluster, part)
+        return self.cluster.combined_scores(part)
 
     def _diverged(self, what: str) -> TrainingDiverged:
         checkpoint, done, lr = self.a["checkpoint"], len(self.history.epochs), self.a["lr"]
@@ -698,14 +699,14 @@ def _cache_plan(cache_features, parts: NetParts, augment: Augment, views: int, i
 
 
 def _frozen_features(parts, data, net, image_size, transform, contexts, batch_size,
-                     cache_dir, weights, rows=None, *, prefix=None) -> Features:
+                     cache_dir, weights, rows=None, *, prefix=None, cluster=None) -> Features:
     key = feature_key(parts.frozen, data, backbone=net.backbone, steps=parts.frozen_steps,
                       image_size=image_size, mean=transform.mean, std=transform.std,
                       weights=weights, augment_rows=rows)
     return cached_features(parts.frozen if prefix is None else prefix, data, key=key,
                            transform=transform, contexts=contexts, batch_size=batch_size,
                            cache_dir=cache_dir, augment_rows=rows, hybridize=parts.hybridized,
-                           pass_images=parts.images)
+                           pass_images=parts.images, cluster=cluster)
 
 
 def _image_inputs(parts, transform, images, labels, affine, contexts, *,
@@ -828,15 +829,6 @@ def _val_share(cluster, val: ImageSet, features: Optional[Features]):
         features = Features(features.values[share], features.labels[share], features.key,
                             features.source, features.seconds, features.path)
     return val.take(share), features
-
-
-def _combined(cluster, part: Optional[Dict[str, float]]) -> Dict[str, float]:
-    """The whole set's scores from every worker's scores of its share (None: an empty one)."""
-    count = part["count"] if part else 0
-    loss, correct, total = cluster.allreduce("val", [
-        part["loss"] * count if part else 0.0, part["accuracy"] * count if part else 0.0,
-        count])
-    return {"accuracy": correct / total, "loss": loss / total, "count": int(total)}
 
 
 def _check_shares(images: int, global_batch: int, workers: int, batch_size: int) -> None:

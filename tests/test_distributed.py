@@ -42,7 +42,7 @@ def _params(path):
     return {k: v.asnumpy() for k, v in mx.nd.load(str(path)).items()}
 
 
-@pytest.mark.parametrize("regime", ["full", "last_k:1"])
+@pytest.mark.parametrize("regime", ["full", "last_k:1", "head"])
 def test_two_workers_train_like_one_process_with_the_combined_batch(shared, tmp_path, regime):
     job = _launch(tmp_path / "dist", regime, "dist_sync", "16")
     assert job.returncode == 0, job.stdout
@@ -85,6 +85,11 @@ def test_two_workers_train_like_one_process_with_the_combined_batch(shared, tmp_
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
         assert a["val_acc"] == pytest.approx(b["val_acc"], abs=1 / 40 + 1e-9)
     assert h0["settings"]["workers"] == 2 and h0["settings"]["kvstore"] == "dist_sync"
+    if regime == "head":  # features cached: each worker computed half, the kvstore the rest
+        assert h0["settings"]["cache_features"] and h_one["settings"]["cache_features"]
+        for h in (h0, h1):
+            train = h["settings"]["feature_cache"]["train"]
+            assert train["shape"][0] == 96 and train["computed_here"] == 48
 
 
 @pytest.mark.parametrize("death", ["raise", "kill"])
@@ -148,3 +153,87 @@ def test_a_last_batch_smaller_than_the_workers_is_refused():
                                          r"batch of 2 of the 66 training images"):
         _check_shares(66, 64, 4, 16)
     _check_shares(68, 64, 4, 16)  # a last batch of 4: one image each
+
+
+# ------------------------------------------------- bench.cifar as a distributed job, end to end
+
+def _grid_argv(shared, out, *more):
+    weights = shared / "weights" / "cifar_resnet20_v1-cifar10.params"
+    return ["-m", "bench.cifar", "--preset", "smoke", "--data-root",
+            str(shared / "data" / "cifar-10-subset"), "--models", "cifar_resnet20_v1",
+            "--no-baseline", "--weights", f"cifar_resnet20_v1={weights}", "--out", str(out),
+            "--no-progress", *more]
+
+
+def _launch_grid(argv):
+    return [sys.executable, "-m", "gluonft.launch", "--workers", "2", "--servers", "1",
+            "--grace", "3", "--", sys.executable, *argv]
+
+
+def test_a_distributed_grid_writes_one_results_file_like_one_process(shared, tmp_path):
+    """Two workers with 16 images each per step against one process with 32 on two CPU
+    contexts: the same global batches, one results.json (worker 0's), the same accuracies."""
+    from gluonft.results import read_results
+    job = subprocess.run(_launch_grid(_grid_argv(
+        shared, tmp_path / "dist", "--regimes", "head,full", "--epochs", "2", "--batch-size",
+        "16", "--kvstore", "dist_sync")), cwd=ROOT, env=_env(), capture_output=True,
+        text=True, timeout=600)
+    assert job.returncode == 0, job.stdout[-3000:]
+    assert job.stdout.count("(rank 0 writes)") == 2 and "rank 1 of 2 workers" in job.stdout
+    one = subprocess.run([sys.executable, *_grid_argv(
+        shared, tmp_path / "one", "--regimes", "head,full", "--epochs", "2", "--batch-size",
+        "32", "--ctx", "cpu0,cpu1")], cwd=ROOT, env=_env(), capture_output=True, text=True,
+        timeout=600)
+    assert one.returncode == 0, one.stdout[-3000:] + one.stderr[-3000:]
+    results = list((tmp_path / "dist").rglob("results.json"))
+    assert results == [tmp_path / "dist" / "results.json"]  # not one per worker
+    assert not list((tmp_path / "dist").rglob("*.tmp"))
+    dist, single = (read_results(tmp_path / d / "results.json") for d in ("dist", "one"))
+    assert [r.status for r in dist] == ["ok", "ok"]
+    for d, s in zip(dist, single):
+        assert d.config["workers"] == 2 and d.config["batch_size"] == 16
+        assert d.training["workers"] == 2 and s.training["contexts"] == ["cpu(0)", "cpu(1)"]
+        # 50 test images: one image whose logits differ in the last digits may flip.
+        assert abs(d.test_accuracy - s.test_accuracy) <= 1 / 50 + 1e-9, d.id
+        for a, b in zip(d.history, s.history):
+            assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4), d.id
+    # The head regime leaves BatchNorm frozen: the nets are equal up to the order of float
+    # sums, so the test losses agree closely. (In full, one process scores each half of a
+    # batch with its device's own BatchNorm statistics; the workers average theirs.)
+    assert dist[0].test_loss == pytest.approx(single[0].test_loss, rel=1e-4)
+
+
+def test_killing_a_worker_stops_the_job_and_a_rerun_resumes(shared, tmp_path):
+    from gluonft.checkpoint import read_checkpoint
+    from gluonft.results import read_results
+    out = tmp_path / "grid"
+    argv = _grid_argv(shared, out, "--regimes", "full", "--epochs", "12", "--batch-size", "16",
+                      "--kvstore", "dist_sync")
+    job = subprocess.Popen(_launch_grid(argv), cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in job.stdout:  # both workers have logged epoch 3: its checkpoint is written
+        lines.append(line)
+        if sum("epoch 3/12" in seen for seen in lines) == 2:
+            break
+    workers = [int(p) for p in subprocess.run(
+        ["pgrep", "-f", f"bench.cifar .*--out {out}"], capture_output=True,
+        text=True).stdout.split() if int(p) != job.pid]
+    assert len(workers) == 2, lines
+    killed = time.time()
+    os.kill(workers[1], 9)
+    rest = job.stdout.read()
+    code = job.wait(timeout=120)
+    assert code != 0 and "was killed by SIGKILL; stopping the others" in rest
+    assert time.time() - killed < 60
+    assert subprocess.run(["pgrep", "-f", f"--out {out}"], capture_output=True,
+                          text=True).stdout.strip() == ""
+    done = len(read_checkpoint(str(out / "checkpoints" / "cifar_resnet20_v1-full-s0"))
+               ["epochs"])
+    assert done >= 3
+    rerun = subprocess.run(_launch_grid(argv), cwd=ROOT, env=_env(), capture_output=True,
+                           text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stdout[-3000:]
+    (record,) = read_results(out / "results.json")
+    assert record.status == "ok" and record.resumed_from_epoch == done
+    assert [e["epoch"] for e in record.history] == list(range(1, 13))

@@ -31,10 +31,14 @@ def main(out, regime, kvstore, batch, epochs="2"):
         "cifar_resnet20_v1", classes=10, ctx=mx.cpu(),
         weights=str(SHARED / "weights" / "cifar_resnet20_v1-cifar10.params"))
     gluonft.apply_regime(net, regime)
+    # head: no augmentation, so the frozen backbone's features are cached (each worker
+    # computes its share and the kvstore brings the rest)
+    augment = (gluonft.Augment.none() if regime == "head"
+               else gluonft.Augment(flip=True, translate=0.125))
     ctx = [mx.cpu(0), mx.cpu(1)] if kvstore == "none" else mx.cpu()
     net.collect_params().reset_ctx(ctx)
     history = gluonft.fit(net, train, val, epochs=int(epochs), batch_size=int(batch), lr=0.05,
-                          augment=gluonft.Augment(flip=True, translate=0.125), ctx=ctx,
+                          augment=augment, ctx=ctx,
                           seed=7, progress=False,
                           kvstore=None if kvstore == "none" else kvstore,
                           checkpoint=str(out / "checkpoint") if len(sys.argv) > 6 else None)
