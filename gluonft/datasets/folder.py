@@ -1,4 +1,5 @@
-"""Your own photos: a folder of class folders, loaded once into memory as square uint8 images.
+"""Your own photos: a folder of class folders, decoded once into square uint8 images, in memory
+or, for sets larger than memory, in a file on disk (`gluonft.datasets.store`).
 
 Two layouts are recognised (class folders are sorted by name; that order is the label order):
 
@@ -50,8 +51,10 @@ import numpy as np
 
 from .cifar10 import DatasetNotFound
 from .imageset import ImageSet
+from .store import decode_to_disk, is_on_disk, take_to_disk, wants_disk
 
 __all__ = ["image_folder", "folder_classes", "FolderData", "load_images", "list_images",
+           "decode", "take_rows",
            "UnreadableImagesWarning", "UnlabelledImagesWarning", "IMAGE_EXTENSIONS", "FITS",
            "SPLIT_NAMES"]
 
@@ -375,7 +378,8 @@ def _class_folders(folder: Path, what: str) -> List[str]:
 
 
 def _load_split(folder: Path, classes: Sequence[str], *, what: str, side: int, fit: str,
-                workers: Optional[int]) -> ImageSet:
+                workers: Optional[int], on_disk: Optional[bool] = False,
+                store=None) -> ImageSet:
     paths: List[Path] = []
     labels: List[int] = []
     empty = []
@@ -389,7 +393,8 @@ def _load_split(folder: Path, classes: Sequence[str], *, what: str, side: int, f
         raise ValueError(f"{what} {folder}: class folder(s) {', '.join(map(repr, empty))} hold "
                          f"no image files ({', '.join(IMAGE_EXTENSIONS)}); add images or remove "
                          "the folder(s)")
-    images, kept, skipped = load_images(paths, size=side, fit=fit, workers=workers)
+    images, kept, skipped = decode(paths, side=side, fit=fit, workers=workers,
+                                   on_disk=on_disk, store=store)
     labels_kept = np.asarray(labels, np.int32)[kept]
     counts = np.bincount(labels_kept, minlength=len(classes))
     unreadable = [classes[i] for i in np.flatnonzero(counts == 0)]
@@ -399,7 +404,20 @@ def _load_split(folder: Path, classes: Sequence[str], *, what: str, side: int, f
                          f"decode, e.g. {skipped[:3]})")
     return ImageSet(images, labels_kept, tuple(classes),
                     f"{folder} (class folders, {len(classes)} classes, stored "
-                    f"{side}x{side} {fit})", tuple(skipped))
+                    f"{side}x{side} {fit}{_where(images)})", tuple(skipped))
+
+
+def decode(paths: Sequence[Path], *, side: int, fit: str, workers: Optional[int],
+           on_disk: Optional[bool], store=None) -> Tuple[np.ndarray, List[int], List[str]]:
+    """`load_images` in memory, or into a decoded store on disk (`gluonft.datasets.store`)
+    when ``on_disk`` says so (None: above `store.ON_DISK_ABOVE_BYTES`)."""
+    if wants_disk(on_disk, len(paths), side):
+        return decode_to_disk(paths, side=side, fit=fit, workers=workers, folder=store)
+    return load_images(paths, size=side, fit=fit, workers=workers)
+
+
+def _where(images: np.ndarray) -> str:
+    return f", on disk {images.filename}" if is_on_disk(images) else ""
 
 
 def _is_unlabelled(folder: Path) -> bool:
@@ -461,8 +479,8 @@ def folder_classes(root: PathLike) -> Tuple[str, ...]:
 def image_folder(root: PathLike, *, image_size: int = 224, margin: float = 1.15,
                  fit: str = "crop", split: Optional[str] = None,
                  val_fraction: Optional[float] = None, test_fraction: Optional[float] = None,
-                 seed: int = 0, workers: Optional[int] = None
-                 ) -> Union[FolderData, ImageSet]:
+                 seed: int = 0, workers: Optional[int] = None,
+                 on_disk: Optional[bool] = None, store=None) -> Union[FolderData, ImageSet]:
     """Load a folder of class folders (your own photos) into memory.
 
     See the module docstring for the layouts, the files read, and how images are made square.
@@ -486,6 +504,11 @@ def image_folder(root: PathLike, *, image_size: int = 224, margin: float = 1.15,
         test_fraction: share of each class for test, in [0, 1) (see above).
         seed: seed of the fraction split.
         workers: decoding threads (default: min(8, CPU count)).
+        on_disk: keep the decoded images in a file on disk (a read-only memmap, see
+            `gluonft.datasets.store`) instead of memory; None (default): when a split's
+            images would take more than `store.ON_DISK_ABOVE_BYTES` (4 GiB).
+        store: the folder of the decoded files (default ``$GLUONFT_STORE`` or
+            ``~/.cache/gluonft/decoded``); reused while the photos are unchanged.
 
     Returns:
         `FolderData` (``split=None``), else the `ImageSet` of ``split``. Each ImageSet lists
@@ -521,7 +544,7 @@ def image_folder(root: PathLike, *, image_size: int = 224, margin: float = 1.15,
                               f"<images> or {root}/train/<class>/<images>")
     if not root.is_dir():
         raise DatasetNotFound(f"image folder {root} is not a folder")
-    read = dict(side=side, fit=fit, workers=workers)
+    read = dict(side=side, fit=fit, workers=workers, on_disk=on_disk, store=store)
 
     folders = _split_folders(root)
     if folders is not None:
@@ -564,18 +587,19 @@ def image_folder(root: PathLike, *, image_size: int = 224, margin: float = 1.15,
         # Carve missing splits out of train when asked to.
         if "train" in parts:
             parts["train"], parts["test"] = _carve(parts["train"], parts.get("test"),
-                                                   test_fraction, seed, "test")
+                                                   test_fraction, seed, "test", store)
             parts["train"], parts["validation"] = _carve(parts["train"], parts.get("validation"),
-                                                         val_fraction, seed, "validation")
+                                                         val_fraction, seed, "validation", store)
     else:
         layout = "class folders"
         classes = _class_folders(root, "image folder")
         everything = _load_split(root, classes, what="image folder", **read)
         val_fraction = 0.2 if val_fraction is None else val_fraction
         parts = {"train": everything}
-        parts["train"], parts["test"] = _carve(everything, None, test_fraction, seed, "test")
+        parts["train"], parts["test"] = _carve(everything, None, test_fraction, seed, "test",
+                                               store)
         parts["train"], parts["validation"] = _carve(parts["train"], None, val_fraction, seed,
-                                                     "validation")
+                                                     "validation", store)
 
     skipped = [s for name in SPLIT_NAMES if parts.get(name) is not None
                for s in parts[name].skipped]
@@ -599,8 +623,9 @@ def image_folder(root: PathLike, *, image_size: int = 224, margin: float = 1.15,
 
 
 def _carve(source: ImageSet, existing: Optional[ImageSet], fraction: Optional[float], seed: int,
-           name: str) -> Tuple[ImageSet, Optional[ImageSet]]:
-    """(rest of source, the carved split) when a fraction is asked for, else unchanged."""
+           name: str, store=None) -> Tuple[ImageSet, Optional[ImageSet]]:
+    """(rest of source, the carved split) when a fraction is asked for, else unchanged. A
+    source on disk gives parts on disk (stores of their own), not copies in memory."""
     if existing is not None or not fraction:
         return source, existing
     counts = source.class_counts()
@@ -608,9 +633,21 @@ def _carve(source: ImageSet, existing: Optional[ImageSet], fraction: Optional[fl
     if too_few:
         raise ValueError(f"cannot split a {name} share of {fraction} out of {source.source}: "
                          f"class(es) {', '.join(map(repr, too_few))} have fewer than 2 images")
-    carved, rest = source.split(fraction, seed=seed)
+    first, others = source.split_indices(fraction, seed=seed)
+    carved = take_rows(source, first, name=f"{name} {fraction} {seed} carved", store=store)
+    rest = take_rows(source, others, name=f"{name} {fraction} {seed} rest", store=store)
     return (_renamed(rest, f"{source.source} [{name} split {fraction} removed, seed={seed}]"),
             _renamed(carved, f"{source.source} [{name} split {fraction}, seed={seed}]"))
+
+
+def take_rows(source: ImageSet, rows, *, name: str, store=None) -> ImageSet:
+    """``source.take(rows)``; for a source on disk, a store of its own named ``name`` (the
+    part stays on disk instead of being copied into memory)."""
+    if not is_on_disk(source.images):
+        return source.take(rows, source=source.source)
+    rows = np.asarray(rows, np.int64)
+    return ImageSet(take_to_disk(source.images, rows, name=name, folder=store),
+                    source.labels[rows], source.classes, source.source, source.skipped)
 
 
 def _renamed(imageset: ImageSet, source: str) -> ImageSet:

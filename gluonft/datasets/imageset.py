@@ -9,7 +9,7 @@ from typing import Dict, Iterator, Optional, Tuple
 
 import numpy as np
 
-__all__ = ["ImageSet", "iterate_batches"]
+__all__ = ["ImageSet", "iterate_batches", "split_indices"]
 
 
 @dataclass(eq=False)  # eq=False: comparing numpy arrays with == has no single truth value
@@ -60,7 +60,8 @@ class ImageSet:
                              f"there are {len(classes)} classes; expected labels in "
                              f"[0, {len(classes) - 1}]")
         # Contiguity makes mx.nd.array(...) a single memcpy per batch.
-        self.images = np.ascontiguousarray(images)
+        # A store's memmap (gluonft.datasets.store) stays one: it is C-contiguous already.
+        self.images = images if images.flags.c_contiguous else np.ascontiguousarray(images)
         self.labels = labels.astype(np.int32, copy=False)
         self.classes = classes
         self.source = str(self.source)
@@ -107,12 +108,7 @@ class ImageSet:
                         self.skipped)
 
     def _per_class_permutations(self, seed):
-        # One permutation per class drawn in label order from a single RandomState, so the
-        # same seed yields nested subsets: subset(n_per_class=10) is within n_per_class=20.
-        rng = np.random.RandomState(seed)
-        for label in range(len(self.classes)):
-            members = np.flatnonzero(self.labels == label)
-            yield members[rng.permutation(len(members))]
+        return _per_class_permutations(self.labels, len(self.classes), seed)
 
     def subset(self, n_per_class: Optional[int] = None, fraction: Optional[float] = None, *,
                seed: int) -> "ImageSet":
@@ -155,6 +151,10 @@ class ImageSet:
         what = f"n_per_class={n_per_class}" if n_per_class is not None else f"fraction={fraction}"
         return self.take(indices, source=f"{self.source} [subset {what}, seed={seed}]")
 
+    def split_indices(self, fraction: float, *, seed: int) -> Tuple[np.ndarray, np.ndarray]:
+        """The sorted indices of `split`'s two parts."""
+        return split_indices(self.labels, len(self.classes), fraction, seed=seed)
+
     def split(self, fraction: float, *, seed: int) -> Tuple["ImageSet", "ImageSet"]:
         """Split into two disjoint stratified parts, deterministic for ``seed``.
 
@@ -171,18 +171,33 @@ class ImageSet:
         Example:
             >>> train, val = cifar10(train=True).split(0.9, seed=0)  # doctest: +SKIP
         """
-        if not 0 < fraction < 1:
-            raise ValueError(f"split fraction must be in (0, 1), got {fraction!r}")
-        first, rest = [], []
-        for members in self._per_class_permutations(seed):
-            k = int(round(fraction * len(members)))
-            if len(members) >= 2:
-                k = min(max(k, 1), len(members) - 1)
-            first.append(members[:k])
-            rest.append(members[k:])
-        first, rest = np.sort(np.concatenate(first)), np.sort(np.concatenate(rest))
+        first, rest = self.split_indices(fraction, seed=seed)
         return (self.take(first, source=f"{self.source} [split {fraction} part 1, seed={seed}]"),
                 self.take(rest, source=f"{self.source} [split {fraction} part 2, seed={seed}]"))
+
+
+def _per_class_permutations(labels: np.ndarray, classes: int, seed):
+    # One permutation per class drawn in label order from a single RandomState, so the
+    # same seed yields nested subsets: subset(n_per_class=10) is within n_per_class=20.
+    rng = np.random.RandomState(seed)
+    for label in range(classes):
+        members = np.flatnonzero(labels == label)
+        yield members[rng.permutation(len(members))]
+
+
+def split_indices(labels: np.ndarray, classes: int, fraction: float, *,
+                  seed: int) -> Tuple[np.ndarray, np.ndarray]:
+    """The sorted indices of a stratified split of ``labels`` (see `ImageSet.split`)."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"split fraction must be in (0, 1), got {fraction!r}")
+    first, rest = [], []
+    for members in _per_class_permutations(labels, classes, seed):
+        k = int(round(fraction * len(members)))
+        if len(members) >= 2:
+            k = min(max(k, 1), len(members) - 1)
+        first.append(members[:k])
+        rest.append(members[k:])
+    return np.sort(np.concatenate(first)), np.sort(np.concatenate(rest))
 
 
 def iterate_batches(imageset: ImageSet, batch_size: int, *, shuffle: bool,

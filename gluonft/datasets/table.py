@@ -36,8 +36,8 @@ import numpy as np
 
 from .cifar10 import DatasetNotFound
 from .folder import (FolderData, UnreadableImagesWarning, _carve, _check_fraction, _check_int,
-                     check_decoding, list_images, load_images)
-from .imageset import ImageSet
+                     _where, check_decoding, decode, list_images, take_rows)
+from .imageset import ImageSet, split_indices
 
 __all__ = ["labelled_images", "read_labels", "LabelTable", "FILE_COLUMNS", "LABEL_COLUMNS",
            "TableWarning", "match_files", "find_column"]
@@ -226,7 +226,8 @@ def labelled_images(labels: Union[PathLike, Mapping[str, Label]], images: PathLi
                     val_fraction: Optional[float] = 0.2, test_fraction: Optional[float] = None,
                     seed: int = 0, workers: Optional[int] = None,
                     file_column: Optional[str] = None,
-                    label_column: Optional[str] = None) -> FolderData:
+                    label_column: Optional[str] = None, on_disk: Optional[bool] = None,
+                    store=None) -> FolderData:
     """Photos labelled by a CSV file or a dict, decoded as `image_folder` decodes them.
 
     Args:
@@ -237,6 +238,7 @@ def labelled_images(labels: Union[PathLike, Mapping[str, Label]], images: PathLi
         val_fraction, test_fraction: stratified shares held out for validation / test
             (default 0.2 / none), seeded by ``seed``.
         file_column, label_column: column names, when they are not among the usual ones.
+        on_disk, store: decoded images on disk, as in `image_folder`.
 
     Returns:
         a `FolderData` (layout ``"labels table"``) whose ``labels`` are the original labels
@@ -271,8 +273,8 @@ def labelled_images(labels: Union[PathLike, Mapping[str, Label]], images: PathLi
     index = table.index_of()
     ordered = sorted(found.items(), key=lambda item: (index[table.rows[item[0]]],
                                                        item[1].relative_to(folder).as_posix()))
-    pixels, kept, skipped = load_images([p for _, p in ordered], size=side, fit=fit,
-                                        workers=workers)
+    pixels, kept, skipped = decode([p for _, p in ordered], side=side, fit=fit,
+                                   workers=workers, on_disk=on_disk, store=store)
     if skipped:
         warnings.warn(f"{len(skipped)} unreadable image file(s) skipped under {folder}: "
                       + ", ".join(skipped), UnreadableImagesWarning, stacklevel=2)
@@ -284,16 +286,17 @@ def labelled_images(labels: Union[PathLike, Mapping[str, Label]], images: PathLi
                          f"their rows name missing or unreadable files")
     everything = ImageSet(pixels, targets, table.classes,
                           f"{folder} labelled by {table.source} ({len(table.labels)} classes, "
-                          f"stored {side}x{side} {fit})", tuple(skipped))
-    train, test = _carve_keeping_singletons(everything, test_fraction, seed, "test")
-    train, validation = _carve_keeping_singletons(train, val_fraction, seed, "validation")
+                          f"stored {side}x{side} {fit}{_where(pixels)})", tuple(skipped))
+    train, test = _carve_keeping_singletons(everything, test_fraction, seed, "test", store)
+    train, validation = _carve_keeping_singletons(train, val_fraction, seed, "validation",
+                                                  store)
     return FolderData(train=train, validation=validation, test=test, classes=table.classes,
                       root=str(folder), layout="labels table", image_size=image_size,
                       stored_size=side, fit=fit, labels=table.labels)
 
 
 def _carve_keeping_singletons(source: ImageSet, fraction: Optional[float], seed: int,
-                              name: str) -> Tuple[ImageSet, Optional[ImageSet]]:
+                              name: str, store=None) -> Tuple[ImageSet, Optional[ImageSet]]:
     """`_carve`, except that a class with one image stays whole in ``source`` (with a warning)
     instead of failing: a table of real labels often has such a class, a folder layout not."""
     if not fraction:
@@ -301,17 +304,19 @@ def _carve_keeping_singletons(source: ImageSet, fraction: Optional[float], seed:
     counts = np.bincount(source.labels, minlength=len(source.classes))
     single = np.flatnonzero(counts == 1)
     if not len(single):
-        return _carve(source, None, fraction, seed, name)
+        return _carve(source, None, fraction, seed, name, store)
     warnings.warn(f"class(es) {', '.join(source.classes[i] for i in single)} have a single "
                   f"image: kept in training, none of it in the {name} split", TableWarning,
                   stacklevel=3)
     alone = np.isin(source.labels, single)
-    carved, rest = source.take(np.flatnonzero(~alone), source=source.source).split(
-        fraction, seed=seed)
+    others = np.flatnonzero(~alone)
+    part_first, part_rest = split_indices(source.labels[others], len(source.classes),
+                                          fraction, seed=seed)
+    carved_rows = others[part_first]
+    rest_rows = np.concatenate([others[part_rest], np.flatnonzero(alone)])
+    rest_rows = rest_rows[np.argsort(source.labels[rest_rows], kind="stable")]  # (class, file)
+    carved = take_rows(source, carved_rows, name=f"{name} {fraction} {seed} carved", store=store)
     carved.source = f"{source.source} [{name} split {fraction}, seed={seed}]"
-    merged = np.concatenate([rest.labels, source.labels[alone]])
-    order = np.argsort(merged, kind="stable")  # keep the (class, file) order
-    rest = ImageSet(np.concatenate([rest.images, source.images[alone]])[order], merged[order],
-                    source.classes, f"{source.source} [{name} split {fraction} removed, "
-                    f"seed={seed}]", source.skipped)
+    rest = take_rows(source, rest_rows, name=f"{name} {fraction} {seed} rest", store=store)
+    rest.source = f"{source.source} [{name} split {fraction} removed, seed={seed}]"
     return rest, carved
