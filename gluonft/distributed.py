@@ -127,6 +127,9 @@ class Cluster:
         self._keys = {}
         self._trainer_keys = 0
         self._gathers = 0
+        # What this worker's Trainers pushed (gradients; bench.distributed reports it)
+        self.pushed_bytes = 0
+        self.pushes = 0
 
     @classmethod
     def join(cls, name: str) -> "Cluster":
@@ -155,7 +158,7 @@ class Cluster:
         self._trainer_keys += parameters
         if self._trainer_keys >= _FIRST_KEY:
             raise DistributedSetupError("this job has used up the kvstore's keys")
-        return _Keyspace(self.kvstore, offset)
+        return _Keyspace(self.kvstore, offset, self)
 
     @property
     def is_chief(self) -> bool:
@@ -232,10 +235,20 @@ class Cluster:
 
 
 class _Keyspace(mx.kvstore.KVStoreBase):
-    """The job's kvstore with every key moved up by ``offset``: what one Trainer sees."""
+    """The job's kvstore with every key moved up by ``offset``: what one Trainer sees. It
+    counts the bytes pushed into ``cluster.pushed_bytes``."""
 
-    def __init__(self, store: mx.kvstore.KVStore, offset: int):
-        self._store, self._offset = store, offset
+    def __init__(self, store: mx.kvstore.KVStore, offset: int, cluster: "Cluster"):
+        self._store, self._offset, self._cluster = store, offset, cluster
+
+    def _count(self, key, value) -> None:
+        """Add what travels for ``key``: one array per key (a worker sums its devices' copies
+        before it sends)."""
+        values = value if isinstance(key, (list, tuple)) else [value]
+        for v in values:
+            v = v[0] if isinstance(v, (list, tuple)) else v
+            self._cluster.pushed_bytes += v.size * np.dtype(v.dtype).itemsize
+        self._cluster.pushes += 1
 
     def _key(self, key):
         if isinstance(key, (list, tuple)):
@@ -249,12 +262,14 @@ class _Keyspace(mx.kvstore.KVStoreBase):
         self._store.init(self._key(key), value)
 
     def push(self, key, value, priority=0):
+        self._count(key, value)
         self._store.push(self._key(key), value, priority=priority)
 
     def pull(self, key, out=None, priority=0, ignore_sparse=True):
         self._store.pull(self._key(key), out=out, priority=priority, ignore_sparse=ignore_sparse)
 
     def pushpull(self, key, value, out=None, priority=0):
+        self._count(key, value)
         self._store.pushpull(self._key(key), value, out=out, priority=priority)
 
     def row_sparse_pull(self, key, out=None, priority=0, row_ids=None):

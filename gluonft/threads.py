@@ -18,6 +18,10 @@ from typing import Optional
 __all__ = ["physical_cores", "use_every_core", "user_set_threads", "ThreadsWarning"]
 
 _SET_HERE = []  # the value gluonft put in OMP_NUM_THREADS, if it did
+# Where gluonft notes the value it set, for the processes this one starts: they inherit
+# OMP_NUM_THREADS and must not take it for the user's (the launcher shares the cores out
+# among workers only when the user did not choose).
+_MARK = "GLUONFT_SET_OMP_NUM_THREADS"
 
 
 class ThreadsWarning(UserWarning):
@@ -56,7 +60,7 @@ def use_every_core() -> Optional[int]:
                           f"gluonft first, or set OMP_NUM_THREADS={cores} before Python "
                           f"starts", ThreadsWarning, stacklevel=3)
         return None
-    os.environ["OMP_NUM_THREADS"] = str(cores)
+    os.environ["OMP_NUM_THREADS"] = os.environ[_MARK] = str(cores)
     _SET_HERE.append(str(cores))
     return cores
 
@@ -64,5 +68,5 @@ def use_every_core() -> Optional[int]:
 def user_set_threads() -> bool:
     """Whether OMP_NUM_THREADS holds the user's choice (not the one gluonft made)."""
     value = os.environ.get("OMP_NUM_THREADS")
-    return value is not None and value not in _SET_HERE
+    return value is not None and value not in _SET_HERE and value != os.environ.get(_MARK)
 

@@ -237,3 +237,30 @@ def test_killing_a_worker_stops_the_job_and_a_rerun_resumes(shared, tmp_path):
     (record,) = read_results(out / "results.json")
     assert record.status == "ok" and record.resumed_from_epoch == done
     assert [e["epoch"] for e in record.history] == list(range(1, 13))
+
+
+def test_gluonft_train_under_the_launcher_saves_one_model_like_one_process(shared, tmp_path):
+    """`gluonft train --fast --kvstore dist_sync` with two workers: the recipe's batch of 64 is
+    shared out, so the model equals one process's (a linear head: no BatchNorm statistics of
+    its own, which would follow each worker's half-batch)."""
+    from gluonft.model_io import load_classifier
+    from tests import clothing
+    photos = clothing.copy_photos(shared, tmp_path / "photos", per_class=20, split="train")
+    weights = clothing.paths(shared)[1]
+    common = ["-m", "gluonft", "train", str(photos), "--fast", "--weights", str(weights),
+              "--image-size", "64", "--head", "linear"]
+    job = subprocess.run(_launch_grid([*common, "--out", str(tmp_path / "dist"), "--kvstore",
+                                       "dist_sync"]), cwd=ROOT, env=_env(),
+                         capture_output=True, text=True, timeout=600)
+    assert job.returncode == 0, job.stdout[-3000:]
+    assert job.stdout.count("saved by the worker of rank 0") == 1
+    one = subprocess.run([sys.executable, *common, "--out", str(tmp_path / "one")], cwd=ROOT,
+                         env=_env(), capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-3000:]
+    dist, single = (load_classifier(tmp_path / d) for d in ("dist", "one"))
+    a = {k: p.data().asnumpy() for k, p in dist.net._collect_params_with_prefix().items()}
+    b = {k: p.data().asnumpy() for k, p in single.net._collect_params_with_prefix().items()}
+    for name in b:
+        # 10 epochs of SGD on the same batches; the gradient sums differ in order only.
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-4, atol=1e-5, err_msg=name)
+    assert dist.meta["val_accuracy"] == pytest.approx(single.meta["val_accuracy"], abs=0.03)

@@ -115,3 +115,18 @@ def test_fit_on_disk_trains_exactly_as_in_memory(shared, tmp_path):
     for name in p_memory:
         np.testing.assert_array_equal(p_memory[name], p_disk[name], err_msg=name)
     assert os.path.getsize(next(tmp_path.glob("*.u8"))) == memory.images.nbytes
+
+
+def test_cifar10_goes_to_disk_batch_by_batch(shared, tmp_path):
+    root = shared / "data" / "cifar-10-subset"
+    for layout in ("cifar-10-batches-py", "cifar-10-batches-bin"):
+        memory = gluonft.datasets.cifar10(root / layout, train=True, download=False)
+        disk = gluonft.datasets.cifar10(root / layout, train=True, download=False, on_disk=True,
+                                        store=tmp_path)
+        again = gluonft.datasets.cifar10(root / layout, train=True, download=False,
+                                         on_disk=True, store=tmp_path)
+        assert is_on_disk(disk.images) and len(disk) == 5085
+        for loaded in (disk, again):
+            np.testing.assert_array_equal(memory.images, loaded.images)
+            np.testing.assert_array_equal(memory.labels, loaded.labels)
+    assert len(list(tmp_path.glob("*.u8"))) == 2

@@ -9,7 +9,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _python(code: str, **env) -> subprocess.CompletedProcess:
-    environ = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    environ = {k: v for k, v in os.environ.items()
+               if k not in ("OMP_NUM_THREADS", "GLUONFT_SET_OMP_NUM_THREADS")}
     environ.update(env)
     return subprocess.run([sys.executable, "-W", "always", "-c", code], cwd=ROOT, env=environ,
                           capture_output=True, text=True, timeout=120)
@@ -30,6 +31,22 @@ def test_a_users_setting_stands():
     out = _python("import os, gluonft; print(os.environ['OMP_NUM_THREADS'])",
                   OMP_NUM_THREADS="1")
     assert out.stdout.split()[-1] == "1"
+
+
+def test_a_child_of_a_gluonft_process_does_not_take_its_setting_for_the_users():
+    """A script that imported gluonft and then starts `python -m gluonft.launch`: the launcher
+    inherits OMP_NUM_THREADS, and must still share the cores out among its workers (2 workers
+    with 2 threads each on 2 cores trained 9x slower)."""
+    code = ("import os, subprocess, sys, gluonft\n"
+            "child = 'from gluonft.threads import user_set_threads; print(user_set_threads())'\n"
+            "print(subprocess.run([sys.executable, '-c', child], capture_output=True, "
+            "text=True).stdout.strip())\n"
+            "os.environ['OMP_NUM_THREADS'] = '7'\n"
+            "print(subprocess.run([sys.executable, '-c', child], capture_output=True, "
+            "text=True).stdout.strip())")
+    out = _python(code)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "True"]
 
 
 def test_mxnet_imported_first_gets_a_warning_where_it_halves_the_cores():

@@ -19,6 +19,7 @@ from typing import List, Optional, Tuple, Union
 import numpy as np
 
 from .imageset import ImageSet
+from .store import files_key, pieces_to_disk, wants_disk
 
 __all__ = ["cifar10", "cifar10_folder", "download_cifar10", "default_root", "DatasetNotFound",
            "CIFAR10_CLASSES", "CIFAR10_URL"]
@@ -109,8 +110,8 @@ def _why_nothing_usable(root: Path) -> str:
 
 
 def cifar10(root: Optional[PathLike] = None, *, train: bool = True,
-            download: bool = True) -> ImageSet:
-    """Load CIFAR-10 (train or test split) into memory.
+            download: bool = True, on_disk: Optional[bool] = None, store=None) -> ImageSet:
+    """Load CIFAR-10 (train or test split) into memory (or onto disk).
 
     ``root`` may be a folder containing ``cifar-10-batches-py/`` or ``cifar-10-batches-bin/``,
     or one of those folders itself. Batch files may hold fewer than the official 10000 images;
@@ -121,6 +122,10 @@ def cifar10(root: Optional[PathLike] = None, *, train: bool = True,
         train: the training batches (True) or ``test_batch`` (False).
         download: when no usable files are there, download the official python archive into
             root (creating it) and extract it.
+        on_disk: ``True``: the images in a decoded store on disk (a read-only memmap,
+            `gluonft.datasets.store`), written one batch file at a time; None (default) or
+            False: in memory (all of CIFAR-10 is 184 MB, below the automatic limit).
+        store: the store folder (as in `gluonft.datasets.image_folder`).
 
     Returns:
         ImageSet of uint8 (N, 32, 32, 3) RGB images with the 10 CIFAR-10 class names.
@@ -146,10 +151,33 @@ def cifar10(root: Optional[PathLike] = None, *, train: bool = True,
             raise DatasetNotFound(_not_found_message(
                 root, "the downloaded archive did not contain the expected folders"))
     folder, layout = found
-    return _load_split(folder, layout, train=train)
+    files = _split_files(folder, layout, train=train)
+    read = _read_py_batch if layout == "py" else _read_bin_batch
+    classes = _read_py_meta(folder) if layout == "py" else _read_bin_meta(folder)
+    source = (f"{folder} (CIFAR-10 {'python pickle' if layout == 'py' else 'binary'} layout: "
+              f"{', '.join(p.name for p in files)})")
+    if wants_disk(on_disk, 0, 32):  # 0: never chosen by size
+        labels: List[np.ndarray] = []
+
+        def pieces():
+            for path in files:
+                images, batch_labels = read(path)
+                labels.append(batch_labels)
+                yield images
+
+        images = pieces_to_disk(files_key(files, layout=layout), (32, 32, 3), pieces(),
+                                folder=store, index={"source": source})
+        if not labels:  # an existing store: the labels are read again (they are small)
+            labels = [read(p)[1] for p in files]
+        return ImageSet(images, np.concatenate(labels), classes,
+                        f"{source}, on disk {images.filename}")
+    parts = [read(p) for p in files]
+    images = np.concatenate([im for im, _ in parts]) if len(parts) > 1 else parts[0][0]
+    labels = np.concatenate([lb for _, lb in parts]) if len(parts) > 1 else parts[0][1]
+    return ImageSet(images, labels, classes, source)
 
 
-def _load_split(folder: Path, layout: str, *, train: bool) -> ImageSet:
+def _split_files(folder: Path, layout: str, *, train: bool) -> List[Path]:
     pattern, test_name = (_PY_BATCH, "test_batch") if layout == "py" \
         else (_BIN_BATCH, "test_batch.bin")
     if train:
@@ -163,14 +191,7 @@ def _load_split(folder: Path, layout: str, *, train: bool) -> ImageSet:
     if not files:
         raise DatasetNotFound(f"CIFAR-10 {'train' if train else 'test'} split not found in "
                               f"{folder}: expected {expected} there ({layout} layout).")
-    read = _read_py_batch if layout == "py" else _read_bin_batch
-    parts = [read(p) for p in files]
-    images = np.concatenate([im for im, _ in parts]) if len(parts) > 1 else parts[0][0]
-    labels = np.concatenate([lb for _, lb in parts]) if len(parts) > 1 else parts[0][1]
-    classes = _read_py_meta(folder) if layout == "py" else _read_bin_meta(folder)
-    kind = "python pickle" if layout == "py" else "binary"
-    return ImageSet(images, labels, classes,
-                    f"{folder} (CIFAR-10 {kind} layout: {', '.join(p.name for p in files)})")
+    return files
 
 
 def _planes_to_hwc(pixels: np.ndarray) -> np.ndarray:

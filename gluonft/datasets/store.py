@@ -31,14 +31,14 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .. import fileio
 
 __all__ = ["ON_DISK_ABOVE_BYTES", "store_dir", "wants_disk", "decode_to_disk", "take_to_disk",
-           "is_on_disk"]
+           "pieces_to_disk", "files_key", "is_on_disk"]
 
 FORMAT = 1
 # Decoded sets larger than this go to disk when on_disk is None (the default): on a 24 GB
@@ -77,14 +77,6 @@ def _key(parts) -> str:
     return hashlib.sha1(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
-def _source_key(paths: Sequence[Path], *, side: int, fit: str) -> str:
-    files = []
-    for p in paths:
-        st = os.stat(p)
-        files.append([str(Path(p).resolve()), st.st_size, st.st_mtime_ns])
-    return _key({"format": FORMAT, "side": side, "fit": fit, "files": files})
-
-
 def _open(folder: Path, key: str) -> Optional[Tuple[np.memmap, dict]]:
     """The store ``key`` when its index and rows are complete and agree, else None."""
     index_path, data_path = folder / f"{key}.json", folder / f"{key}.u8"
@@ -100,29 +92,45 @@ def _open(folder: Path, key: str) -> Optional[Tuple[np.memmap, dict]]:
     return np.memmap(data_path, dtype=np.uint8, mode="r", shape=shape), index
 
 
-def _write_rows(folder: Path, key: str, rows: int, shape: Tuple[int, ...], fill, index: dict):
-    """Build the store ``key``: ``fill(memmap)`` writes its rows and returns how many it wrote
-    (<= ``rows``); the file is cut to that, renamed, then the index is committed."""
+def pieces_to_disk(key: str, shape: Tuple[int, ...], pieces: Iterable[np.ndarray], *,
+                   index: Optional[dict] = None, folder=None) -> np.ndarray:
+    """The store ``key`` (a memmap of rows of ``shape``): the one there when complete, else
+    built from ``pieces`` (uint8 arrays of rows, written one after the other, so that only one
+    piece is in memory at a time), renamed into place, then its index committed."""
+    folder = store_dir(folder)
+    found = _open(folder, key)
+    if found is not None:
+        return found[0]
     folder.mkdir(parents=True, exist_ok=True)
-    data_path = folder / f"{key}.u8"
     tmp = folder / f".{key}.u8.{os.getpid()}.tmp"
+    rows = 0
     try:
-        written = 0
-        if rows:
-            out = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=(rows,) + shape)
-            written = fill(out)
-            out.flush()
-            del out
-        else:
-            tmp.touch()
-        os.truncate(tmp, written * int(np.prod(shape)))
-        os.replace(tmp, data_path)
+        with open(tmp, "wb") as f:
+            for piece in pieces:
+                piece = np.ascontiguousarray(piece, np.uint8)
+                if piece.shape[1:] != tuple(shape):
+                    raise ValueError(f"rows of shape {piece.shape[1:]}, expected {shape}")
+                f.write(piece.data)
+                rows += len(piece)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, folder / f"{key}.u8")
     finally:
         if tmp.exists():
             tmp.unlink()
     fileio.atomic_write_json(folder / f"{key}.json",
-                             dict(index, format=FORMAT, shape=[written, *shape]))
-    return _open(folder, key)
+                             dict(index or {}, format=FORMAT, shape=[rows, *shape]))
+    return _open(folder, key)[0]
+
+
+def files_key(paths: Sequence[Path], **decoding) -> str:
+    """A store key for ``paths`` decoded as ``decoding`` says: each file's resolved path,
+    size and modification time enter it, so that changed files give another key."""
+    files = []
+    for p in paths:
+        st = os.stat(p)
+        files.append([str(Path(p).resolve()), st.st_size, st.st_mtime_ns])
+    return _key({"format": FORMAT, "decoding": decoding, "files": files})
 
 
 def decode_to_disk(paths: Sequence[Path], *, side: int, fit: str,
@@ -132,61 +140,51 @@ def decode_to_disk(paths: Sequence[Path], *, side: int, fit: str,
     rows `load_images` returns in memory. An existing store of the same sources is reused."""
     from .folder import load_images
 
-    folder = store_dir(folder)
     paths = [Path(p) for p in paths]
-    key = _source_key(paths, side=side, fit=fit)
-    found = _open(folder, key)
-    if found is None:
-        kept: List[int] = []
-        skipped: List[str] = []
+    key = files_key(paths, side=side, fit=fit)
+    found = _open(store_dir(folder), key)
+    if found is not None:
+        return found[0], list(found[1]["kept"]), list(found[1]["skipped"])
+    kept: List[int] = []
+    skipped: List[str] = []
+
+    def pieces():
         bar = None
         if progress:
             from tqdm.auto import tqdm
             bar = tqdm(total=len(paths), desc="decoding to disk", unit="image", leave=False)
-
-        def fill(out: np.memmap) -> int:
-            cursor = 0
+        try:
             for start in range(0, len(paths), _PIECE):
                 piece = paths[start:start + _PIECE]
                 images, piece_kept, piece_skipped = load_images(piece, size=side, fit=fit,
                                                                 workers=workers)
-                out[cursor:cursor + len(images)] = images
-                cursor += len(images)
                 kept.extend(start + i for i in piece_kept)
                 skipped.extend(piece_skipped)
                 if bar is not None:
                     bar.update(len(piece))
-            return cursor
-
-        try:
-            found = _write_rows(folder, key, len(paths), (side, side, 3), fill,
-                                {"kept": kept, "skipped": skipped, "side": side, "fit": fit,
-                                 "files": len(paths)})
+                yield images
         finally:
             if bar is not None:
                 bar.close()
-    images, index = found
-    return images, list(index["kept"]), list(index["skipped"])
+
+    # kept and skipped fill while the pieces are written, before the index is
+    images = pieces_to_disk(key, (side, side, 3), pieces(), folder=folder,
+                            index={"kept": kept, "skipped": skipped, "side": side, "fit": fit,
+                                   "files": len(paths)})
+    return images, kept, skipped
 
 
 def take_to_disk(images: np.ndarray, indices: Sequence[int], *, name: str,
                  folder=None) -> np.ndarray:
     """The rows ``images[indices]`` as a store of their own (a memmap), copied in pieces;
     keyed by the source store and ``name`` (what the rows are, e.g. a seeded split)."""
-    indices = np.asarray(indices, np.int64)
-    source = Path(str(images.filename)).stem if is_on_disk(images) else None
-    if source is None:
+    if not is_on_disk(images):
         raise ValueError("take_to_disk copies rows of a store (decode_to_disk)")
-    folder = store_dir(folder)
+    indices = np.asarray(indices, np.int64)
+    source = Path(str(images.filename)).stem
     key = _key({"format": FORMAT, "source": source, "name": name,
                 "rows": hashlib.sha1(indices.tobytes()).hexdigest()})
-    found = _open(folder, key)
-    if found is None:
-        def fill(out: np.memmap) -> int:
-            for start in range(0, len(indices), _PIECE):
-                out[start:start + _PIECE] = images[indices[start:start + _PIECE]]
-            return len(indices)
-
-        found = _write_rows(folder, key, len(indices), tuple(images.shape[1:]), fill,
-                            {"source": source, "name": name})
-    return found[0]
+    pieces = (images[indices[start:start + _PIECE]]
+              for start in range(0, len(indices), _PIECE))
+    return pieces_to_disk(key, tuple(images.shape[1:]), pieces, folder=folder,
+                          index={"source": source, "name": name})
