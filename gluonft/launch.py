@@ -11,9 +11,10 @@ and workers round-robin, the scheduler on this machine), as MXNet's own ``tools/
 does with its ssh launcher. Every line a process prints is forwarded with its role and index
 (``[worker 1] ...``; that index is the launcher's order of start: ps-lite numbers the
 workers' ranks in its own order, so the worker of rank 0 may be any of them). The launcher
-exits with the first non-zero exit code of any process (128 + N for a process killed by signal N, as a shell reports it) and then stops all the
-others (SIGTERM, SIGKILL after ``--grace`` seconds): no process is left behind, and a worker
-waiting for a dead peer does not hang the job. When every worker has
+exits with the first non-zero exit code of any process (128 + N for a process killed by
+signal N, as a shell reports it) and then stops all the others (SIGTERM, SIGKILL after
+``--grace`` seconds), also when it is itself stopped (SIGTERM, SIGHUP, Ctrl-C): no process is
+left behind, and a worker waiting for a dead peer does not hang the job. When every worker has
 exited 0, servers and scheduler end by themselves (the launcher stops them after ``--grace``
 seconds if not).
 """

@@ -7,7 +7,7 @@ iterator.
     store      decoded images on disk: a memmap file per set, keyed by its sources
     imageset   ImageSet and the seeded batch iterator
 """
-from . import store
+from . import store  # noqa: F401  (gluonft.datasets.store)
 from .cifar10 import DatasetNotFound, cifar10, cifar10_folder
 from .folder import (FolderData, UnlabelledImagesWarning, UnreadableImagesWarning, folder_classes,
                      image_folder, list_images, load_images)
