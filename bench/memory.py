@@ -21,8 +21,6 @@ images each step), and reports:
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import os
 import subprocess
@@ -138,7 +136,7 @@ def main(argv=None) -> int:
         return 0
     from tqdm.auto import tqdm
 
-    from gluonft.fileio import atomic_write_json, atomic_write_text
+    from gluonft.fileio import atomic_write_csv, atomic_write_json
     work = Path(args.work or Path(tempfile.gettempdir()) / "gluonft-bench-memory")
     sizes = [int(s) for s in args.sizes.split(",")]
     root = _extract(work)
@@ -157,11 +155,7 @@ def main(argv=None) -> int:
         tqdm.write(json.dumps(rows[-1]))
     os.makedirs(args.out, exist_ok=True)
     atomic_write_json(os.path.join(args.out, "memory.json"), {"runs": rows})
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(os.path.join(args.out, "memory.csv"), text.getvalue())
+    atomic_write_csv(os.path.join(args.out, "memory.csv"), rows, list(rows[0]))
     print(f"{'N':>6} {'mode':6} {'stored MB':>9} {'peak anon MB':>12} {'peak RSS MB':>11} "
           f"{'load s':>6} {'img/s':>6}")
     for r in rows:

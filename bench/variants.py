@@ -23,16 +23,14 @@ skips the rows already measured, so a killed run resumes.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import itertools
 import json
 import os
 import sys
-from typing import List, Optional, Sequence
+from typing import List, Optional
 
 from gluonft.argtypes import seed as _seed
-from gluonft.fileio import atomic_write_text, finite_json
+from gluonft.fileio import atomic_write_csv, atomic_write_text, finite_json
 
 __all__ = ["main", "COLUMNS", "practitioner_pipeline"]
 
@@ -72,14 +70,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", default="0", help="comma-separated seeds")
     p.add_argument("--out", default="runs/variants")
     return p
-
-
-def _rows_csv(rows: Sequence[dict]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
 
 
 def _fine_tune_speed(history: dict) -> Optional[float]:
@@ -156,7 +146,7 @@ def main(argv: Optional[List[str]] = None) -> int:
               f"{test['accuracy']:.4f} loss {test['loss']:.3f}  val {row['val_accuracy']:.4f}"
               f"  {row['train_seconds']:.0f} s", flush=True)
         atomic_write_text(path, json.dumps(finite_json(rows), indent=1))
-        atomic_write_text(os.path.join(args.out, "variants.csv"), _rows_csv(rows))
+        atomic_write_csv(os.path.join(args.out, "variants.csv"), rows, COLUMNS)
     return 0
 
 

@@ -60,14 +60,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a CSV labelling the images of DATA_DIR (e.g. filename,class_id); "
                             "predictions then come back in its labels")
     train.add_argument("--out", required=True, metavar="MODEL_DIR", help="model folder to write")
-    train.add_argument("--model", default="mobilenet0.75",
+    train.add_argument("--model",
                        help="backbone name, or 'auto' (best within --max-params); default "
-                            "mobilenet0.75")
+                            "the recipe's")
     train.add_argument("--weights", default="default",
                        help="'default' (GluonCV's pretrained), a .params file, or 'none' "
                             "(random init)")
     train.add_argument("--fast", action="store_true",
-                       help="head only on cached features (about a minute on a laptop CPU)")
+                       help="head only on cached features (about a minute on a laptop CPU): "
+                            "--recipe fast")
+    train.add_argument("--recipe", help="a recipe of gluonft.RECIPES by name (fast, default, "
+                       "best; README lists their accuracy and minutes)")
     train.add_argument("--epochs", type=_positive_int, help="epochs (per stage without --fast)")
     train.add_argument("--stages", type=_stages, metavar="REGIME=EPOCHS,...",
                        help="fine-tuning stages instead of the default recipe, e.g. "
@@ -195,7 +198,8 @@ def _train(args) -> int:
         from .pipelines import load_pipeline
         augment = load_pipeline(args.albumentations)
     clf = train_classifier(*where, model=args.model, weights=weights,
-                           fast_train=args.fast, max_params=args.max_params,
+                           fast_train=args.fast, recipe=args.recipe,
+                           max_params=args.max_params,
                            image_size=args.image_size, epochs=args.epochs, seed=args.seed,
                            out=args.out, overwrite=args.overwrite, stages=args.stages,
                            head=args.head, dropout=args.dropout, augment=augment, mix=args.mix,

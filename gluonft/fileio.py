@@ -12,8 +12,10 @@ one. A killed writer cannot remove its temporary file, so the next run that hold
 """
 from __future__ import annotations
 
+import csv
 import errno
 import fcntl
+import io
 import json
 import math
 import os
@@ -26,7 +28,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 from .version import __version__
 
-__all__ = ["atomic_write", "atomic_write_text", "atomic_write_json", "finite_json",
+__all__ = ["atomic_write", "atomic_write_text", "atomic_write_json", "atomic_write_csv",
+           "finite_json",
            "FolderLock", "FolderBusy", "check_writable_folder", "remove_stale_temporaries",
            "library_versions",
            "TMP_SUFFIX"]
@@ -83,6 +86,16 @@ def atomic_write_text(path, text: str) -> str:
             f.flush()
             os.fsync(f.fileno())
     return atomic_write(path, write)
+
+
+def atomic_write_csv(path, rows, columns) -> str:
+    """Write dict ``rows`` as CSV with the header ``columns`` (other keys left out),
+    atomically; returns ``path``."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return atomic_write_text(path, buffer.getvalue())
 
 
 def finite_json(value):

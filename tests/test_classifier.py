@@ -91,8 +91,9 @@ def test_train_classifier_fast_on_class_folders_with_a_corrupt_jpeg(shared, tmp_
     (photos / "hat" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a JPEG")
     _, weights = clothing.paths(shared)
     with pytest.warns(UnreadableImagesWarning, match="broken.jpg"):
-        clf = train_classifier(photos, weights=str(weights), fast_train=True, image_size=64,
-                               epochs=3, ctx=CPU, out=tmp_path / "model")
+        clf = train_classifier(photos, model="mobilenet0.75", weights=str(weights),
+                               fast_train=True, image_size=64, epochs=3, ctx=CPU,
+                               out=tmp_path / "model")
     # The recipes' head, mlp:1024,256: Dense 768x1024 (no bias) + BN, 1024x256 + BN, 256x10.
     assert clf.meta["head"] == "mlp:1024,256" and clf.meta["dropout"] == 0.5
     assert clf.params == 1816560 + 768 * 1024 + 2048 + 1024 * 256 + 512 + 256 * 10 + 10 \
@@ -106,14 +107,15 @@ def test_train_classifier_fast_on_class_folders_with_a_corrupt_jpeg(shared, tmp_
     # The saved model is never replaced silently, and the check comes before training.
     begin = time.perf_counter()
     with pytest.raises(FileExistsError, match="already holds a model"):
-        train_classifier(photos, weights=str(weights), fast_train=True, image_size=64,
-                         ctx=CPU, out=tmp_path / "model")
+        train_classifier(photos, model="mobilenet0.75", weights=str(weights), fast_train=True,
+                         image_size=64, ctx=CPU, out=tmp_path / "model")
     assert time.perf_counter() - begin < 2
 
 
 def test_bad_folders_get_clear_errors(shared, tmp_path):
     _, weights = clothing.paths(shared)
-    train = lambda folder: train_classifier(folder, weights=str(weights),  # noqa: E731
+    train = lambda folder: train_classifier(folder, model="mobilenet0.75",  # noqa: E731
+                                            weights=str(weights),
                                             fast_train=True, ctx=CPU)
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetNotFound, match="has no class folders.*it is empty"):
@@ -131,6 +133,14 @@ def test_bad_folders_get_clear_errors(shared, tmp_path):
         train(tmp_path / "nowhere")
     with pytest.raises(UnknownBackbone):
         train_classifier(hollow, model="nonet", ctx=CPU)
+    with pytest.raises(ValueError, match="unknown recipe 'fastest': expected one of fast, "
+                                         "default, staged"):
+        train_classifier(hollow, recipe="fastest")
+    with pytest.raises(ValueError, match="fast_train=True is recipe='fast'; give one of them"):
+        train_classifier(hollow, recipe="default", fast_train=True)
+    with pytest.raises(ValueError, match="stages are for fine-tuning; the 'fast' recipe trains "
+                                         "the head only"):
+        train_classifier(hollow, recipe="fast", stages=(("head", 1), ("full", 1)))
 
 
 # --- prediction and ensembles -----------------------------------------------------------------
@@ -242,7 +252,8 @@ def test_lr_find_sweeps_and_restores_the_weights(shared):
 def test_train_classifier_default_recipe_fine_tunes_in_stages(shared, tmp_path):
     photos = clothing.copy_photos(shared, tmp_path / "photos", per_class=8, split="train")
     _, weights = clothing.paths(shared)
-    clf = train_classifier(photos, weights=str(weights), image_size=64, epochs=1, ctx=CPU)
+    clf = train_classifier(photos, recipe="staged", weights=str(weights), image_size=64,
+                           epochs=1, ctx=CPU)
     assert clf.meta["recipe"] == "fine_tune head x1, last_k:2 x1, last_k:4 x1"
     rows = clf.meta["history"]["epochs"]
     assert [r["regime"] for r in rows] == ["head", "last_k:2", "last_k:4"]

@@ -29,7 +29,8 @@ def trained(shared, tmp_path_factory):
     photos = clothing.copy_photos(shared, base / "photos", per_class=8, split="train")
     _, weights = clothing.paths(shared)
     code = main(["train", str(photos), "--out", str(base / "model"), "--fast",
-                 "--weights", str(weights), "--image-size", "64", "--epochs", "3"])
+                 "--model", "mobilenet0.75", "--weights", str(weights), "--image-size", "64",
+                 "--epochs", "3"])
     assert code == 0
     return base
 
@@ -42,7 +43,7 @@ def test_train_prints_the_model_and_writes_the_folder(trained, shared, capsys):
     # Training again onto the same folder is refused before any work, in one line.
     _, weights = clothing.paths(shared)
     code, out, err = run(capsys, "train", trained / "photos", "--out", trained / "model",
-                         "--fast", "--weights", weights)
+                         "--fast", "--model", "mobilenet0.75", "--weights", weights)
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and err.startswith("gluonft: error: ")
     assert "already holds a model" in err and "--overwrite" in err
@@ -136,7 +137,8 @@ def _importable(name):
 def test_bad_input_is_one_line_and_exit_2(case, match, trained, shared, tmp_path, capsys):
     _, weights = clothing.paths(shared)
     photos = trained / "photos"
-    train = ["train", "--fast", "--weights", weights, "--out", tmp_path / "out"]
+    train = ["train", "--fast", "--model", "mobilenet0.75", "--weights", weights, "--out",
+             tmp_path / "out"]
     if case == "no_args":
         argv = []
     elif case == "bad_epochs":
@@ -173,8 +175,8 @@ def test_bad_input_is_one_line_and_exit_2(case, match, trained, shared, tmp_path
         argv = train + [photos, "--image-size", "100000"]
     elif case in ("out_under_a_file", "export_to_a_file"):
         (tmp_path / "a_file").write_text("x")
-        argv = (["train", "--fast", "--weights", weights, photos, "--out",
-                 tmp_path / "a_file" / "model"] if case == "out_under_a_file"
+        argv = (["train", "--fast", "--model", "mobilenet0.75", "--weights", weights, photos,
+                 "--out", tmp_path / "a_file" / "model"] if case == "out_under_a_file"
                 else ["export", trained / "model", "--out", tmp_path / "a_file"])
     elif case == "only_unreadable":
         (tmp_path / "bad").mkdir()

@@ -247,7 +247,8 @@ def test_gluonft_train_under_the_launcher_saves_one_model_like_one_process(share
     from tests import clothing
     photos = clothing.copy_photos(shared, tmp_path / "photos", per_class=20, split="train")
     weights = clothing.paths(shared)[1]
-    common = ["-m", "gluonft", "train", str(photos), "--fast", "--weights", str(weights),
+    common = ["-m", "gluonft", "train", str(photos), "--fast", "--model", "mobilenet0.75",
+              "--weights", str(weights),
               "--image-size", "64", "--head", "linear"]
     job = subprocess.run(_launch_grid([*common, "--out", str(tmp_path / "dist"), "--kvstore",
                                        "dist_sync"]), cwd=ROOT, env=_env(),

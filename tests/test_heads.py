@@ -48,7 +48,8 @@ def test_a_user_block_of_the_wrong_width_fails_before_any_photo_is_decoded(share
 
     monkeypatch.setattr(recipes, "image_folder", decoding)
     with pytest.raises(ValueError, match=r"outputs shape \(1, 7\).*expected \(batch, 10\)"):
-        recipes.train_classifier(root, weights=str(weights), head=nn.Dense(7), fast_train=True)
+        recipes.train_classifier(root, model="mobilenet0.75", weights=str(weights),
+                                 head=nn.Dense(7), fast_train=True)
     with pytest.raises(ValueError, match="unknown head 'mlp2'"):
         recipes.train_classifier(root / "no-such-folder", head="mlp2", fast_train=True)
 

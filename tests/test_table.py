@@ -75,7 +75,7 @@ def _grader_gt(path):
 def test_the_graders_calls_answer_in_gt_ids_and_match_class_folder_training(shared, layouts):
     base, weights = layouts["base"], str(clothing.paths(shared)[1])
     model = train_classifier(_grader_gt(base / "gt.csv"), str(base / "images"),
-                             fast_train=True, weights=weights)
+                             fast_train=True, model="mobilenet0.75", weights=weights)
     predicted = classify(model, str(base / "test_images"))
     truth = layouts["truth"]
     assert set(predicted) == set(truth)                  # every file of the flat folder
@@ -84,7 +84,8 @@ def test_the_graders_calls_answer_in_gt_ids_and_match_class_folder_training(shar
     accuracy = np.mean([predicted[f] == truth[f] for f in truth])
     # The same photos as class folders, same seed: the same net, bit for bit (same process),
     # so the same answer for every photo.
-    by_folders = train_classifier(str(base / "folders"), fast_train=True, weights=weights)
+    by_folders = train_classifier(str(base / "folders"), fast_train=True, model="mobilenet0.75",
+                                  weights=weights)
     index_to_id = [layouts["ids"][c] for c in by_folders.classes]
     folder_answers = {Path(f).name: index_to_id[i]
                       for f, i in classify(by_folders, str(base / "test_folders")).items()}
@@ -99,7 +100,8 @@ def test_a_csv_file_and_the_cli_train_and_submit_in_the_samples_order(shared, la
     model_dir = tmp_path / "model"
     run = subprocess.run(
         [sys.executable, "-m", "gluonft", "train", str(base / "images"), "--labels",
-         str(base / "gt.csv"), "--fast", "--weights", weights, "--out", str(model_dir)],
+         str(base / "gt.csv"), "--fast", "--model", "mobilenet0.75", "--weights", weights,
+         "--out", str(model_dir)],
         capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr
     assert json.loads((model_dir / "model.json").read_text())["labels"] == list(IDS)
@@ -226,7 +228,7 @@ READ_ONLY_RUN = textwrap.dedent("""
         gt = {name: int(cid) for name, cid in csv.reader(f)}
     begin = time.perf_counter()
     model = train_classifier(gt, os.path.join(base, "images"), fast_train=True,
-                             weights=sys.argv[2])
+                             model="mobilenet0.75", weights=sys.argv[2])
     answers = classify(model, os.path.join(base, "test_images"))
     print("SECONDS", round(time.perf_counter() - begin, 1), "ANSWERS", len(answers))
     # tempfile.gettempdir() probes TMPDIR by creating and deleting a file (portalocker, which

@@ -1,0 +1,40 @@
+"""bench.recipes' choice: the Pareto front of accuracy against minutes, and recipes chosen by
+validation accuracy within a time budget, never by test accuracy."""
+from bench.recipes import CANDIDATES, choose, pareto_front, summarise
+
+
+def _row(dataset, candidate, seed, val, test, minutes, images=3000):
+    return {"dataset": dataset, "candidate": candidate, "seed": seed, "val_accuracy": val,
+            "test_accuracy": test, "test_loss": 0.5, "minutes": minutes,
+            "minutes_per_1000": minutes / images * 1000}
+
+
+def test_the_front_keeps_what_no_other_beats_on_both_time_and_accuracy():
+    points = [{"candidate": c, "minutes": m, "val_accuracy": v}
+              for c, m, v in (("a", 1, .80), ("b", 2, .79), ("c", 3, .85), ("d", 3, .84),
+                              ("e", 9, .86))]
+    assert [p["candidate"] for p in pareto_front(points, x="minutes", y="val_accuracy")] == \
+        ["a", "c", "e"]
+
+
+def test_recipes_are_chosen_on_validation_within_the_budget_on_every_dataset():
+    rows = []
+    for dataset in ("clothing", "cifar"):
+        for seed in (0, 1):
+            rows += [_row(dataset, "quick", seed, .80, .78, 0.5),
+                     # better on test, worse on validation: must not be chosen
+                     _row(dataset, "test-lucky", seed, .79, .90, 0.6),
+                     _row(dataset, "staged", seed, .86, .85, 6.0),
+                     # best, but over the default's 10 minutes per 3,000 photos on cifar
+                     _row(dataset, "slow", seed, .90, .91, 5.0 if dataset == "clothing"
+                          else 12.0)]
+    summary = summarise(rows)
+    assert {s["seeds"] for s in summary} == {2}
+    chosen = choose(summary)
+    assert chosen["fast"]["candidate"] == "quick"
+    assert chosen["default"]["candidate"] == "staged"
+
+
+def test_the_candidates_are_real_recipes():
+    assert CANDIDATES["mobilenet-fast"].cached and not CANDIDATES["mobilenet-staged"].cached
+    assert {c.model for c in CANDIDATES.values()} >= {"mobilenet0.75", "efficientnet_lite0"}
