@@ -6,21 +6,22 @@ backbone's multiplier, input size, augmentation, mixing, head) run by `train_cla
 each dataset, for each seed. Per row: validation accuracy (what recipes are chosen by), test
 accuracy and loss (reported, never used to choose), wall minutes (loading included) and
 minutes per 1,000 photos of the folder (every split: they are all decoded, and the
-validation and test photos scored, within the minutes). Per dataset ``<out>/<name>/recipes.json`` and ``.csv``
-(rewritten atomically after each row; a rerun skips the rows already measured) and
-``front.png``/``.svg``: validation and test accuracy against minutes, the mean over seeds,
-the validation front marked. ``<out>/summary.json``: per candidate the mean over datasets,
-and which candidates meet the time budgets of ``--fast`` (1 minute per 3,000 photos) and the
-default (10 minutes per 3,000 photos), best by validation accuracy.
+validation and test photos scored, within the minutes). Per dataset
+``<out>/<name>/recipes.json`` and ``.csv`` (rewritten atomically after each row; a rerun
+skips the rows already measured) and ``front.png``/``.svg``: validation and test accuracy
+against minutes, the mean over seeds, the validation front marked. ``<out>/summary.json``:
+the mean and spread over seeds per dataset and candidate, and per time budget (``--fast``: 1
+minute per 3,000 photos; the default: 10) the candidate with the best mean validation
+accuracy over the datasets among those within it on every dataset.
 
 Datasets: ``clothing`` (``../shared/data/clothing-small``: train 3068 / validation 341 / test
 372 photos, 10 classes) and ``cifar`` (the real CIFAR-10 JPEGs of ``cifar10-jpg.tar.gz``: 240
 train + 60 validation per class from its train/, 100 test per class from its test/, extracted
-to a temporary folder). ``../shared`` holds no third real photo set large enough (dogcat has 8
-photos), and no registry package that ships one installs here.
+to a temporary folder). ``../shared`` holds no third real photo set large enough (dogcat
+has 8 photos), and none was taken from a registry: a third set is the first thing to add.
 
     python -m bench.recipes                                   # every candidate, 2 seeds
-    python -m bench.recipes --candidates fast,lite0-fast --datasets clothing --seeds 0
+    python -m bench.recipes --candidates mobilenet-fast,lite0-fast --datasets clothing --seeds 0
 """
 from __future__ import annotations
 
@@ -241,8 +242,8 @@ def main(argv=None) -> int:
                        "model": recipe.model, "val_accuracy": clf.meta["val_accuracy"],
                        "test_accuracy": test["accuracy"], "test_loss": test["loss"],
                        "minutes": minutes, "minutes_per_1000": minutes / photos * 1000,
-                       "photos": photos, "train_images": clf.meta["train_images"], "recipe": _describe(recipe),
-                       "stages": clf.meta["recipe"]}
+                       "photos": photos, "train_images": clf.meta["train_images"],
+                       "recipe": _describe(recipe), "stages": clf.meta["recipe"]}
                 rows.append(row)
                 print(f"{dataset:9s} {name:17s} seed {seed}: val {row['val_accuracy']:.4f} "
                       f"test {row['test_accuracy']:.4f} loss {row['test_loss']:.3f} "
