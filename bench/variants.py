@@ -4,21 +4,23 @@ Every row is one `gluonft.train_classifier` call on the same folder with the sam
 rows differ in what the flags list (every combination is run): backbone (``--model``), head
 (``--head``), augmentation of the fine-tuning stages (``--augment``: an `Augment` preset or
 ``albumentations`` for the practitioner's pipeline below), mixing (``--mix``) and recipe
-(``--recipes``: ``fast``, head only on cached features; ``default``, the staged fine-tune;
-augmentation and mixing apply to ``default`` only). Per row: validation and test accuracy,
+(``--recipes``: names of `gluonft.RECIPES`: ``fast``, head only on cached features;
+``default`` and ``staged``, fine-tuning; augmentation and mixing apply to fine-tuning recipes
+only). ``--model`` replaces each recipe's backbone. Per row: validation and test accuracy,
 test loss (the mean cross-entropy, which shows over-confident models that accuracy hides),
 wall time and the training images/s of the fine-tuning stages. Results go to
 ``<out>/variants.json`` and ``variants.csv``, rewritten atomically after each row; a rerun
 skips the rows already measured, so a killed run resumes.
 
-    python -m bench.variants --data ../shared/data/clothing-small \\
+    python -m bench.variants --data ../shared/data/clothing-small --model mobilenet0.75 \\
         --weights mobilenet0.75=../shared/weights/mobilenet0.75-imagenet.params \\
-        --head linear --head mlp:512 --head mlp:1024,256 --recipes fast,default --out runs/heads
-    python -m bench.variants --data ../shared/data/clothing-small --weights mobilenet0.75=... \\
-        --recipes default --augment none --augment standard --augment albumentations \\
-        --mix none --mix mixup --mix cutmix --out runs/augment
-    python -m bench.variants --data ../shared/data/clothing-small --weights mobilenet0.75=... \
-        --recipes fast --feature-dtype float32 --feature-dtype int8 --seeds 0,1 --out runs/int8
+        --head linear --head mlp:512 --head mlp:1024,256 --recipes fast,staged --out runs/heads
+    python -m bench.variants --data ../shared/data/clothing-small --model mobilenet0.75 \\
+        --weights mobilenet0.75=... --recipes staged --augment none --augment standard \\
+        --augment albumentations --mix none --mix mixup --mix cutmix --out runs/augment
+    python -m bench.variants --data ../shared/data/clothing-small --model mobilenet0.75 \
+        --weights mobilenet0.75=... --recipes fast --feature-dtype float32 --feature-dtype int8 \
+        --seeds 0,1 --out runs/int8
 """
 from __future__ import annotations
 
@@ -51,7 +53,8 @@ def practitioner_pipeline():
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bench.variants", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True, help="an image folder with a test split")
-    p.add_argument("--model", action="append", help="backbones (repeatable; mobilenet0.75)")
+    p.add_argument("--model", action="append",
+                   help="backbones (repeatable; default: each recipe's own)")
     p.add_argument("--weights", action="append", metavar="NAME=PATH",
                    help="a local weights file for a backbone (repeatable); the others use "
                         "their pretrained weights")
@@ -63,7 +66,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="none|light|standard|strong|albumentations (repeatable; default: the "
                         "recipe's)")
     p.add_argument("--mix", action="append", help="none|mixup|cutmix (repeatable; default none)")
-    p.add_argument("--recipes", default="fast,default", help="comma-separated: fast, default")
+    p.add_argument("--recipes", default="fast,default",
+                   help="comma-separated names of gluonft.RECIPES: fast, default, staged")
     p.add_argument("--feature-dtype", action="append", choices=("float32", "int8"),
                    help="cached features' type, fast recipe only (repeatable; float32)")
     p.add_argument("--image-size", type=int, help="input side (default: the recipe's)")
@@ -92,7 +96,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from gluonft.predict import evaluate_folder
     from gluonft.recipes import RECIPES, train_classifier
 
-    models = args.model or ["mobilenet0.75"]
+    models = args.model or [None]  # None: each recipe's backbone
     heads = args.head or [RECIPES["default"].head]
     augments, mixes = args.augment or [None], args.mix or ["none"]
     dtypes = args.feature_dtype or ["float32"]
@@ -113,7 +117,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     done = {tuple(r.get(k, "float32") for k in key) for r in rows}
     for recipe, model, head, augment, mix, dtype, seed in itertools.product(
             recipes, models, heads, augments, mixes, dtypes, seeds):
-        fast = recipe == "fast"
+        fast = RECIPES[recipe].cached
+        model = model or RECIPES[recipe].model
         if fast and (augment is not None or mix != "none"):
             continue  # the fast recipe trains on cached, unaugmented features
         if not fast and dtype != "float32":
@@ -125,7 +130,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         chosen = (Albumentations(practitioner_pipeline()) if augment == "albumentations"
                   else augment)
         clf = train_classifier(args.data, model=model, weights=weights.get(model, "default"),
-                               max_params=args.max_params, fast_train=fast,
+                               max_params=args.max_params, recipe=recipe,
                                image_size=args.image_size, seed=seed,
                                head=head, dropout=dropout, augment=None if fast else chosen,
                                mix=None if fast else mix, feature_dtype=dtype, progress=True)

@@ -183,7 +183,7 @@ def train_classifier(train_dir, images: Optional[PathLike] = None, *,
             (`pick_backbone`); default the recipe's (``mobilenet0.75``).
         weights: starting weights, as `load_backbone` takes them (``"default"``, a file, None).
         fast_train: head only on cached features (see above): ``recipe="fast"``.
-        recipe: a name of `RECIPES` (``"fast"``, ``"default"``, ``"best"``) or a `Recipe`;
+        recipe: a name of `RECIPES` (``"fast"``, ``"default"``, ``"staged"``) or a `Recipe`;
             default ``"fast"`` with ``fast_train``, else ``"default"``.
         max_params: parameter budget, or None.
         image_size: input side (default: the recipe's).
