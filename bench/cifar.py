@@ -755,7 +755,7 @@ def _run_locked(config: CifarConfig, data, argv, lock) -> int:
     if not writer:
         result = run_grid(experiments, data=data, out_dir=config.out, ctx=ctx,
                           summary_rows=config.summary_rows, progress=config.progress,
-                          kvstore=config.kvstore, writer=False, log=log)
+                          writer=False, log=log)
         failed = [r for r in result.records if r.status == "failed"]
         return 1 if failed else 0
     atomic_write_json(paths.config, {
@@ -768,8 +768,8 @@ def _run_locked(config: CifarConfig, data, argv, lock) -> int:
     })
     result = run_grid(experiments, data=data, out_dir=config.out, ctx=ctx,
                        summary_rows=config.summary_rows, progress=config.progress,
-                       keep_checkpoints=config.keep_checkpoints, kvstore=config.kvstore,
-                       log=log, title=f"CIFAR-10 transfer learning ({config.preset} preset: "
+                       keep_checkpoints=config.keep_checkpoints, log=log,
+                       title=f"CIFAR-10 transfer learning ({config.preset} preset: "
                              f"{data.description['train_images']} train images)")
     records = result.records
     log("")

@@ -536,8 +536,8 @@ def _write_training_strip(paths: "OutputPaths", experiments: Sequence[Experiment
 
 def run_grid(experiments: Sequence[Experiment], *, data: Data, out_dir: str, ctx,
              summary_rows: int = 12, progress: bool = True, keep_checkpoints: bool = False,
-             title: str = "CIFAR-10 transfer learning", kvstore: Optional[str] = None,
-             writer: bool = True, log: Log = print) -> GridResult:
+             title: str = "CIFAR-10 transfer learning", writer: bool = True,
+             log: Log = print) -> GridResult:
     """Run every experiment not already finished in ``out_dir``; write the files after each.
 
     A record in ``out_dir/results.json`` with the same id and an equal config and status ok or
@@ -555,8 +555,6 @@ def run_grid(experiments: Sequence[Experiment], *, data: Data, out_dir: str, ctx
         keep_checkpoints: keep each finished experiment's last checkpoint (its parameters)
             instead of removing it.
         title: the chart's title.
-        kvstore: must be the experiments' (`Experiment.kvstore`): with a distributed one
-            every worker of the job runs the grid alike.
         writer: False for the workers other than worker 0: they read ``out_dir`` to skip
             and resume what worker 0 finished, and write nothing.
         log: where the lines go.
@@ -565,8 +563,6 @@ def run_grid(experiments: Sequence[Experiment], *, data: Data, out_dir: str, ctx
         A `GridResult`: the records of the grid, in grid order, and best.json's card.
     """
     paths = OutputPaths(out_dir)
-    if any(e.kvstore != kvstore for e in experiments if e.recorded_accuracy is None):
-        raise ValueError(f"the experiments' kvstore differs from kvstore={kvstore!r}")
     if writer:
         os.makedirs(out_dir, exist_ok=True)
     ids = [e.id for e in experiments]
@@ -618,7 +614,7 @@ def run_grid(experiments: Sequence[Experiment], *, data: Data, out_dir: str, ctx
             _finish(paths, record, keep_checkpoints=keep_checkpoints)
         del net
         gc.collect()
-        if record.status == "failed" and kvstore in DIST_KVSTORES:
+        if record.status == "failed" and experiment.kvstore in DIST_KVSTORES:
             # The other workers may be waiting for this one inside the failed experiment:
             # the grid ends (exit 1) and the launcher stops them; a rerun retries it.
             log("a failed experiment ends a distributed grid; run the job again to retry it")

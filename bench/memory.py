@@ -25,15 +25,14 @@ import json
 import os
 import subprocess
 import sys
-import tarfile
 import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Dict, List
 
-SHARED = Path(__file__).resolve().parents[1] / ".." / "shared"
-ARCHIVE = SHARED / "data" / "cifar10-jpg.tar.gz"
+from .photos import SHARED, cifar10_jpg, link_photos
+
 WEIGHTS = SHARED / "weights" / "cifar_resnet20_v1-cifar10.params"
 MODES = ("memory", "disk")
 
@@ -46,32 +45,14 @@ def _status_kb(field: str) -> int:
     return 0
 
 
-def _extract(work: Path) -> Path:
-    """The archive's photos under work/cifar10-jpg (extracted once)."""
-    root = work / "cifar10-jpg"
-    done = root / ".extracted"
-    if not done.exists():
-        if not ARCHIVE.is_file():
-            raise SystemExit(f"bench.memory: {ARCHIVE} not found; it holds the real CIFAR-10 "
-                             f"photos this benchmark reads")
-        with tarfile.open(ARCHIVE) as tar:
-            tar.extractall(root, filter="data")
-        done.touch()
-    return root
-
-
 def _folder(root: Path, work: Path, n: int) -> Path:
     """work/n<N>/train/<class>/: the first N/10 photos of each class, as symbolic links."""
     out = work / f"n{n}"
-    if (out / ".made").exists():
-        return out
-    for cls in sorted(p.name for p in (root / "train").iterdir() if p.is_dir()):
-        (out / "train" / cls).mkdir(parents=True, exist_ok=True)
-        for photo in sorted((root / "train" / cls).iterdir())[:n // 10]:
-            link = out / "train" / cls / photo.name
-            if not link.exists():
-                link.symlink_to(photo)
-    (out / ".made").touch()
+    if not (out / ".made").exists():
+        for cls in sorted(p.name for p in (root / "train").iterdir() if p.is_dir()):
+            link_photos(sorted((root / "train" / cls).iterdir())[:n // 10],
+                        out / "train" / cls)
+        (out / ".made").touch()
     return out
 
 
@@ -139,7 +120,7 @@ def main(argv=None) -> int:
     from gluonft.fileio import atomic_write_csv, atomic_write_json
     work = Path(args.work or Path(tempfile.gettempdir()) / "gluonft-bench-memory")
     sizes = [int(s) for s in args.sizes.split(",")]
-    root = _extract(work)
+    root = cifar10_jpg(work, who="bench.memory")
     rows: List[dict] = []
     runs = [(n, mode) for n in sizes for mode in MODES]
     for n, mode in tqdm(runs, desc="bench.memory", unit="run"):

@@ -30,7 +30,6 @@ import json
 import os
 import statistics
 import sys
-import tarfile
 import tempfile
 from pathlib import Path
 from typing import Dict, List
@@ -39,7 +38,8 @@ import gluonft  # noqa: F401  (first: OMP_NUM_THREADS before MXNet loads)
 from gluonft.fileio import atomic_write_csv, atomic_write_json, finite_json
 from gluonft.recipes import Recipe
 
-SHARED = Path(__file__).resolve().parents[1] / ".." / "shared"
+from .photos import SHARED, cifar10_jpg, link_photos
+
 MOBILENET_WEIGHTS = SHARED / "weights" / "mobilenet0.75-imagenet.params"
 STAGED = (("head", 4), ("last_k:2", 3), ("last_k:4", 3))
 CANDIDATES: Dict[str, Recipe] = {
@@ -78,21 +78,13 @@ def _cifar_sample(work: Path) -> Path:
     out = work / "cifar-sample"
     if (out / ".made").exists():
         return out
-    root = work / "cifar10-jpg"
-    if not (root / ".extracted").exists():
-        with tarfile.open(SHARED / "data" / "cifar10-jpg.tar.gz") as tar:
-            tar.extractall(root, filter="data")
-        (root / ".extracted").touch()
+    root = cifar10_jpg(work, who="bench.recipes")
     for cls in sorted(p.name for p in (root / "train").iterdir() if p.is_dir()):
         train = sorted((root / "train" / cls).iterdir())
         test = sorted((root / "test" / cls).iterdir())
         for split, photos in (("train", train[:240]), ("validation", train[240:300]),
                               ("test", test[:100])):
-            (out / split / cls).mkdir(parents=True, exist_ok=True)
-            for photo in photos:
-                link = out / split / cls / photo.name
-                if not link.exists():
-                    link.symlink_to(photo)
+            link_photos(photos, out / split / cls)
     (out / ".made").touch()
     return out
 

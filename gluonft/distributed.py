@@ -129,7 +129,6 @@ class Cluster:
         self._gathers = 0
         # What this worker's Trainers pushed (gradients; bench.distributed reports it)
         self.pushed_bytes = 0
-        self.pushes = 0
 
     @classmethod
     def join(cls, name: str) -> "Cluster":
@@ -248,7 +247,6 @@ class _Keyspace(mx.kvstore.KVStoreBase):
         for v in values:
             v = v[0] if isinstance(v, (list, tuple)) else v
             self._cluster.pushed_bytes += v.size * np.dtype(v.dtype).itemsize
-        self._cluster.pushes += 1
 
     def _key(self, key):
         if isinstance(key, (list, tuple)):

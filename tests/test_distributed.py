@@ -91,6 +91,9 @@ def test_two_workers_train_like_one_process_with_the_combined_batch(shared, tmp_
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
         assert a["val_acc"] == pytest.approx(b["val_acc"], abs=1 / 40 + 1e-9)
     assert h0["settings"]["workers"] == 2 and h0["settings"]["kvstore"] == "dist_sync"
+    # Only trainable parameters travel: 6 steps x 4 bytes x each trainable parameter, exactly.
+    for h in (h0, h1):
+        assert h["pushed_bytes"] == 6 * 4 * h["settings"]["trainable_params"]
     if regime == "head":  # features cached: each worker computed half, the kvstore the rest
         assert h0["settings"]["cache_features"] and h_one["settings"]["cache_features"]
         for h in (h0, h1):
@@ -122,6 +125,39 @@ def test_a_dead_worker_ends_the_job_and_leaves_nothing_running(tmp_path, death):
     assert time.time() - begin < 60
     left = subprocess.run(["pgrep", "-f", str(script)], capture_output=True, text=True)
     assert left.stdout.strip() == ""
+
+
+def test_stopping_the_launcher_stops_its_job(tmp_path):
+    """`kill` (SIGTERM) to the launcher: the scheduler, server and workers it started (each
+    in its own session) go with it."""
+    script = tmp_path / "wait.py"
+    script.write_text("import time\nimport gluonft\n"
+                      "gluonft.distributed.Cluster.join('dist_sync')\n"
+                      "print('joined', flush=True)\ntime.sleep(600)\n")
+    job = subprocess.Popen([sys.executable, "-m", "gluonft.launch", "--workers", "2", "--grace",
+                            "2", "--", sys.executable, str(script)], cwd=ROOT, env=_env(),
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    joined = 0
+    for line in job.stdout:
+        joined += "joined" in line
+        if joined == 2:
+            break
+    started = [int(p) for p in subprocess.run(["pgrep", "-P", str(job.pid)],
+                                              capture_output=True, text=True).stdout.split()]
+    assert len(started) == 4  # scheduler, server, 2 workers
+    job.terminate()
+    assert job.wait(timeout=60) == 130
+    time.sleep(0.5)
+    alive = [p for p in started if _running(p)]
+    assert alive == [], alive
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+    except OSError:
+        return False
 
 
 def test_bad_input_gets_clear_messages(tmp_path, monkeypatch):

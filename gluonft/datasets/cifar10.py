@@ -157,19 +157,17 @@ def cifar10(root: Optional[PathLike] = None, *, train: bool = True,
     source = (f"{folder} (CIFAR-10 {'python pickle' if layout == 'py' else 'binary'} layout: "
               f"{', '.join(p.name for p in files)})")
     if wants_disk(on_disk, 0, 32):  # 0: never chosen by size
-        labels: List[np.ndarray] = []
+        index = {"source": source, "labels": []}
 
-        def pieces():
+        def pieces():  # the labels go into the index: a reused store reads no batch file
             for path in files:
                 images, batch_labels = read(path)
-                labels.append(batch_labels)
+                index["labels"] += batch_labels.tolist()
                 yield images
 
-        images = pieces_to_disk(files_key(files, layout=layout), (32, 32, 3), pieces(),
-                                folder=store, index={"source": source})
-        if not labels:  # an existing store: the labels are read again (they are small)
-            labels = [read(p)[1] for p in files]
-        return ImageSet(images, np.concatenate(labels), classes,
+        images, index = pieces_to_disk(files_key(files, layout=layout, labels=True),
+                                       (32, 32, 3), pieces(), folder=store, index=index)
+        return ImageSet(images, np.asarray(index["labels"], np.int32), classes,
                         f"{source}, on disk {images.filename}")
     parts = [read(p) for p in files]
     images = np.concatenate([im for im, _ in parts]) if len(parts) > 1 else parts[0][0]

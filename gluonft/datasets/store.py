@@ -93,14 +93,16 @@ def _open(folder: Path, key: str) -> Optional[Tuple[np.memmap, dict]]:
 
 
 def pieces_to_disk(key: str, shape: Tuple[int, ...], pieces: Iterable[np.ndarray], *,
-                   index: Optional[dict] = None, folder=None) -> np.ndarray:
-    """The store ``key`` (a memmap of rows of ``shape``): the one there when complete, else
-    built from ``pieces`` (uint8 arrays of rows, written one after the other, so that only one
-    piece is in memory at a time), renamed into place, then its index committed."""
+                   index: Optional[dict] = None, folder=None) -> Tuple[np.ndarray, dict]:
+    """The store ``key``: (a memmap of rows of ``shape``, its index). The one there when
+    complete (``pieces`` is then not read), else built from ``pieces`` (uint8 arrays of rows,
+    written one after the other, so that only one piece is in memory at a time), renamed
+    into place, then its index committed: ``index`` as it stands once the pieces are read
+    (a generator may fill it)."""
     folder = store_dir(folder)
     found = _open(folder, key)
     if found is not None:
-        return found[0]
+        return found
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".{key}.u8.{os.getpid()}.tmp"
     rows = 0
@@ -120,7 +122,7 @@ def pieces_to_disk(key: str, shape: Tuple[int, ...], pieces: Iterable[np.ndarray
             tmp.unlink()
     fileio.atomic_write_json(folder / f"{key}.json",
                              dict(index or {}, format=FORMAT, shape=[rows, *shape]))
-    return _open(folder, key)[0]
+    return _open(folder, key)
 
 
 def files_key(paths: Sequence[Path], **decoding) -> str:
@@ -142,9 +144,6 @@ def decode_to_disk(paths: Sequence[Path], *, side: int, fit: str,
 
     paths = [Path(p) for p in paths]
     key = files_key(paths, side=side, fit=fit)
-    found = _open(store_dir(folder), key)
-    if found is not None:
-        return found[0], list(found[1]["kept"]), list(found[1]["skipped"])
     kept: List[int] = []
     skipped: List[str] = []
 
@@ -168,10 +167,10 @@ def decode_to_disk(paths: Sequence[Path], *, side: int, fit: str,
                 bar.close()
 
     # kept and skipped fill while the pieces are written, before the index is
-    images = pieces_to_disk(key, (side, side, 3), pieces(), folder=folder,
-                            index={"kept": kept, "skipped": skipped, "side": side, "fit": fit,
-                                   "files": len(paths)})
-    return images, kept, skipped
+    images, index = pieces_to_disk(key, (side, side, 3), pieces(), folder=folder,
+                                   index={"kept": kept, "skipped": skipped, "side": side,
+                                          "fit": fit, "files": len(paths)})
+    return images, list(index["kept"]), list(index["skipped"])
 
 
 def take_to_disk(images: np.ndarray, indices: Sequence[int], *, name: str,
@@ -187,4 +186,4 @@ def take_to_disk(images: np.ndarray, indices: Sequence[int], *, name: str,
     pieces = (images[indices[start:start + _PIECE]]
               for start in range(0, len(indices), _PIECE))
     return pieces_to_disk(key, tuple(images.shape[1:]), pieces, folder=folder,
-                          index={"source": source, "name": name})
+                          index={"source": source, "name": name})[0]

@@ -42,11 +42,13 @@ def main(out, regime, kvstore, batch, epochs="2"):
                           seed=7, progress=False,
                           kvstore=None if kvstore == "none" else kvstore,
                           checkpoint=str(out / "checkpoint") if len(sys.argv) > 6 else None)
-    rank = 0 if kvstore == "none" else gluonft.distributed.Cluster.join(kvstore).rank
+    cluster = None if kvstore == "none" else gluonft.distributed.Cluster.join(kvstore)
+    rank = 0 if cluster is None else cluster.rank
     out.mkdir(parents=True, exist_ok=True)
     net.collect_params().reset_ctx(mx.cpu())
     net.save_parameters(str(out / f"{rank}.params"))
-    (out / f"{rank}.json").write_text(json.dumps(history.to_dict()))
+    record = dict(history.to_dict(), pushed_bytes=cluster.pushed_bytes if cluster else None)
+    (out / f"{rank}.json").write_text(json.dumps(record))
     print(f"rank {rank}: val_acc {history['val_acc'][-1]:.4f}", flush=True)
 
 
