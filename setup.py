@@ -49,7 +49,8 @@ setup(
         "serve": SERVE,
         "efficientnet": EFFICIENTNET,
         "albumentations": ALBUMENTATIONS,
-        "test": ["pytest>=7", "nbformat>=5", "nbclient>=0.7", "nbconvert>=7", "ipykernel>=6"]
+        "test": ["pytest>=7", "pytest-timeout>=2", "nbformat>=5", "nbclient>=0.7", "nbconvert>=7",
+                 "ipykernel>=6"]
                 + ONNX + SERVE + EFFICIENTNET + ALBUMENTATIONS,
         "notebook": ["jupyter", "nbconvert>=7", "nbformat>=5", "nbclient>=0.7", "ipykernel>=6"],
     },

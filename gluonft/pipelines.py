@@ -21,6 +21,7 @@ uses processes (``workers``), each seeding its own generators per image.
 """
 from __future__ import annotations
 
+import multiprocessing
 import os
 import random
 import weakref
@@ -118,8 +119,12 @@ class Albumentations:
 
     def _parallel(self, images, seeds) -> List[np.ndarray]:
         if self._pool is None:
+            # Spawned, not forked: a fork copies MXNet's engine and OpenMP threads' locks
+            # in whatever state they are in, and a child that meets one held blocks for ever.
+            # The cost: each worker imports gluonft once, when the pool starts.
             self._pool = ProcessPoolExecutor(self.workers, initializer=_worker_init,
-                                             initargs=(self.pipeline,))
+                                             initargs=(self.pipeline,),
+                                             mp_context=multiprocessing.get_context("spawn"))
             weakref.finalize(self, self._pool.shutdown, wait=False)
         chunks = [(images[i::self.workers], seeds[i::self.workers])
                   for i in range(self.workers)]
