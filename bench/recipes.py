@@ -64,6 +64,8 @@ CANDIDATES: Dict[str, Recipe] = {
                                lr=0.05, augment="none", model="efficientnet_lite1"),
     "lite2-staged-260": Recipe("lite2-staged-260", 260, (("head", 4), ("last_k:2", 3)),
                                lr=0.05, augment="none", model="efficientnet_lite2"),
+    "lite2-deep-260": Recipe("lite2-deep-260", 260, (("head", 4), ("last_k:4", 4)), lr=0.05,
+                             backbone_lr_mult=0.3, augment="none", model="efficientnet_lite2"),
     "lite0-staged-224": Recipe("lite0-staged-224", 224, (("head", 4), ("last_k:2", 3)),
                                lr=0.05, augment="none", model="efficientnet_lite0"),
 }
