@@ -18,10 +18,12 @@ Datasets: ``clothing`` (``../shared/data/clothing-small``: train 3068 / validati
 372 photos, 10 classes) and ``cifar`` (the real CIFAR-10 JPEGs of ``cifar10-jpg.tar.gz``: 240
 train + 60 validation per class from its train/, 100 test per class from its test/, extracted
 to a temporary folder). ``../shared`` holds no third real photo set large enough (dogcat
-has 8 photos), and none was taken from a registry: a third set is the first thing to add.
+has 8 photos), and none was taken from a registry: ``--datasets ...,NAME=FOLDER`` adds one
+(class folders under train/, validation/, test/).
 
     python -m bench.recipes                                   # every candidate, 2 seeds
     python -m bench.recipes --candidates mobilenet-fast,lite0-fast --datasets clothing --seeds 0
+    python -m bench.recipes --datasets clothing,cifar,birds=~/photos/birds   # a set of yours
 """
 from __future__ import annotations
 
@@ -188,7 +190,7 @@ def main(argv=None) -> int:
     p.add_argument("--candidates", default=",".join(CANDIDATES),
                    help=f"comma-separated, of {', '.join(CANDIDATES)}")
     p.add_argument("--datasets", default="clothing,cifar", help="comma-separated: clothing, "
-                   "cifar")
+                   "cifar, or NAME=FOLDER (class folders under train/, validation/, test/)")
     p.add_argument("--seeds", default="0,1")
     p.add_argument("--work", help="where the CIFAR-10 photos are extracted (default: the "
                    "system's temporary folder, kept for reruns)")
@@ -206,7 +208,21 @@ def main(argv=None) -> int:
         return 2
     work = Path(args.work or Path(tempfile.gettempdir()) / "gluonft-bench-recipes")
     folders = {"clothing": SHARED / "data" / "clothing-small"}
-    wanted = [d.strip() for d in args.datasets.split(",")]
+    wanted = []
+    for item in (d.strip() for d in args.datasets.split(",") if d.strip()):
+        name, _, folder = item.partition("=")
+        if folder:  # a photo set of one's own: NAME=FOLDER
+            if not all((Path(folder) / split).is_dir()
+                       for split in ("train", "validation", "test")):
+                print(f"bench.recipes: dataset {item!r}: expected a folder holding train/, "
+                      f"validation/ and test/ class folders", file=sys.stderr)
+                return 2
+            folders[name] = Path(folder)
+        elif name not in ("clothing", "cifar"):
+            print(f"bench.recipes: unknown dataset {name!r}: expected clothing, cifar or "
+                  f"NAME=FOLDER", file=sys.stderr)
+            return 2
+        wanted.append(name)
     if "cifar" in wanted:
         folders["cifar"] = _cifar_sample(work)
     seeds = [int(s) for s in args.seeds.split(",")]

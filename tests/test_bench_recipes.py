@@ -1,6 +1,10 @@
 """bench.recipes' choice: the Pareto front of accuracy against minutes, and recipes chosen by
 validation accuracy within a time budget, never by test accuracy."""
-from bench.recipes import CANDIDATES, choose, pareto_front, summarise
+import json
+
+from bench.recipes import CANDIDATES, choose, main, pareto_front, summarise
+
+from . import clothing
 
 
 def _row(dataset, candidate, seed, val, test, minutes, images=3000):
@@ -38,3 +42,30 @@ def test_recipes_are_chosen_on_validation_within_the_budget_on_every_dataset():
 def test_the_candidates_are_real_recipes():
     assert CANDIDATES["mobilenet-fast"].cached and not CANDIDATES["mobilenet-staged"].cached
     assert {c.model for c in CANDIDATES.values()} >= {"mobilenet0.75", "efficientnet_lite0"}
+
+
+def test_a_photo_set_of_ones_own_is_measured_and_a_rerun_skips_it(shared, tmp_path, capsys):
+    """``--datasets mine=FOLDER``: real clothing photos of 3 classes in the three splits."""
+    mine = tmp_path / "mine"
+    for split, n in (("train", 20), ("validation", 6), ("test", 6)):
+        clothing.copy_photos(shared, mine / split, per_class=n, split=split,
+                             classes=("hat", "pants", "shoes"))
+    argv = ["--candidates", "mobilenet-fast", "--datasets", f"mine={mine}", "--seeds", "0",
+            "--out", str(tmp_path / "out")]
+    assert main(argv) == 0
+    rows = json.loads((tmp_path / "out" / "mine" / "recipes.json").read_text())["rows"]
+    assert [(r["dataset"], r["candidate"], r["photos"]) for r in rows] == \
+        [("mine", "mobilenet-fast", 96)]
+    # hats, trousers and shoes: well above the 1/3 of chance with ImageNet features
+    assert rows[0]["val_accuracy"] > 0.6 and rows[0]["test_accuracy"] > 0.6
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())["summary"]
+    assert [(s["dataset"], s["candidate"], s["seeds"]) for s in summary] == \
+        [("mine", "mobilenet-fast", 1)]
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert "seed 0: val" not in capsys.readouterr().out  # measured rows are not rerun
+    assert len(json.loads((tmp_path / "out" / "mine" / "recipes.json").read_text())["rows"]) == 1
+    assert main(["--datasets", f"odd={tmp_path}"]) == 2
+    assert "expected a folder holding train/, validation/ and test/" in capsys.readouterr().err
+    assert main(["--datasets", "birds"]) == 2
+    assert "unknown dataset 'birds'" in capsys.readouterr().err
