@@ -197,6 +197,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="runs/recipes")
     args = p.parse_args(argv)
     from gluonft.datasets import list_images
+    from gluonft.datasets.folder import _split_folders
     from gluonft.predict import evaluate_folder
     from gluonft.recipes import train_classifier
 
@@ -212,12 +213,18 @@ def main(argv=None) -> int:
     for item in (d.strip() for d in args.datasets.split(",") if d.strip()):
         name, _, folder = item.partition("=")
         if folder:  # a photo set of one's own: NAME=FOLDER
-            if not all((Path(folder) / split).is_dir()
-                       for split in ("train", "validation", "test")):
+            # the splits as image_folder finds them (validation/ also as val/ or valid/)
+            root = Path(folder).expanduser()
+            try:
+                splits = _split_folders(root) if root.is_dir() else None
+            except ValueError as error:
+                splits = None
+                print(f"bench.recipes: {error}", file=sys.stderr)
+            if not splits or set(splits) != {"train", "validation", "test"}:
                 print(f"bench.recipes: dataset {item!r}: expected a folder holding train/, "
                       f"validation/ and test/ class folders", file=sys.stderr)
                 return 2
-            folders[name] = Path(folder)
+            folders[name] = root
         elif name not in ("clothing", "cifar"):
             print(f"bench.recipes: unknown dataset {name!r}: expected clothing, cifar or "
                   f"NAME=FOLDER", file=sys.stderr)

@@ -45,10 +45,11 @@ def test_the_candidates_are_real_recipes():
 
 
 def test_a_photo_set_of_ones_own_is_measured_and_a_rerun_skips_it(shared, tmp_path, capsys):
-    """``--datasets mine=FOLDER``: real clothing photos of 3 classes in the three splits."""
+    """``--datasets mine=FOLDER``: real clothing photos of 3 classes in the three splits
+    (validation as val/, which image_folder also takes)."""
     mine = tmp_path / "mine"
-    for split, n in (("train", 20), ("validation", 6), ("test", 6)):
-        clothing.copy_photos(shared, mine / split, per_class=n, split=split,
+    for split, into, n in (("train", "train", 20), ("validation", "val", 6), ("test", "test", 6)):
+        clothing.copy_photos(shared, mine / into, per_class=n, split=split,
                              classes=("hat", "pants", "shoes"))
     argv = ["--candidates", "mobilenet-fast", "--datasets", f"mine={mine}", "--seeds", "0",
             "--out", str(tmp_path / "out")]
