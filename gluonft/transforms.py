@@ -18,7 +18,7 @@ is the centre of the first and last pixel ("align corners"). Consequences:
 * samples falling outside the image read 0 before normalisation: zero padding, as in the usual
   CIFAR pad-and-crop.
 
-Beyond the affine (crop, flip, rotation, zoom, shift: one ``GridGenerator`` call), colour jitter
+Beyond the affine (crop, flip, rotation, zoom, shift: one sampling grid), colour jitter
 and cutout run as NDArray ops on the device, with their random parameters drawn on the host
 too: `sample_augment` packs everything one batch needs into one float32 row per image
 (its docstring lists the columns), and `BatchTransform` applies such rows. With the colour
@@ -345,6 +345,7 @@ class BatchTransform:
         if min(self.std) <= 0:
             raise ValueError(f"BatchTransform std must be positive, got {self.std}")
         self._normalisation: dict = {}  # device -> (scale, shift)
+        self._base_grid: dict = {}  # (device, side) -> the grid's x and y coordinates
 
     def __repr__(self) -> str:
         return f"BatchTransform(image_size={self.image_size}, mean={self.mean}, std={self.std})"
@@ -360,6 +361,29 @@ class BatchTransform:
             cache[key] = (to_device(scale, ctx).reshape((1, 3, 1, 1)),
                           to_device(shift, ctx).reshape((1, 3, 1, 1)))
         return cache[key]
+
+    def _affine_grid(self, affine: mx.nd.NDArray) -> mx.nd.NDArray:
+        """The sampling grid (B, 2, S, S) of ``affine`` (B, 6), as ``mx.nd.GridGenerator(
+        transform_type="affine")`` makes it, in elementwise ops.
+
+        GridGenerator computes it as one matrix product through MXNet's bundled OpenBLAS
+        (0.3.13, OpenMP build), which deadlocks when two engine threads call it at once, as
+        a batch split over several CPU contexts (cpu(0), cpu(1)) does: it hung the suite on
+        CI twice (tests/test_transforms.py has the reproduction). Elementwise ops share no
+        such state; the coordinates are GridGenerator's (x = -1 + j * 2 / (S - 1)), so the
+        identity and flips still land on pixel centres exactly."""
+        ctx, s = affine.context, self.image_size
+        key = (str(ctx), s)
+        if key not in self._base_grid:
+            steps = mx.nd.arange(s, ctx=ctx, dtype="float32") * (2.0 / (s - 1)) - 1
+            self._base_grid[key] = (steps.reshape((1, 1, 1, s)), steps.reshape((1, 1, s, 1)))
+        xs, ys = self._base_grid[key]
+        a, b, tx, d, e, ty = mx.nd.split(affine.reshape((-1, 6, 1, 1)), num_outputs=6, axis=1)
+
+        def row(p, q, t):  # p * x + q * y + t, per image: (B, 1, S, S)
+            return mx.nd.broadcast_add(mx.nd.broadcast_add(mx.nd.broadcast_mul(p, xs),
+                                                           mx.nd.broadcast_mul(q, ys)), t)
+        return mx.nd.concat(row(a, b, tx), row(d, e, ty), dim=1)
 
     def __call__(self, images: mx.nd.NDArray,
                  affine: Optional[Union[mx.nd.NDArray, np.ndarray]] = None) -> mx.nd.NDArray:
@@ -395,9 +419,7 @@ class BatchTransform:
                                  f"images (or ({b}, 9 + 4 * holes) with colour factors and "
                                  f"cutout holes), got {affine.shape}")
             rows = affine.as_in_context(ctx).astype("float32")
-            grid = mx.nd.GridGenerator(rows[:, :6] if cols > 6 else rows,
-                                       transform_type="affine", target_shape=(s, s))
-            x = mx.nd.BilinearSampler(x, grid)
+            x = mx.nd.BilinearSampler(x, self._affine_grid(rows[:, :6] if cols > 6 else rows))
             if cols == 6:
                 rows = None
         if rows is not None:

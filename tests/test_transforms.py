@@ -1,4 +1,8 @@
 """Device-side batch transforms on real CIFAR-10 images: geometry, normalisation, determinism."""
+import os
+import subprocess
+import sys
+
 import mxnet as mx
 import numpy as np
 import pytest
@@ -188,3 +192,64 @@ def test_transform_input_validation(images):
         tf(images)
     with pytest.raises(ValueError, match=r"\(16, 6\).*\(3, 6\)"):
         tf(_nd(images), _affine(IDENTITY_AFFINE, 3))
+
+
+# --- the sampling grid --------------------------------------------------------------------------
+
+def test_the_grid_is_gridgenerators():
+    """BatchTransform builds GridGenerator's affine grid in elementwise ops (see
+    `BatchTransform._affine_grid` for why). Coordinates reach |4| here; GridGenerator sums the
+    three float32 products inside OpenBLAS's sgemm, whose kernel (FMA or not, its order)
+    depends on the CPU: three roundings of at most half an ulp of 4 (2.4e-7) each stay below
+    1e-6. Identity and flips multiply by 1, -1 and 0 and add zeros: exact in any order."""
+    rng = np.random.RandomState(0)
+    for side in (32, 64, 97):
+        tf = BatchTransform(side, IMAGENET_MEAN, IMAGENET_STD)
+        rows = np.concatenate([sample_affine(16, Augment(rotation=30, translate=0.2,
+                                                         scale=(0.7, 1.3)), rng),
+                               rng.uniform(-1.5, 1.5, (16, 6))]).astype(np.float32)
+        reference = mx.nd.GridGenerator(mx.nd.array(rows), transform_type="affine",
+                                        target_shape=(side, side)).asnumpy()
+        np.testing.assert_allclose(tf._affine_grid(mx.nd.array(rows)).asnumpy(), reference,
+                                   rtol=0, atol=1e-6)
+        for exact in (IDENTITY_AFFINE, (-1, 0, 0, 0, 1, 0), (1, 0, 0, 0, -1, 0)):
+            rows = _affine(exact, 2)
+            np.testing.assert_array_equal(tf._affine_grid(rows).asnumpy(), mx.nd.GridGenerator(
+                rows, transform_type="affine", target_shape=(side, side)).asnumpy())
+
+
+TWO_CONTEXTS_AT_ONCE = """
+import sys
+import numpy as np
+import gluonft, mxnet as mx
+from gluonft.transforms import Augment, BatchTransform, sample_affine
+images = np.load(sys.argv[1])
+tf = BatchTransform(64, gluonft.transforms.IMAGENET_MEAN, gluonft.transforms.IMAGENET_STD)
+rows = sample_affine(len(images), Augment(flip=True, translate=0.125), np.random.RandomState(0))
+contexts = [mx.cpu(0), mx.cpu(1)]
+inputs = [(mx.nd.array(images, ctx=c, dtype="uint8"), mx.nd.array(rows, ctx=c)) for c in contexts]
+for step in range(int(sys.argv[2])):
+    outs = [tf(x, a) for x, a in inputs]  # both contexts' engine threads at work at once
+    for out in outs:
+        out.wait_to_read()
+print("done", flush=True)
+"""
+
+
+def test_batches_on_two_cpu_contexts_at_once_finish(images, tmp_path):
+    """A batch split over cpu(0) and cpu(1) runs on two engine threads at once. Through
+    GridGenerator (OpenBLAS 0.3.13's threaded sgemm) this deadlocked: the script below hung
+    within its first 50 steps in 4 runs of 4 on a 2-core Xeon (300 steps take ~10 s), and a
+    CI run of the suite hung in a test predicting on two contexts. With two OpenMP threads
+    (OMP_NUM_THREADS=2, as gluonft sets on 2 cores) OpenBLAS takes its threaded path, the one
+    that deadlocked."""
+    np.save(tmp_path / "images.npy", np.repeat(images, 2, axis=0))  # 32 real images
+    script = tmp_path / "two_contexts.py"
+    script.write_text(TWO_CONTEXTS_AT_ONCE)
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    try:
+        run = subprocess.run([sys.executable, str(script), str(tmp_path / "images.npy"), "300"],
+                             env=env, capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("two CPU contexts transforming at once did not finish in 120 s (deadlock)")
+    assert run.returncode == 0 and "done" in run.stdout, run.stderr
