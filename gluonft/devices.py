@@ -55,7 +55,10 @@ def _check_exists(ctx: mx.Context) -> None:
             there = f"gpu(0)..gpu({count - 1})" if count else "no GPU (use mx.cpu())"
             raise ValueError(f"ctx {ctx}: this machine has {there}")
     elif ctx.device_type == "cpu":
-        # Several CPU contexts split a batch like several GPUs; one per core at most.
+        # Several CPU contexts split a batch like several GPUs; one per core at most. Each
+        # runs on an engine thread of its own, at the same time as the others: an operator
+        # that calls MXNet's bundled OpenBLAS (GridGenerator, for one) can deadlock there
+        # (see transforms.BatchTransform._affine_grid).
         cores = os.cpu_count() or 1
         if ctx.device_id >= cores:
             raise ValueError(f"ctx {ctx}: expected cpu(0)..cpu({cores - 1}), one context per "
