@@ -345,7 +345,7 @@ class BatchTransform:
         if min(self.std) <= 0:
             raise ValueError(f"BatchTransform std must be positive, got {self.std}")
         self._normalisation: dict = {}  # device -> (scale, shift)
-        self._base_grid: dict = {}  # (device, side) -> the grid's x and y coordinates
+        self._base_grid: dict = {}  # device -> the grid's x and y coordinates
 
     def __repr__(self) -> str:
         return f"BatchTransform(image_size={self.image_size}, mean={self.mean}, std={self.std})"
@@ -373,7 +373,7 @@ class BatchTransform:
         such state; the coordinates are GridGenerator's (x = -1 + j * 2 / (S - 1)), so the
         identity and flips still land on pixel centres exactly."""
         ctx, s = affine.context, self.image_size
-        key = (str(ctx), s)
+        key = str(ctx)
         if key not in self._base_grid:
             steps = mx.nd.arange(s, ctx=ctx, dtype="float32") * (2.0 / (s - 1)) - 1
             self._base_grid[key] = (steps.reshape((1, 1, 1, s)), steps.reshape((1, 1, s, 1)))
