@@ -1,8 +1,10 @@
 """bench.recipes' choice: the Pareto front of accuracy against minutes, and recipes chosen by
 validation accuracy within a time budget, never by test accuracy."""
+import dataclasses
 import json
 
 from bench.recipes import CANDIDATES, choose, main, pareto_front, summarise
+from gluonft.recipes import RECIPES
 
 from . import clothing
 
@@ -42,6 +44,13 @@ def test_recipes_are_chosen_on_validation_within_the_budget_on_every_dataset():
 def test_the_candidates_are_real_recipes():
     assert CANDIDATES["mobilenet-fast"].cached and not CANDIDATES["mobilenet-staged"].cached
     assert {c.model for c in CANDIDATES.values()} >= {"mobilenet0.75", "efficientnet_lite0"}
+
+
+def test_the_products_recipes_are_the_measured_candidates():
+    """README's figures for --fast and the default are those of these candidates: a recipe
+    changed without its candidate (or the reverse) would be quoted with another's figures."""
+    for recipe, candidate in (("fast", "lite0-fast"), ("default", "lite2-deep-260")):
+        assert dataclasses.replace(CANDIDATES[candidate], name=recipe) == RECIPES[recipe]
 
 
 def test_a_photo_set_of_ones_own_is_measured_and_a_rerun_skips_it(shared, tmp_path, capsys):
