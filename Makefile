@@ -1,21 +1,45 @@
-# Two commands on a fresh machine (Python 3.11): `make bench` and `make test`.
-# Each creates the virtual environment .venv with every pinned dependency first.
+# Two commands on a fresh machine: `make bench` and `make test` (Python 3.11, 3.12 or 3.13).
+# Each creates the virtual environment $(VENV) with every dependency first, installed by uv
+# (a pip replacement, itself installed from PyPI into the venv, that resolves in seconds), then
+# MXNet without its dependencies: its wheel's numpy<2 is false once gluonft.compat has run, and
+# would hold scipy, pandas... at numpy 1.x or fail on 3.13 (pyproject.toml says more).
+#   make test PYTHON=python3.13 VENV=.venv-3.13    # another interpreter, another folder
+#   make install VENV=.venv-np1 NUMPY='<2'          # a numpy range (default: the newest)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-# The CPU build of MXNet unless an NVIDIA driver is present.
-MXNET_EXTRA := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
+# The CPU build of MXNet unless an NVIDIA driver is present (then the CUDA build and the gpu
+# extra's CUDA libraries).
+GPU    := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo yes)
+MXNET  ?= $(if $(GPU),mxnet-cu112,mxnet)==1.9.1
+COMMA  := ,
+EXTRAS ?= test$(if $(GPU),$(COMMA)gpu)
+NUMPY  ?=
 ARGS ?=
+# PyTorch beside gluonft, for `python -m bench.speed --peer torch` (2.13.0: the CPU build on
+# this project's machines' disk for Python 3.11; elsewhere pip downloads its own).
+TORCH ?= torch==2.13.0
 
-.PHONY: install bench test clean peer-venv
+.PHONY: install bench test clean torch same-python
 
-$(BIN)/.installed: setup.py
+# A venv made by another interpreter is not silently reused: say so instead.
+same-python:
+	@if [ -x $(BIN)/python ] && [ "$$($(BIN)/python -c 'import sys; print(sys.version_info[:2])')" \
+	     != "$$($(PYTHON) -c 'import sys; print(sys.version_info[:2])')" ]; then \
+	  echo "$(VENV) holds $$($(BIN)/python -V), not $$($(PYTHON) -V): make clean, or VENV=another-folder"; \
+	  exit 2; fi
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "gluonft needs Python 3.11, 3.12 or 3.13; this is " + sys.version.split()[0] + ": make ... PYTHON=python3.12")'
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[$(MXNET_EXTRA),test]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv
+	echo 'numpy$(NUMPY)' > $(VENV)/numpy-range.txt
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --constraint $(VENV)/numpy-range.txt \
+	  -e ".[$(EXTRAS)]"
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps "$(MXNET)"
 	touch $@
 
-install: $(BIN)/.installed
+install: same-python $(BIN)/.installed
 
 bench: install
 	$(BIN)/python -m bench.cifar $(ARGS)
@@ -23,11 +47,8 @@ bench: install
 test: install
 	$(BIN)/python -m pytest -q $(ARGS)
 
-# PyTorch for `python -m bench.speed --peer torch` only, in a venv of its own: GluonCV refuses
-# to import next to torch >= 2. torch 2.13.0 is the CPU build pip finds on this machine's disk.
-peer-venv:
-	$(PYTHON) -m venv .venv-peer
-	.venv-peer/bin/pip install --quiet torch==2.13.0 'numpy<1.24'
+torch: install
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(TORCH)
 
 clean:
-	rm -rf $(VENV) .venv-peer *.egg-info
+	rm -rf $(VENV) *.egg-info

@@ -45,9 +45,9 @@ def practitioner_pipeline():
     """What a practitioner writes for photos: flips, a small affine, colour, holes (keeping the
     size: gluonft resizes on the device)."""
     import albumentations as A
-    return A.Compose([A.HorizontalFlip(), A.ShiftScaleRotate(rotate_limit=15),
+    return A.Compose([A.HorizontalFlip(), A.Affine(rotate=(-15, 15)),
                       A.RandomBrightnessContrast(), A.HueSaturationValue(),
-                      A.CoarseDropout(max_holes=4)])
+                      A.CoarseDropout(num_holes_range=(1, 4))])
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -34,6 +34,9 @@ Architecture: one home per concept; imports go down this list, never up.
     weights, baseline, summary, schedules, transforms, datasets (cifar10, folders, CSV;
                  decoded on disk above 4 GiB: datasets.store)
     threads      OMP_NUM_THREADS = physical cores, set before MXNet loads
+    cuda         the CUDA build's CUDA 11 libraries from NVIDIA's wheels, loaded before MXNet
+    compat       MXNet 1.9.1 / GluonCV 0.10.5 on Python 3.11-3.13, numpy 1.23-2.x, beside
+                 PyTorch: removed numpy names put back, GluonCV's torch check replaced
     inference    the one inference forward: a fused oneDNN twin per pass, or the block
     distributed  one worker of a parameter-server job (Cluster: shares, sums, gathers, a
                  kvstore keyspace per Trainer); launch starts the job
@@ -44,15 +47,22 @@ Aliases kept for code written against the first layout: gluonft.classifier, gluo
 gluonft.data (= gluonft.datasets), transforms.sample_affine (= sample_augment).
 """
 from .version import __version__
+from . import compat as _compat, cuda as _cuda
 from .threads import use_every_core as _use_every_core
 
-_use_every_core()  # before MXNet loads: it reads OMP_NUM_THREADS once (gluonft.threads)
-
+# Before MXNet loads, in this order: it reads OMP_NUM_THREADS once (gluonft.threads); its CUDA
+# build needs the CUDA 11 libraries loaded (gluonft.cuda); it and GluonCV need today's numpy,
+# Python and PyTorch made acceptable to them (gluonft.compat, which then imports MXNet).
+_use_every_core()
 try:
-    import mxnet as _mxnet  # noqa: F401
-except ImportError as _error:  # pragma: no cover - depends on the install
-    raise ImportError("gluonft needs MXNet 1.9.1: pip install 'gluonft[cpu]' (CPU build) or "
-                      "'gluonft[gpu]' (mxnet-cu112, CUDA 11.2)") from _error
+    _cuda.preload()
+    _compat.apply()
+except ModuleNotFoundError as _error:  # pragma: no cover - depends on the install
+    if _error.name != "mxnet":
+        raise
+    raise ImportError("gluonft needs MXNet 1.9.1: install gluonft with its 'cpu' extra (the "
+                      "CPU build) or its 'gpu' extra (mxnet-cu112 and its CUDA 11 libraries); "
+                      "README.md says how") from None
 
 from . import (baseline, callbacks, datasets, distributed, efficientnet, heads, predict, recipes,
                submission, tta)

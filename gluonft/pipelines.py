@@ -2,7 +2,7 @@
 
     >>> import albumentations as A
     >>> augment = gluonft.pipelines.Albumentations(A.Compose([
-    ...     A.HorizontalFlip(), A.ShiftScaleRotate(rotate_limit=15),
+    ...     A.HorizontalFlip(), A.Affine(rotate=(-15, 15)),
     ...     A.RandomBrightnessContrast(), A.CoarseDropout()]))           # doctest: +SKIP
     >>> gluonft.fit(net, train, val, augment=augment, ...)             # doctest: +SKIP
 
@@ -14,10 +14,11 @@ whatever the number of worker processes. The pipeline must keep the image's size
 dtype (a crop to the input size belongs on the device side: gluonft resizes); a transform that
 breaks that is named in the error.
 
-albumentations 1.3.1 is the release that co-installs with numpy < 1.24 (which MXNet 1.9
-needs; 1.4.0 and later need numpy >= 1.24.4): ``pip install 'gluonft[albumentations]'``.
-Its transforms draw from Python's ``random`` and numpy's global generator, so parallel work
-uses processes (``workers``), each seeding its own generators per image.
+The ``albumentations`` extra installs albumentations 2 (gluonft.compat lifted the numpy < 1.24
+that once held it at 1.3.1). Each image's seed goes to the pipeline's own generators
+(``set_random_seed``, albumentations >= 1.4.19); a 1.x pipeline without them draws from
+Python's ``random`` and numpy's global generator, seeded per image instead. Parallel work uses
+processes (``workers``), each seeding per image, so the result does not depend on their number.
 """
 from __future__ import annotations
 
@@ -40,19 +41,22 @@ def _albumentations():
     try:
         import albumentations
     except ImportError:
-        raise ImportError(f"albumentations is not installed: {PIPELINE_PIP} (albumentations "
-                          f"1.3.1, the release that works with MXNet's numpy < 1.24)") from None
+        raise ImportError(f"albumentations is not installed: {PIPELINE_PIP}") from None
     return albumentations
 
 
-def _seed_generators(seed: int) -> None:
-    """albumentations 1.3 draws from Python's and numpy's global generators."""
-    random.seed(int(seed))
-    np.random.seed(int(seed) % (2 ** 32))
+def _seed(pipeline, seed: int) -> None:
+    """Seed what ``pipeline`` draws from: its own generators (albumentations 2), or Python's
+    and numpy's global ones (albumentations 1.x draws from those)."""
+    if hasattr(pipeline, "set_random_seed"):
+        pipeline.set_random_seed(int(seed) % (2 ** 32))
+    else:
+        random.seed(int(seed))
+        np.random.seed(int(seed) % (2 ** 32))
 
 
 def _apply(pipeline, image: np.ndarray, seed: int) -> np.ndarray:
-    _seed_generators(seed)
+    _seed(pipeline, seed)
     return pipeline(image=image)["image"]
 
 
@@ -139,9 +143,10 @@ class Albumentations:
         what = (f"{result.shape} {result.dtype}" if isinstance(result, np.ndarray)
                 else type(result).__name__)
         expected = f"{image.shape} uint8"
-        _seed_generators(seed)
-        if hasattr(self.pipeline, "transforms"):
-            random.random()  # what A.Compose draws for its own p before its transforms
+        _seed(self.pipeline, seed)
+        if hasattr(self.pipeline, "transforms") and not hasattr(self.pipeline,
+                                                                "set_random_seed"):
+            random.random()  # what a 1.x A.Compose draws for its own p before its transforms
         current = image
         for transform in getattr(self.pipeline, "transforms", [self.pipeline]):
             current = transform(image=current)["image"]

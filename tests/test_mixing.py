@@ -23,8 +23,8 @@ SIZE = clothing.SIZE
 
 
 def _practitioner_pipeline():
-    return A.Compose([A.HorizontalFlip(), A.ShiftScaleRotate(rotate_limit=15),
-                      A.RandomBrightnessContrast(), A.CoarseDropout(max_holes=4)])
+    return A.Compose([A.HorizontalFlip(), A.Affine(rotate=(-15, 15)),
+                      A.RandomBrightnessContrast(), A.CoarseDropout(num_holes_range=(1, 4))])
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,10 @@ import os
 import subprocess
 import sys
 
+import numpy as np
+import pytest
+
+from gluonft.compat import APPLIED
 from gluonft.threads import physical_cores
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -49,6 +53,10 @@ def test_a_child_of_a_gluonft_process_does_not_take_its_setting_for_the_users():
     assert out.stdout.split() == ["False", "True"]
 
 
+# MXNet 1.9.1 imported before gluonft loads only where numpy still has every name it reads at
+# import time (numpy < 1.24): elsewhere gluonft.compat must run first, so this case cannot arise.
+@pytest.mark.skipif(bool(APPLIED["numpy"]), reason=f"numpy {np.__version__}: MXNet cannot "
+                    f"be imported before gluonft (it reads names this numpy removed)")
 def test_mxnet_imported_first_gets_a_warning_where_it_halves_the_cores():
     out = _python("import mxnet, gluonft")
     assert out.returncode == 0, out.stderr

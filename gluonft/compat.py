@@ -1,0 +1,287 @@
+"""MXNet 1.9.1 and GluonCV 0.10.5 on today's Python, numpy and PyTorch: what gluonft changes
+before they load, and why.
+
+MXNet is retired (1.9.1 is its last release) and GluonCV's last release is 0.10.5, so nobody
+upstream will make them work on the interpreters and numpy releases users have now (Colab:
+Python 3.12 with numpy 2 and PyTorch; Ubuntu 24.04: 3.12; Debian 13: 3.13). Their C libraries
+reach numpy through ctypes only, so there is no binary obstacle: what breaks is Python code
+that names things numpy has since removed, GluonCV's refusal to load beside PyTorch >= 2, and
+``distutils`` leaving the standard library in 3.12. `apply` (run by ``gluonft/__init__`` before
+MXNet loads) repairs exactly that:
+
+- each removed numpy name MXNet or GluonCV uses is put back (`NUMPY_SHIMS`: what it was, the
+  numpy release that removed it, who uses it), only where numpy lacks it: nothing numpy has is
+  replaced, so on numpy 1.23 nothing changes at all;
+- ``mxnet.recordio`` packs images with ``ndarray.tobytes`` where numpy has no ``tostring``;
+- GluonCV's import-time version checks (``gluoncv/check.py``) are replaced by ones that check
+  MXNet and ignore PyTorch: gluonft uses GluonCV's MXNet half only, and GluonCV's own check
+  raises ``RuntimeError: Legacy torch==2.x detected`` whenever torch >= 2 is installed;
+- the interpreter and numpy are checked against the range this release supports (one line
+  below it, one warning above the range CI tests).
+
+``tests/test_compat.py`` scans MXNet's and GluonCV's sources for every numpy name they use and
+fails on one the installed numpy lacks even after `apply`: a future numpy that removes another
+name fails a test instead of a user's run.
+"""
+from __future__ import annotations
+
+import importlib.util
+import sys
+import types
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Tuple
+
+__all__ = ["APPLIED", "NUMPY_SHIMS", "Shim", "UntestedVersionWarning", "SUPPORTED_PYTHON", "TESTED_PYTHON",
+           "SUPPORTED_NUMPY", "TESTED_NUMPY", "apply", "check_versions", "missing_numpy_names",
+           "numpy_has"]
+
+# The oldest release supported, and the newest one CI runs (major, minor). Older: an error;
+# newer: a warning (it may well work, but nothing here has checked it).
+SUPPORTED_PYTHON = (3, 11)
+TESTED_PYTHON = (3, 13)
+SUPPORTED_NUMPY = (1, 23)
+TESTED_NUMPY = (2, 5)
+
+# Where upstream tracks it: MXNet's issue about removed numpy names is open and MXNet is
+# retired; GluonCV has had no release since 0.10.5, so its uses stay as they are.
+MXNET_NUMPY_ISSUE = "apache/mxnet#21165"
+GLUONCV_LAST_RELEASE = "GluonCV 0.10.5 (its last release)"
+
+
+class UntestedVersionWarning(UserWarning):
+    """The interpreter or numpy is newer than the newest release gluonft's CI runs."""
+
+
+@dataclass(frozen=True)
+class Shim:
+    """A name numpy removed that MXNet or GluonCV still uses, and what it was."""
+    name: str
+    make: Callable[[Any], Any]  # numpy -> the value the name had
+    removed_in: str  # the numpy release that removed it
+    used_by: str  # where MXNet 1.9.1 / GluonCV 0.10.5 use it (first module of each)
+    upstream: str = MXNET_NUMPY_ISSUE  # where upstream tracks (or would track) the fix
+
+
+def _removed_function(name: str, replacement: str) -> Callable[[Any], Any]:
+    def make(np):
+        def removed(*args, **kwargs):
+            raise RuntimeError(f"numpy.{name} was removed from numpy (NEP 32); "
+                               f"use {replacement} instead")
+        removed.__name__ = name
+        return removed
+    return make
+
+
+def _in1d(np):
+    def in1d(ar1, ar2, assume_unique=False, invert=False, *, kind=None):
+        # numpy 2.4 removed in1d; it was isin on the flattened first argument
+        return np.isin(np.asarray(ar1).ravel(), ar2, assume_unique=assume_unique,
+                       invert=invert, kind=kind)
+    return in1d
+
+
+def _msort(np):
+    def msort(a):
+        return np.sort(a, axis=0)  # numpy 2.0 removed msort; this is its documented equivalent
+    return msort
+
+
+def _compat_module(np):
+    module = types.ModuleType("numpy.compat", "numpy 1.x's py2/py3 compatibility names")
+    module.basestring, module.unicode, module.long = str, str, int
+    module.integer_types = (int,)
+    return module
+
+
+_FINANCIAL = ("fv", "ipmt", "irr", "mirr", "nper", "npv", "pmt", "ppmt", "pv", "rate")
+
+NUMPY_SHIMS: Tuple[Shim, ...] = (
+    # numpy 1.24 removed the aliases of the builtin types (np.bool is back in numpy 2 as
+    # np.bool_, so there it is left alone)
+    Shim("bool", lambda np: bool, "1.24", "mxnet.numpy.utils, mxnet.ndarray.numpy._op"),
+    Shim("int", lambda np: int, "1.24", "mxnet.test_utils, gluoncv.model_zoo.hrnet"),
+    Shim("float", lambda np: float, "1.24", "gluoncv.model_zoo.rcnn.rpn.anchor",
+         GLUONCV_LAST_RELEASE),
+    Shim("complex", lambda np: complex, "1.24", "(the same family)"),
+    Shim("object", lambda np: object, "1.24", "(the same family)"),
+    Shim("str", lambda np: str, "1.24", "(the same family)"),
+    # numpy 2.0 removed duplicate constants and functions
+    Shim("PZERO", lambda np: 0.0, "2.0", "mxnet.numpy.utils (import time)"),
+    Shim("NZERO", lambda np: -0.0, "2.0", "mxnet.numpy.utils (import time)"),
+    Shim("PINF", lambda np: float("inf"), "2.0", "mxnet.numpy.utils (import time)"),
+    Shim("NINF", lambda np: float("-inf"), "2.0", "mxnet.numpy.utils (import time)"),
+    Shim("NAN", lambda np: float("nan"), "2.0", "mxnet.numpy.utils (import time)"),
+    Shim("NaN", lambda np: float("nan"), "2.0", "mxnet.numpy.utils (import time)"),
+    Shim("Inf", lambda np: float("inf"), "2.0", "mxnet.gluon.contrib.estimator"),
+    Shim("Infinity", lambda np: float("inf"), "2.0", "(the same family)"),
+    Shim("alltrue", lambda np: np.all, "2.0", "mxnet.numpy.fallback (import time)"),
+    Shim("sometrue", lambda np: np.any, "2.0", "(the same family)"),
+    Shim("product", lambda np: np.prod, "2.0", "(the same family)"),
+    Shim("cumproduct", lambda np: np.cumprod, "2.0", "(the same family)"),
+    Shim("round_", lambda np: np.round, "2.0", "(the same family)"),
+    Shim("msort", _msort, "2.0", "mxnet.numpy.fallback (import time)"),
+    Shim("compat", _compat_module, "2.0", "mxnet.ndarray.numpy._op (pad)"),
+    # NEP 32 moved the financial functions to numpy-financial; numpy 1.20-1.26 kept stubs that
+    # raise when called, numpy 2.0 removed even those; mxnet.numpy.fallback reads them at import
+    *(Shim(name, _removed_function(name, f"numpy_financial.{name}"), "2.0",
+           "mxnet.numpy.fallback (import time)") for name in _FINANCIAL),
+    # numpy 2.4
+    Shim("in1d", _in1d, "2.4", "mxnet.numpy.fallback (import time)"),
+    Shim("trapz", lambda np: np.trapezoid, "2.4", "mxnet.numpy.fallback (import time)"),
+)
+
+
+def numpy_has(np, name: str) -> bool:
+    """Whether numpy answers ``np.<name>`` (numpy 1.2x answers some removed names with a
+    deprecation warning: they are still there)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            getattr(np, name)
+        except AttributeError:
+            return False
+    return True
+
+
+def missing_numpy_names(np=None) -> List[str]:
+    """The names of `NUMPY_SHIMS` this numpy lacks (those `apply` puts back)."""
+    np = np or _numpy()
+    return [shim.name for shim in NUMPY_SHIMS if not numpy_has(np, shim.name)]
+
+
+def _numpy():
+    import numpy
+    return numpy
+
+
+def _version(text: str) -> Tuple[int, int]:
+    major, minor = (text.split(".") + ["0"])[:2]
+    return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
+
+
+def check_versions(python: Tuple[int, int] = None, numpy_version: str = None) -> List[str]:
+    """Raise ImportError (one line) below the supported Python/numpy; warn above the tested
+    range. Returns the warnings given, as text."""
+    python = tuple(python or sys.version_info[:2])
+    numpy = _version(numpy_version or _numpy().__version__)
+    if python < SUPPORTED_PYTHON:
+        raise ImportError(f"gluonft needs Python >= {_dotted(SUPPORTED_PYTHON)} (tested "
+                          f"{_dotted(SUPPORTED_PYTHON)} to {_dotted(TESTED_PYTHON)}); this is "
+                          f"Python {_dotted(python)}")
+    if numpy < SUPPORTED_NUMPY:
+        raise ImportError(f"gluonft needs numpy >= {_dotted(SUPPORTED_NUMPY)} (tested "
+                          f"{_dotted(SUPPORTED_NUMPY)} to {_dotted(TESTED_NUMPY)}); this is "
+                          f"numpy {_dotted(numpy)}: pip install -U numpy")
+    said = []
+    for what, have, newest in (("Python", python, TESTED_PYTHON), ("numpy", numpy, TESTED_NUMPY)):
+        if have > newest:
+            said.append(f"{what} {_dotted(have)} is newer than the newest gluonft's CI tests "
+                        f"({_dotted(newest)}): it may work, but nothing has checked it")
+            warnings.warn(said[-1], UntestedVersionWarning, stacklevel=3)
+    return said
+
+
+def _dotted(version) -> str:
+    return ".".join(str(part) for part in version)
+
+
+def _shim_numpy(np) -> List[str]:
+    added = []
+    for shim in NUMPY_SHIMS:
+        if not numpy_has(np, shim.name):
+            setattr(np, shim.name, shim.make(np))
+            added.append(shim.name)
+    return added
+
+
+def _pack(header, s):
+    """``mxnet.recordio.pack`` with ``tobytes`` (numpy 2.3 removed ``ndarray.tostring``)."""
+    import numpy as np
+    from mxnet import recordio
+    header = recordio.IRHeader(*header)
+    if isinstance(header.label, (int, float)):
+        header = header._replace(flag=0)
+    else:
+        label = np.asarray(header.label, dtype=np.float32)
+        header = header._replace(flag=label.size, label=0)
+        s = label.tobytes() + s
+    return recordio.struct.pack(recordio._IR_FORMAT, *header) + s
+
+
+def _pack_img(header, img, quality=95, img_fmt=".jpg"):
+    """``mxnet.recordio.pack_img`` with ``tobytes``: the same encoding parameters."""
+    import cv2
+    from mxnet import recordio
+    jpg_formats, png_formats = [".JPG", ".JPEG"], [".PNG"]
+    encode_params = None
+    if img_fmt.upper() in jpg_formats:
+        encode_params = [cv2.IMWRITE_JPEG_QUALITY, quality]
+    elif img_fmt.upper() in png_formats:
+        encode_params = [cv2.IMWRITE_PNG_COMPRESSION, quality]
+    ret, buf = cv2.imencode(img_fmt, img, encode_params)
+    assert ret, "failed to encode image"
+    return _pack(header, buf.tobytes())
+
+
+def _patch_recordio(np) -> List[str]:
+    if hasattr(np.ndarray, "tostring"):
+        return []
+    from mxnet import recordio
+    recordio.pack, recordio.pack_img = _pack, _pack_img
+    return ["mxnet.recordio.pack", "mxnet.recordio.pack_img"]
+
+
+def _gluoncv_checks() -> types.ModuleType:
+    """A stand-in for ``gluoncv/check.py``: the same three functions; MXNet's version is
+    checked without distutils, and PyTorch is reported absent so that GluonCV loads only its
+    MXNet half (its own check raises RuntimeError for any torch >= 2)."""
+    module = types.ModuleType("gluoncv.check", "GluonCV's import checks, as gluonft runs them")
+
+    def _deprecate_python2():
+        return None
+
+    def _require_mxnet_version(mx_version, max_mx_version="2.0.0"):
+        import mxnet
+        if not (_version(mx_version) <= _version(mxnet.__version__) < _version(max_mx_version)):
+            raise RuntimeError(f"GluonCV needs mxnet>={mx_version},<{max_mx_version}; "
+                               f"this is mxnet {mxnet.__version__}")
+
+    def _require_pytorch_version(torch_version, max_torch_version="2.0.0"):
+        raise ImportError("gluonft uses GluonCV's MXNet models only")
+
+    module._deprecate_python2 = _deprecate_python2
+    module._require_mxnet_version = _require_mxnet_version
+    module._require_pytorch_version = _require_pytorch_version
+    return module
+
+
+def _check_distutils():
+    # MXNet (numpy_op_fallback) and GluonCV import distutils, which left the standard library
+    # in Python 3.12; setuptools provides it again (a dependency of gluonft there).
+    if importlib.util.find_spec("distutils") is None:
+        raise ImportError("MXNet and GluonCV import distutils, which Python "
+                          f"{_dotted(sys.version_info[:2])} no longer has: pip install setuptools")
+
+
+APPLIED: Dict[str, List[str]] = {}  # what `apply` changed in this process
+
+
+def apply() -> Dict[str, List[str]]:
+    """Make MXNet 1.9.1 and GluonCV 0.10.5 importable here; call before either loads (the
+    package does). Returns what it changed: {"numpy": names added, "mxnet": functions
+    replaced, "gluoncv": ["check"] when GluonCV's import checks were replaced}."""
+    np = _numpy()
+    check_versions()
+    _check_distutils()
+    changed = {"numpy": _shim_numpy(np), "mxnet": [], "gluoncv": []}
+    if "gluoncv" not in sys.modules:
+        sys.modules["gluoncv.check"] = _gluoncv_checks()
+        changed["gluoncv"].append("check")
+    elif not hasattr(sys.modules["gluoncv"], "model_zoo"):
+        raise ImportError("gluoncv was imported before gluonft and loaded without its MXNet "
+                          "models (its checks failed): import gluonft first")
+    import mxnet  # noqa: F401  (after the numpy names: MXNet reads some at import time)
+    changed["mxnet"] = _patch_recordio(np)
+    APPLIED.update(changed)
+    return changed
