@@ -13,11 +13,12 @@ frameworks see the same machine load), images/s of:
 
 Random weights (speed does not depend on them) and random inputs; each figure runs for
 ``--seconds``; the table gives the median over ``--repeats`` and the ratios gluonft / PyTorch.
-PyTorch runs in a Python of its own (``--peer-python``, default ``.venv-peer/bin/python``, made
-by ``make peer-venv``): GluonCV refuses to import next to torch >= 2. Both use every core
-(2 threads here). The architectures' parameter counts are checked equal before timing.
+PyTorch runs in a process of its own (``--peer-python``; default: this Python, which has torch
+after ``make torch`` now that gluonft.compat lets the two share a venv), so that each
+framework's thread pool has the cores to itself while it is timed. Both use every core (2
+threads here). The architectures' parameter counts are checked equal before timing.
 
-    make peer-venv
+    make torch
     python -m bench.speed --peer torch
     python -m bench.speed --peer torch --models mobilenet0.75 --sizes 64 --repeats 1
 """
@@ -47,7 +48,7 @@ __all__ = ["PEER_MODELS", "PEER_SIZES", "PEER_PYTHON", "TorchPeer", "run_peer", 
 ROOT = Path(__file__).resolve().parents[1]
 PEER_MODELS = ("resnet18_v1", "mobilenet0.75", "efficientnet_lite0")
 PEER_SIZES = (64, 160)
-PEER_PYTHON = ROOT / ".venv-peer" / "bin" / "python"
+PEER_PYTHON = Path(sys.executable)
 # (goal name, what, figure, threshold): ratios gluonft / PyTorch the issue asks for
 GOALS = (("forward", "gluonft forward / PyTorch eager forward", "forward_vs_torch", 1.0),
          ("train_lite0", "efficientnet_lite0: gluonft fit / PyTorch train", "fit_vs_torch", 0.8))
@@ -63,9 +64,8 @@ class TorchPeer:
     def __init__(self, python: Path):
         if not Path(python).is_file():
             raise PeerUnavailable(
-                f"no peer Python at {python}: PyTorch runs in a venv of its own (GluonCV "
-                f"refuses to import next to torch >= 2); make it with `make peer-venv`, or "
-                f"pass --peer-python PATH to a Python that has torch")
+                f"no peer Python at {python}: pass --peer-python PATH to a Python that has "
+                f"torch, or install torch here (`make torch`)")
         self.process = subprocess.Popen(
             [str(python), str(ROOT / "bench" / "torch_peer.py")], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
@@ -75,7 +75,7 @@ class TorchPeer:
             self.close()
             raise PeerUnavailable(f"the peer Python {python} could not start bench/torch_peer"
                                   f".py: {problem[-1] if problem else 'no output'} (does it "
-                                  f"have torch? `make peer-venv`)")
+                                  f"have torch? `make torch`)")
         self.info = json.loads(first)
 
     def ask(self, **request) -> dict:

@@ -110,8 +110,8 @@ def _parse(argv: Optional[Sequence[str]]) -> SpeedConfig:
                    help="compare with PyTorch on the same nets instead (bench.peer): train "
                         "and forward images/s side by side")
     p.add_argument("--peer-python", default=None,
-                   help=f"the Python that has torch (default: {PEER_PYTHON}, from "
-                        f"`make peer-venv`)")
+                   help="the Python that has torch (default: this one; `make torch` "
+                        "installs torch beside gluonft)")
     p.add_argument("--seconds", type=float, default=d.seconds,
                    help="seconds per figure with --peer (default: %(default)s)")
     a = p.parse_args(argv)

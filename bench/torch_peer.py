@@ -1,8 +1,8 @@
 """The PyTorch side of `python -m bench.speed --peer torch`: the same nets, timed on request.
 
-Runs in a Python of its own that has torch (GluonCV refuses to import next to torch >= 2, so
-the two frameworks cannot share a process or a venv: ``make peer-venv`` makes ``.venv-peer``).
-It imports neither gluonft nor MXNet. It reads one JSON request per line on stdin and answers
+Runs in a process of its own (by default the same Python as gluonft: ``make torch`` installs
+torch beside it), so that each framework's threads have the cores while it is timed. It imports
+neither gluonft nor MXNet. It reads one JSON request per line on stdin and answers
 one JSON line on stdout, so that the benchmark can interleave the two frameworks' measurements
 figure by figure on a machine whose load changes:
 

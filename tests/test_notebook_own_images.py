@@ -35,7 +35,8 @@ def test_the_notebook_runs_without_an_error_cell_and_calls_the_package(executed)
     assert not errors(notebook)
     cells = code(notebook)
     assert all(c.execution_count for c in cells)
-    assert "FULL = False" in cells[0].source
+    assert "importlib.util.find_spec(\"gluonft\") is None" in cells[0].source  # the install cell
+    assert "FULL = False" in cells[1].source
     source = "\n".join(c.source for c in cells)
     for call in ("gluonft.train_classifier(", "gluonft.evaluate_folder(", "gluonft.predict_files(",
                  "gluonft.classify(", "gluonft.load_classifier(", "gluonft.export_symbol(",
