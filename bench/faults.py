@@ -245,7 +245,7 @@ def attack_divergence(work: Path, log) -> dict:
                  and "diverged" in records[0]["error"] and not (out / "best.params").exists())
     log(f"  --lr 1000: {'held' if grid_held else 'BROKE'} (exit {grid.returncode}; "
         f"{records[0].get('error')})")
-    code = ("import mxnet as mx, gluonft\nfrom gluonft.baseline import lab1_cnn\n"
+    code = ("import gluonft, mxnet as mx\nfrom gluonft.baseline import lab1_cnn\n"
             "from gluonft.datasets import cifar10\n"
             f"d = cifar10({str(SHARED / 'data' / 'cifar-10-subset')!r}).subset(n_per_class=6,"
             " seed=1)\nnet = lab1_cnn(classes=10, widths=(8, 16, 16), ctx=mx.cpu())\n"

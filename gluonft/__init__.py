@@ -47,16 +47,17 @@ Aliases kept for code written against the first layout: gluonft.classifier, gluo
 gluonft.data (= gluonft.datasets), transforms.sample_affine (= sample_augment).
 """
 from .version import __version__
-from . import compat as _compat, cuda as _cuda
-from .threads import use_every_core as _use_every_core
+# The three modules that run before MXNet loads (the startup hook may have loaded them already,
+# when a program imported mxnet first: then they are these same modules and do nothing more).
+from . import compat, cuda, threads
 
-# Before MXNet loads, in this order: it reads OMP_NUM_THREADS once (gluonft.threads); its CUDA
-# build needs the CUDA 11 libraries loaded (gluonft.cuda); it and GluonCV need today's numpy,
-# Python and PyTorch made acceptable to them (gluonft.compat, which then imports MXNet).
-_use_every_core()
+# In this order: MXNet reads OMP_NUM_THREADS once (gluonft.threads); its CUDA build needs the
+# CUDA 11 libraries loaded (gluonft.cuda); it and GluonCV need today's numpy, Python and
+# PyTorch made acceptable to them (gluonft.compat, which then imports MXNet).
+threads.use_every_core()
 try:
-    _cuda.preload()
-    _compat.apply()
+    cuda.preload()
+    compat.apply()
 except ModuleNotFoundError as _error:  # pragma: no cover - depends on the install
     if _error.name != "mxnet":
         raise

@@ -19,6 +19,12 @@ MXNet loads) repairs exactly that:
 - the interpreter and numpy are checked against the range this release supports (one line
   below it, one warning above the range CI tests).
 
+This module, `threads` and `cuda` import nothing from gluonft and nothing heavy: the startup
+hook (``startup/gluonft_mxnet_hook.py``, installed as a ``.pth`` file) loads them on their own
+when a program imports mxnet or gluoncv before gluonft, and runs `prepare` first, so that
+``import mxnet`` works anywhere in an environment where gluonft is installed (MXNet's own
+tools too: the kvstore scheduler is ``python -c "import mxnet"``).
+
 ``tests/test_compat.py`` scans MXNet's and GluonCV's sources for every numpy name they use and
 fails on one the installed numpy lacks even after `apply`: a future numpy that removes another
 name fails a test instead of a user's run.
@@ -32,9 +38,9 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Tuple
 
-__all__ = ["APPLIED", "NUMPY_SHIMS", "Shim", "UntestedVersionWarning", "SUPPORTED_PYTHON", "TESTED_PYTHON",
-           "SUPPORTED_NUMPY", "TESTED_NUMPY", "apply", "check_versions", "missing_numpy_names",
-           "numpy_has"]
+__all__ = ["APPLIED", "NUMPY_SHIMS", "Shim", "UntestedVersionWarning", "SUPPORTED_PYTHON",
+           "TESTED_PYTHON", "SUPPORTED_NUMPY", "TESTED_NUMPY", "apply", "prepare",
+           "check_versions", "missing_numpy_names", "numpy_has"]
 
 # The oldest release supported, and the newest one CI runs (major, minor). Older: an error;
 # newer: a warning (it may well work, but nothing here has checked it).
@@ -264,13 +270,16 @@ def _check_distutils():
                           f"{_dotted(sys.version_info[:2])} no longer has: pip install setuptools")
 
 
-APPLIED: Dict[str, List[str]] = {}  # what `apply` changed in this process
+APPLIED: Dict[str, List[str]] = {}  # what `prepare` and `apply` changed in this process
 
 
-def apply() -> Dict[str, List[str]]:
-    """Make MXNet 1.9.1 and GluonCV 0.10.5 importable here; call before either loads (the
-    package does). Returns what it changed: {"numpy": names added, "mxnet": functions
-    replaced, "gluoncv": ["check"] when GluonCV's import checks were replaced}."""
+def prepare() -> Dict[str, List[str]]:
+    """Everything that must happen before MXNet or GluonCV loads, without loading them: the
+    version checks, the numpy names, GluonCV's import checks. Run by the startup hook when a
+    program imports mxnet or gluoncv first, and by `apply`; the second call changes nothing.
+    Returns {"numpy": names added, "gluoncv": ["check"] when its checks were replaced}."""
+    if APPLIED:
+        return APPLIED
     np = _numpy()
     check_versions()
     _check_distutils()
@@ -281,7 +290,16 @@ def apply() -> Dict[str, List[str]]:
     elif not hasattr(sys.modules["gluoncv"], "model_zoo"):
         raise ImportError("gluoncv was imported before gluonft and loaded without its MXNet "
                           "models (its checks failed): import gluonft first")
-    import mxnet  # noqa: F401  (after the numpy names: MXNet reads some at import time)
-    changed["mxnet"] = _patch_recordio(np)
     APPLIED.update(changed)
-    return changed
+    return APPLIED
+
+
+def apply() -> Dict[str, List[str]]:
+    """`prepare`, then load MXNet and repair what it does with numpy at call time (recordio).
+    The package calls it before anything else; returns what changed (`APPLIED`)."""
+    np = _numpy()
+    prepare()
+    import mxnet  # noqa: F401  (after the numpy names: MXNet reads some at import time)
+    if not APPLIED["mxnet"]:
+        APPLIED["mxnet"] = _patch_recordio(np)
+    return APPLIED

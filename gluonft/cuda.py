@@ -18,6 +18,7 @@ import ctypes
 import importlib.metadata
 import importlib.util
 import os
+import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -76,12 +77,15 @@ def library_paths() -> Dict[str, Optional[str]]:
     return paths
 
 
+_LOADED: List[str] = []  # what preload loaded in this process (a second call loads nothing)
+
+
 def preload() -> List[str]:
     """Before MXNet loads: when it is a CUDA build, check for the driver (`MissingDriver`, one
     line) and load the CUDA libraries the ``gpu`` extra installed. Returns the files loaded
     (none for the CPU build, or when the libraries come from a system CUDA instead)."""
-    if not mxnet_is_cuda_build():
-        return []
+    if _LOADED or "mxnet" in sys.modules or not mxnet_is_cuda_build():
+        return list(_LOADED)
     try:
         ctypes.CDLL(DRIVER)
     except OSError:
@@ -94,4 +98,5 @@ def preload() -> List[str]:
             continue  # a system CUDA 11 (LD_LIBRARY_PATH, ldconfig) may provide it
         ctypes.CDLL(path, mode=os.RTLD_GLOBAL if hasattr(os, "RTLD_GLOBAL") else 0)
         loaded.append(path)
+    _LOADED.extend(loaded)
     return loaded

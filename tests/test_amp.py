@@ -43,7 +43,8 @@ def test_float16_amp_on_a_cpu_is_a_clear_error_and_bad_values_are_named():
 
 CHILD = r"""
 import json, sys
-import numpy as np, mxnet as mx, gluonft
+import gluonft  # first: on numpy >= 1.24 MXNet cannot load before it (gluonft.compat)
+import numpy as np, mxnet as mx
 shared = sys.argv[1]
 data = gluonft.datasets.cifar10(shared + "/data/cifar-10-subset", train=True)
 train = data.subset(n_per_class=50, seed=0)

@@ -147,6 +147,25 @@ def test_versions_below_the_supported_range_are_one_line_errors_and_above_it_war
         assert compat.check_versions() == []  # what CI runs is inside the tested range
 
 
+@pytest.mark.parametrize("first", ["mxnet", "gluoncv"])
+def test_mxnet_or_gluoncv_imported_before_gluonft_load_through_the_startup_hook(first):
+    """A program that imports mxnet (or gluoncv) first: the hook installed with gluonft runs
+    gluonft.compat before MXNet loads, and a later `import gluonft` shares its state."""
+    code = (f"import {first}, sys\n"
+            "import mxnet as mx, gluonft\n"
+            "print(mx.nd.ones((2, 3)).sum().asscalar(),"
+            " gluonft.compat is sys.modules['gluonft.compat'],"
+            " 'numpy' in gluonft.compat.APPLIED)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split()[-3:] == ["6.0", "True", "True"]
+    if compat.APPLIED["numpy"]:  # here MXNet could not load at all without the hook
+        off = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             timeout=300, cwd=ROOT, env={**os.environ, "GLUONFT_NO_HOOK": "1"})
+        assert off.returncode != 0 and "numpy" in off.stderr.lower()
+
+
 def _torch_available() -> bool:
     return importlib.util.find_spec("torch") is not None
 

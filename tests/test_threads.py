@@ -53,12 +53,21 @@ def test_a_child_of_a_gluonft_process_does_not_take_its_setting_for_the_users():
     assert out.stdout.split() == ["False", "True"]
 
 
-# MXNet 1.9.1 imported before gluonft loads only where numpy still has every name it reads at
-# import time (numpy < 1.24): elsewhere gluonft.compat must run first, so this case cannot arise.
+def test_mxnet_imported_first_still_gets_every_core():
+    """The startup hook (gluonft-mxnet.pth) runs gluonft.threads before MXNet loads, whichever
+    is imported first."""
+    out = _python("import mxnet, os, gluonft; print(os.environ['OMP_NUM_THREADS'])")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[-1] == str(physical_cores())
+    assert "ThreadsWarning" not in out.stderr
+
+
+# Without the hook MXNet loads before gluonft only where numpy still has every name it reads at
+# import time (numpy < 1.24).
 @pytest.mark.skipif(bool(APPLIED["numpy"]), reason=f"numpy {np.__version__}: MXNet cannot "
-                    f"be imported before gluonft (it reads names this numpy removed)")
-def test_mxnet_imported_first_gets_a_warning_where_it_halves_the_cores():
-    out = _python("import mxnet, gluonft")
+                    f"be imported before gluonft without the startup hook")
+def test_without_the_hook_mxnet_imported_first_gets_a_warning_where_it_halves_the_cores():
+    out = _python("import mxnet, gluonft", GLUONFT_NO_HOOK="1")
     assert out.returncode == 0, out.stderr
     halved = max(1, (os.cpu_count() or 1) // 2)
     if physical_cores() > halved:  # e.g. 2 cores without hyper-threading
