@@ -13,6 +13,7 @@ MXNet loads) repairs exactly that:
   numpy release that removed it, who uses it), only where numpy lacks it: nothing numpy has is
   replaced, so on numpy 1.23 nothing changes at all;
 - ``mxnet.recordio`` packs images with ``ndarray.tobytes`` where numpy has no ``tostring``;
+- MXNet's ONNX exporter gets ``onnx.mapping`` back (`onnx_for_mxnet`: onnx 1.19 removed it);
 - GluonCV's import-time version checks (``gluoncv/check.py``) are replaced by ones that check
   MXNet and ignore PyTorch: gluonft uses GluonCV's MXNet half only, and GluonCV's own check
   raises ``RuntimeError: Legacy torch==2.x detected`` whenever torch >= 2 is installed;
@@ -40,7 +41,7 @@ from typing import Any, Callable, Dict, List, Tuple
 
 __all__ = ["APPLIED", "NUMPY_SHIMS", "Shim", "UntestedVersionWarning", "SUPPORTED_PYTHON",
            "TESTED_PYTHON", "SUPPORTED_NUMPY", "TESTED_NUMPY", "apply", "prepare",
-           "check_versions", "missing_numpy_names", "numpy_has"]
+           "check_versions", "missing_numpy_names", "numpy_has", "onnx_for_mxnet"]
 
 # The oldest release supported, and the newest one CI runs (major, minor). Older: an error;
 # newer: a warning (it may well work, but nothing here has checked it).
@@ -268,6 +269,34 @@ def _check_distutils():
     if importlib.util.find_spec("distutils") is None:
         raise ImportError("MXNet and GluonCV import distutils, which Python "
                           f"{_dotted(sys.version_info[:2])} no longer has: pip install setuptools")
+
+
+def _onnx_mapping(onnx) -> types.ModuleType:
+    """``onnx.mapping`` as onnx 1.18 had it, from ``onnx.helper``'s dtype functions: MXNet's
+    exporter reads its two tables (NP_TYPE_TO_TENSOR_TYPE, TENSOR_TYPE_TO_NP_TYPE)."""
+    import numpy as np
+    from onnx import TensorProto, helper
+    to_np = {}
+    for _, tensor_type in sorted(TensorProto.DataType.items(), key=lambda item: item[1]):
+        try:
+            to_np[tensor_type] = np.dtype(helper.tensor_dtype_to_np_dtype(tensor_type))
+        except (KeyError, TypeError, ValueError):  # UNDEFINED, types numpy cannot name
+            continue
+    to_tensor = {}
+    for tensor_type, dtype in to_np.items():
+        to_tensor.setdefault(dtype, tensor_type)  # the first: FLOAT for float32, as 1.18 did
+    module = types.ModuleType("onnx.mapping", "onnx 1.18's dtype tables (gluonft.compat)")
+    module.TENSOR_TYPE_TO_NP_TYPE, module.NP_TYPE_TO_TENSOR_TYPE = to_np, to_tensor
+    return module
+
+
+def onnx_for_mxnet():
+    """The onnx module, with ``onnx.mapping`` put back where onnx (>= 1.19) removed it, for
+    ``mx.onnx.export_model``. Raises ImportError when onnx is not installed."""
+    import onnx
+    if not hasattr(onnx, "mapping") and "onnx.mapping" not in sys.modules:
+        onnx.mapping = sys.modules["onnx.mapping"] = _onnx_mapping(onnx)
+    return onnx
 
 
 APPLIED: Dict[str, List[str]] = {}  # what `prepare` and `apply` changed in this process

@@ -32,6 +32,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import mxnet as mx
 import numpy as np
 
+from . import compat
 from .backbones import TransferNet, UnknownBackbone, check_image_size, count_params, \
     load_backbone
 from .devices import contexts_of
@@ -492,7 +493,7 @@ def export_onnx(clf: Classifier, path: PathLike, *, overwrite: bool = False) -> 
         >>> export_onnx(clf, "export/model.onnx")  # doctest: +SKIP
     """
     try:
-        import onnx  # noqa: F401
+        compat.onnx_for_mxnet()
     except ImportError:
         raise ImportError("ONNX export needs the onnx package: pip install 'gluonft[onnx]'") \
             from None

@@ -247,3 +247,18 @@ def test_without_a_driver_the_cuda_build_says_so_in_one_line():
     last = out.stderr.strip().splitlines()[-1]
     assert last.startswith("gluonft.cuda.MissingDriver: ") and "libcuda.so.1" in last \
         and "'cpu' extra" in last, out.stderr[-2000:]
+
+
+def test_mxnets_onnx_exporter_gets_the_dtype_tables_onnx_1_19_removed():
+    onnx = pytest.importorskip("onnx", reason="the onnx extra is not installed")
+    from onnx import TensorProto
+    mapping = compat.onnx_for_mxnet().mapping
+    to_tensor, to_np = mapping.NP_TYPE_TO_TENSOR_TYPE, mapping.TENSOR_TYPE_TO_NP_TYPE
+    assert to_tensor[np.dtype("float32")] == TensorProto.FLOAT
+    assert to_tensor[np.dtype("float16")] == TensorProto.FLOAT16
+    assert to_tensor[np.dtype("uint16")] == TensorProto.UINT16  # not BFLOAT16, as onnx 1.18
+    assert to_tensor[np.dtype("int64")] == TensorProto.INT64
+    assert to_tensor[np.dtype("bool")] == TensorProto.BOOL
+    assert to_np[TensorProto.DOUBLE] == np.dtype("float64")
+    import sys as _sys
+    assert _sys.modules["onnx.mapping"] is onnx.mapping  # `from onnx import mapping` finds it
