@@ -7,6 +7,7 @@
     python -m gluonft evaluate MODEL_DIR DATA_DIR [--split test] [--tta]
     python -m gluonft export MODEL_DIR [--out DIR] [--onnx] [--overwrite]
     python -m gluonft serve MODEL_DIR --port N [--host H] [--max-bytes N] [--max-pixels N]
+                            [--max-decode-bytes N]
 
 A bad input ends with one line ``gluonft: error: ...`` and exit status 2.
 """
@@ -135,7 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-bytes", type=_positive_int, default=None,
                        help="largest accepted upload (default 10 MiB)")
     serve.add_argument("--max-pixels", type=_positive_int, default=None,
-                       help="largest accepted image, width x height (default 64,000,000)")
+                       help="largest accepted image of any kind, width x height (default "
+                            "100,000,000)")
+    serve.add_argument("--max-decode-bytes", type=_positive_int, default=None,
+                       help="the memory one request's decoding may take, estimated from the "
+                            "image header (default 1 GiB: 16-bit PNGs up to 19 MP)")
     serve.add_argument("--threads", type=_positive_int, default=4,
                        help="request threads (predictions run one at a time)")
     serve.add_argument("--tta", action="store_true")
@@ -277,12 +282,15 @@ def _export(args) -> int:
 
 def _serve(args) -> int:
     from .model_io import load_classifier
-    from .serve import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, create_app, serve
+    from .serve import DEFAULT_MAX_BYTES, DEFAULT_MAX_DECODE_BYTES, DEFAULT_MAX_PIXELS, \
+        create_app, serve
     if not 0 <= args.port <= 65535:
         raise ValueError(f"--port must be in 0..65535, got {args.port}")
     clf = load_classifier(args.model_dir)
     app = create_app(clf, max_bytes=args.max_bytes or DEFAULT_MAX_BYTES,
-                     max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS, tta=args.tta)
+                     max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
+                     max_decode_bytes=args.max_decode_bytes or DEFAULT_MAX_DECODE_BYTES,
+                     tta=args.tta)
 
     def ready(port):
         print(f"serving {clf.backbone} ({len(clf.classes)} classes) on http://{args.host}:"

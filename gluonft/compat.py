@@ -18,7 +18,10 @@ MXNet loads) repairs exactly that:
   MXNet and ignore PyTorch: gluonft uses GluonCV's MXNet half only, and GluonCV's own check
   raises ``RuntimeError: Legacy torch==2.x detected`` whenever torch >= 2 is installed;
 - the interpreter and numpy are checked against the range this release supports (one line
-  below it, one warning above the range CI tests).
+  below it, one warning above the range CI tests);
+- OpenCV's decoder limit (``OPENCV_IO_MAX_IMAGE_PIXELS``, 1 gigapixel by default: 3 GB of RGB)
+  is lowered to `DECODE_MAX_PIXELS` unless the user set it: OpenCV reads it once, when it
+  loads (GluonCV loads it), so it must be set before.
 
 This module, `threads` and `cuda` import nothing from gluonft and nothing heavy: the startup
 hook (``startup/gluonft_mxnet_hook.py``, installed as a ``.pth`` file) loads them on their own
@@ -33,13 +36,14 @@ name fails a test instead of a user's run.
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 import types
 import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Tuple
 
-__all__ = ["APPLIED", "NUMPY_SHIMS", "Shim", "UntestedVersionWarning", "SUPPORTED_PYTHON",
+__all__ = ["APPLIED", "DECODE_MAX_PIXELS", "NUMPY_SHIMS", "Shim", "UntestedVersionWarning", "SUPPORTED_PYTHON",
            "TESTED_PYTHON", "SUPPORTED_NUMPY", "TESTED_NUMPY", "apply", "prepare",
            "check_versions", "missing_numpy_names", "numpy_has", "onnx_for_mxnet"]
 
@@ -54,6 +58,12 @@ TESTED_NUMPY = (2, 5)
 # retired; GluonCV has had no release since 0.10.5, so its uses stay as they are.
 MXNET_NUMPY_ISSUE = "apache/mxnet#21165"
 GLUONCV_LAST_RELEASE = "GluonCV 0.10.5 (its last release)"
+
+
+# The most pixels gluonft lets OpenCV decode (the service's default limit too): past a 48 MP
+# phone photo with room to spare; OpenCV's own default (2**30) lets a 30 KB PNG take 3 GB.
+DECODE_MAX_PIXELS = 100_000_000
+OPENCV_LIMIT_VARIABLE = "OPENCV_IO_MAX_IMAGE_PIXELS"
 
 
 class UntestedVersionWarning(UserWarning):
@@ -312,7 +322,10 @@ def prepare() -> Dict[str, List[str]]:
     np = _numpy()
     check_versions()
     _check_distutils()
-    changed = {"numpy": _shim_numpy(np), "mxnet": [], "gluoncv": []}
+    changed = {"numpy": _shim_numpy(np), "mxnet": [], "gluoncv": [], "opencv": []}
+    if "cv2" not in sys.modules and OPENCV_LIMIT_VARIABLE not in os.environ:
+        os.environ[OPENCV_LIMIT_VARIABLE] = str(DECODE_MAX_PIXELS)
+        changed["opencv"].append(f"{OPENCV_LIMIT_VARIABLE}={DECODE_MAX_PIXELS}")
     if "gluoncv" not in sys.modules:
         sys.modules["gluoncv.check"] = _gluoncv_checks()
         changed["gluoncv"].append("check")

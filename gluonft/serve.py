@@ -6,9 +6,10 @@
 
 A bad upload gets a 4xx JSON answer ``{"error": "...", "status": N}`` saying what was wrong,
 and the server keeps running: 400 empty or no ``image`` field, 413 more than ``max_bytes``
-(also for chunked uploads, which carry no length) or more than ``max_pixels`` (read from the
-image header before anything is decoded: a 750 KB PNG can hold 16000 x 16000 pixels, 0.8 GB
-decoded), 415 not a decodable image.
+(also for chunked uploads, which carry no length), more than ``max_pixels`` or more decoding
+memory than ``max_decode_bytes`` (both read from the image header before anything is decoded:
+a 27 KB PNG can hold 15000 x 15000 pixels; an unreadable header or one Pillow calls a
+decompression bomb is refused too, never passed on to the decoder), 415 not a decodable image.
 
 Every prediction runs on one long-lived inference thread, whatever thread the request came in
 on. MXNet keeps per-thread state (engine and operator caches) that it never frees: served by
@@ -20,14 +21,26 @@ fixed pool of request threads (pure Python, no fork: the model is loaded once).
 from __future__ import annotations
 
 import io
+import os
 from concurrent.futures import ThreadPoolExecutor
 
-__all__ = ["create_app", "serve", "DEFAULT_MAX_BYTES", "DEFAULT_MAX_PIXELS"]
+from .compat import DECODE_MAX_PIXELS, OPENCV_LIMIT_VARIABLE
+
+__all__ = ["create_app", "serve", "image_header", "DEFAULT_MAX_BYTES", "DEFAULT_MAX_PIXELS",
+           "DEFAULT_MAX_DECODE_BYTES", "BYTES_PER_PIXEL"]
 
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
-# 64 megapixels: above the largest phone photos (48 MP, 8000 x 6000); decoding one takes
-# ~0.2 GB of memory.
-DEFAULT_MAX_PIXELS = 64_000_000
+# What one request may cost in memory while its image is decoded (predictions run one at a time
+# on the inference thread, so this is also the service's decoding peak), and the most pixels
+# any image may have whatever it costs. With the costs below: 16-bit PNGs up to 19 MP, other
+# PNG/BMP/TIFF/WebP up to 67 MP, JPEGs up to 100 MP (a 48 MP phone photo passes).
+DEFAULT_MAX_DECODE_BYTES = 1 << 30
+DEFAULT_MAX_PIXELS = DECODE_MAX_PIXELS  # what gluonft lets OpenCV decode (gluonft.compat)
+# Peak memory per pixel while a request's image is decoded and prepared, rounded up from
+# `python -m bench.upload_memory` (4-36 MP, OpenCV 4.x): JPEG 0.2 (decoded reduced: the model
+# needs a few hundred pixels a side), 8-bit RGB PNG 7.2, 16-bit RGBA PNG 54 (8 bytes a pixel
+# decoded, then converted to float copies).
+BYTES_PER_PIXEL = {"jpeg": 1, "16-bit": 56, "other": 16}
 
 
 class _Rejected(Exception):
@@ -36,25 +49,54 @@ class _Rejected(Exception):
         self.status = status
 
 
-def _pixels(data: bytes):
-    """(width, height) from the image header, or None when Pillow cannot read one."""
-    from PIL import Image
+def _png_bit_depth(data: bytes) -> int:
+    # IHDR is the first chunk: width, height, then the bit depth byte
+    return data[24] if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 24 else 8
+
+
+def image_header(data: bytes) -> dict:
+    """{"width", "height", "format", "cost"}: the image's size and format from its header
+    alone, and the kind of decoding cost (a key of `BYTES_PER_PIXEL`).
+
+    Raises:
+        _Rejected: 415 when the header is not one of an image this service decodes; 413 when
+            Pillow itself calls it a decompression bomb (more than ~179 million pixels).
+    """
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(data)) as image:  # reads the header only
-            return image.size
-    except Exception:  # not an image Pillow knows: the decoder will say so
-        return None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:  # reads the header only
+                width, height = image.size
+                kind, mode = image.format or "", image.mode
+    except Image.DecompressionBombError as bomb:
+        raise _Rejected(413, f"the image is too large to decode ({bomb})") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as bad:
+        raise _Rejected(415, f"the upload is not an image this server can decode (expected "
+                             f"JPEG, PNG, BMP, TIFF or WebP): {bad}") from None
+    if kind == "JPEG":
+        cost = "jpeg"
+    elif _png_bit_depth(data) == 16 or mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        cost = "16-bit"
+    else:
+        cost = "other"
+    return {"width": width, "height": height, "format": kind, "cost": cost}
 
 
 def create_app(clf, *, max_bytes: int = DEFAULT_MAX_BYTES,
-               max_pixels: int = DEFAULT_MAX_PIXELS, tta: bool = False):
+               max_pixels: int = DEFAULT_MAX_PIXELS,
+               max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES, tta: bool = False):
     """A Flask app serving predictions of ``clf``.
 
     Args:
         clf: a `gluonft.Classifier` (e.g. from `load_classifier`) or an `Ensemble`.
         max_bytes: largest accepted upload; a larger one gets 413.
-        max_pixels: largest accepted image (width x height); a larger one gets 413.
+        max_pixels: largest accepted image (width x height) of any kind; a larger one gets 413.
+        max_decode_bytes: the memory one request's decoding may take (pixels x the kind's
+            `BYTES_PER_PIXEL`); an image that would take more gets 413.
         tta: average each prediction over the image and its mirror.
 
     Returns:
@@ -80,7 +122,8 @@ def create_app(clf, *, max_bytes: int = DEFAULT_MAX_BYTES,
     from .predict import _members, predict_bytes
 
     members = _members(clf)
-    for name, value in (("max_bytes", max_bytes), ("max_pixels", max_pixels)):
+    for name, value in (("max_bytes", max_bytes), ("max_pixels", max_pixels),
+                        ("max_decode_bytes", max_decode_bytes)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
     first = members[0]
@@ -90,6 +133,11 @@ def create_app(clf, *, max_bytes: int = DEFAULT_MAX_BYTES,
               "image_size": [m.image_size for m in members] if len(members) > 1
               else first.image_size,
               "params": sum(m.params for m in members)}
+    opencv_limit = int(os.environ.get(OPENCV_LIMIT_VARIABLE, 1 << 30))
+    if max_pixels > opencv_limit:
+        raise ValueError(f"max_pixels {max_pixels:,} is above what OpenCV decodes in this "
+                         f"process ({OPENCV_LIMIT_VARIABLE}={opencv_limit}): set that variable "
+                         f"to at least {max_pixels} before Python starts")
     inference = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gluonft-inference")
     app = Flask("gluonft.serve")
     app.inference = inference
@@ -120,11 +168,16 @@ def create_app(clf, *, max_bytes: int = DEFAULT_MAX_BYTES,
         if not data:
             raise _Rejected(400, "the upload is empty: send an image (JPEG, PNG ...) as the "
                                  "multipart field 'image' or as the request body")
-        size = _pixels(data)
-        if size is not None and size[0] * size[1] > max_pixels:
-            raise _Rejected(413, f"the image has {size[0]} x {size[1]} = "
-                                 f"{size[0] * size[1]:,} pixels, more than the limit of "
-                                 f"{max_pixels:,}; send a smaller image")
+        header = image_header(data)
+        pixels = header["width"] * header["height"]
+        cost = pixels * BYTES_PER_PIXEL[header["cost"]]
+        if pixels > max_pixels or cost > max_decode_bytes:
+            why = (f"more than the limit of {max_pixels:,}" if pixels > max_pixels else
+                   f"which as a {header['cost']} {header['format']} would take "
+                   f"{cost / 1e9:.1f} GB to decode, more than the limit of "
+                   f"{max_decode_bytes / 1e9:.1f} GB")
+            raise _Rejected(413, f"the image has {header['width']} x {header['height']} = "
+                                 f"{pixels:,} pixels, {why}; send a smaller image")
         return data
 
     @app.get("/health")

@@ -190,3 +190,86 @@ def test_the_serve_command_answers_http(shared, clf, tmp_path, photo):
     finally:
         child.terminate()
         child.wait(timeout=30)
+
+
+def png_of_zeros(width: int, height: int, *, bit_depth: int = 8, color_type: int = 0) -> bytes:
+    """A valid PNG of a black image, written row by row: a huge image in a small upload (the
+    decompression bomb of the audit: 15000 x 15000 in ~220 KB)."""
+    import struct
+    import zlib
+    channels = {0: 1, 2: 3, 6: 4}[color_type]
+    row = bytes(1 + width * channels * bit_depth // 8)
+    packer = zlib.compressobj(9)
+    idat = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+
+    def chunk(kind, payload):
+        return (struct.pack(">I", len(payload)) + kind + payload
+                + struct.pack(">I", zlib.crc32(kind + payload)))
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat)
+            + chunk(b"IEND", b""))
+
+
+@pytest.fixture(scope="module")
+def default_server(clf):
+    """The app with its default limits."""
+    from werkzeug.serving import make_server
+    httpd = make_server("127.0.0.1", 0, create_app(clf), threaded=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_port}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=10)
+
+
+def test_a_decompression_bomb_is_refused_before_it_is_decoded(default_server):
+    bomb = png_of_zeros(15000, 15000)  # 225 MP: past Pillow's own bomb threshold
+    assert len(bomb) < 300_000
+    status, body = request(f"{default_server}/predict", data=bomb)
+    assert status == 413 and "too large to decode" in body["error"], body
+
+
+def test_the_decoding_memory_budget_refuses_a_16_bit_png_and_admits_a_larger_jpeg(
+        default_server):
+    from gluonft.serve import BYTES_PER_PIXEL, DEFAULT_MAX_DECODE_BYTES
+    rgba16 = png_of_zeros(5000, 5000, bit_depth=16, color_type=6)  # 25 MP, 8 bytes a pixel
+    assert 25e6 * BYTES_PER_PIXEL["16-bit"] > DEFAULT_MAX_DECODE_BYTES
+    status, body = request(f"{default_server}/predict", data=rgba16)
+    assert status == 413 and "16-bit PNG would take 1.4 GB to decode" in body["error"], body
+    # a 48 MP phone photo's size as a JPEG: decoded reduced, it costs almost nothing
+    jpeg = cv2.imencode(".jpg", np.full((6000, 8000, 3), 128, np.uint8))[1].tobytes()
+    status, body = request(f"{default_server}/predict", data=jpeg)
+    assert status == 200 and body["probability"] > 0, body
+    assert request(f"{default_server}/health")[0] == 200
+
+
+def test_opencv_decodes_no_more_than_the_services_limit(tmp_path):
+    """gluonft sets OpenCV's own limit (read once, when OpenCV loads) to 100 MP: an image past
+    it fails in the decoder too, whatever path it takes."""
+    import subprocess
+    import sys
+    from gluonft.compat import DECODE_MAX_PIXELS
+    (tmp_path / "over.png").write_bytes(png_of_zeros(10_001, 10_000))  # 100,010,000 pixels
+    (tmp_path / "under.png").write_bytes(png_of_zeros(100, 100))
+    code = ("import os, sys, gluonft, cv2, numpy as np\n"
+            "def decodes(name):\n"
+            "    data = np.fromfile(os.path.join(sys.argv[1], name), np.uint8)\n"
+            "    try:\n"
+            "        return cv2.imdecode(data, cv2.IMREAD_UNCHANGED) is not None\n"
+            "    except cv2.error:\n"
+            "        return False\n"
+            "print(os.environ['OPENCV_IO_MAX_IMAGE_PIXELS'], decodes('under.png'),"
+            " decodes('over.png'))\n")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "OPENCV_IO_MAX_IMAGE_PIXELS"}
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                         text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-3:] == [str(DECODE_MAX_PIXELS), "True", "False"]
+
+
+def test_a_pixel_limit_above_what_opencv_decodes_is_refused(clf):
+    with pytest.raises(ValueError, match=r"OPENCV_IO_MAX_IMAGE_PIXELS=100000000"):
+        create_app(clf, max_pixels=200_000_000)
