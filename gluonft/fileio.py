@@ -31,7 +31,7 @@ from .version import __version__
 __all__ = ["atomic_write", "atomic_write_text", "atomic_write_json", "atomic_write_csv",
            "finite_json",
            "FolderLock", "FolderBusy", "check_writable_folder", "remove_stale_temporaries",
-           "library_versions",
+           "library_versions", "make_shared_temp_dir", "process_umask",
            "TMP_SUFFIX"]
 
 TMP_SUFFIX = ".tmp"  # temporary files are ".<name>.<random>.tmp" beside their destination
@@ -63,7 +63,7 @@ def atomic_write(path, write: Callable[[str], None]) -> str:
     try:
         write(tmp)
         # mkstemp makes the file private (0600); results are shared like any new file.
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~process_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -71,11 +71,38 @@ def atomic_write(path, write: Callable[[str], None]) -> str:
     return path
 
 
-def _umask() -> int:
-    """The process umask (reading it means setting it, so it is set straight back)."""
-    mask = os.umask(0)
+def _umask_at_import() -> int:
+    # os.umask can only be read by setting it; done once here, while importing (before a
+    # program starts threads of its own), never again: another thread creating a file in the
+    # moment the mask is 0 would make it world-writable
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+_UMASK_AT_IMPORT = _umask_at_import()
+
+
+def process_umask() -> int:
+    """The process umask, read without changing it (Linux reports it in /proc/self/status;
+    elsewhere the value it had when gluonft was imported)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return _UMASK_AT_IMPORT
+
+
+def make_shared_temp_dir(*, prefix: str, dir) -> str:
+    """``tempfile.mkdtemp`` with a folder's usual permissions (0777 less the umask) instead of
+    0700: a folder it becomes (a model folder, an extracted data set) is read by other
+    accounts like any other (a service running as another user)."""
+    tmp = tempfile.mkdtemp(prefix=prefix, dir=dir)
+    os.chmod(tmp, 0o777 & ~process_umask())
+    return tmp
 
 
 def atomic_write_text(path, text: str) -> str:
@@ -235,7 +262,7 @@ class FolderLock:
 
     def acquire(self) -> "FolderLock":
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666 & ~process_umask())
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:

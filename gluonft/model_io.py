@@ -36,7 +36,7 @@ from . import compat
 from .backbones import TransferNet, UnknownBackbone, check_image_size, count_params, \
     load_backbone
 from .devices import contexts_of
-from .fileio import library_versions
+from .fileio import library_versions, make_shared_temp_dir
 from .heads import parse_head
 from .transforms import BatchTransform, to_device
 from .weights import WeightsMismatch, read_params, sha1_of
@@ -225,7 +225,7 @@ def save_classifier(net, folder: PathLike, *, classes: Sequence[str], image_size
         raise FileExistsError(f"{folder} exists and is not a gluonft model folder (no "
                               f"{MODEL_JSON}); refusing to replace it, choose another path")
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+    tmp = Path(make_shared_temp_dir(prefix=f".{folder.name}.tmp-", dir=folder.parent))
     try:
         net.save_parameters(str(tmp / MODEL_PARAMS))
         meta["params_sha1"] = sha1_of(tmp / MODEL_PARAMS)

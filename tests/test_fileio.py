@@ -71,3 +71,42 @@ def test_an_output_folder_under_a_file_is_refused_at_once(tmp_path):
         check_writable_folder(tmp_path / "file")
     assert check_writable_folder(tmp_path / "new" / "deeper") == str(tmp_path / "new" / "deeper")
     assert not (tmp_path / "new").exists()  # checked, not created
+
+
+def test_a_model_folder_and_its_files_are_readable_by_other_accounts(tmp_path):
+    """A service running as another user reads the model: the folder gets a folder's usual
+    permissions (0777 less the umask), not mkdtemp's private 0700."""
+    import os
+    import stat
+
+    import gluonft
+    from gluonft.fileio import process_umask
+    net = gluonft.load_backbone("mobilenet0.25", classes=2, weights=None, seed=0)
+    old = os.umask(0o022)
+    try:
+        folder = gluonft.save_classifier(net, tmp_path / "model", classes=["a", "b"],
+                                         image_size=32)
+        assert process_umask() == 0o022
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o755
+    for name in ("model.json", "model.params"):
+        assert stat.S_IMODE((folder / name).stat().st_mode) == 0o644
+
+
+def test_the_umask_is_read_without_being_changed(monkeypatch, tmp_path):
+    """Setting the umask to 0 to read it would let another thread's new file be created
+    world-writable in that moment: it is never changed after import."""
+    import os
+
+    from gluonft import fileio
+    expected = fileio.process_umask()
+
+    def no_umask_changes(mask):
+        raise AssertionError(f"os.umask({mask:o}) called: the process umask was changed")
+    monkeypatch.setattr(os, "umask", no_umask_changes)
+    assert fileio.process_umask() == expected
+    atomic_write_json(tmp_path / "result.json", {"ok": 1})
+    assert json.loads((tmp_path / "result.json").read_text()) == {"ok": 1}
+    with FolderLock(tmp_path):
+        pass
