@@ -188,6 +188,35 @@ def test_python3_pickle_with_bytes_keys(tmp_path, test_py):
     np.testing.assert_array_equal(loaded.images, test_py.images[:4])
 
 
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+        return (os.mkdir, (self.marker,))
+
+
+@pytest.mark.parametrize("name", ["test_batch", "batches.meta"])
+def test_a_crafted_batch_cannot_run_code(tmp_path, test_py, name):
+    """A CIFAR-10 folder from someone else is input: its pickles may hold numpy arrays and
+    plain data, and a pickle that would call a function is refused before it runs."""
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    planes = test_py.images[:4].transpose(0, 3, 1, 2).reshape(4, -1)
+    batch = {"data": planes, "labels": test_py.labels[:4].tolist()}
+    marker = tmp_path / "the-payload-ran"
+    if name == "test_batch":
+        batch["note"] = _Payload(str(marker))
+    else:
+        (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": _Payload(str(marker))}))
+    (folder / "test_batch").write_bytes(pickle.dumps(batch))
+    with pytest.raises(ValueError, match=r"names posix\.mkdir|names os\.mkdir") as err:
+        cifar10(folder, train=False, download=False)
+    assert str(folder / name) in str(err.value)
+    assert not marker.exists()
+
+
 # --- download (never over the network) ---------------------------------------------------------
 
 def test_download_failure_message(tmp_path):

@@ -204,12 +204,38 @@ def _check_labels(labels: np.ndarray, path: Path) -> np.ndarray:
     return labels.astype(np.int32)
 
 
+# What the official CIFAR-10 pickles hold besides dicts, lists and strings: numpy arrays (and
+# numpy scalars in pickles re-written by numpy code). Found from numpy itself, whichever of
+# numpy.core / numpy._core the file names.
+_NUMPY_PICKLE_NAMES = {
+    "_reconstruct": np.ndarray.__reduce__(np.zeros(1))[0],
+    "scalar": np.float64(0).__reduce__()[0],
+    "ndarray": np.ndarray,
+    "dtype": np.dtype,
+}
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays and plain data only: a data set someone else made is input, and
+    a pickle that names any other function (how a pickle runs code) is refused unrun."""
+
+    def find_class(self, module, name):
+        if module.split(".")[0] == "numpy" and name in _NUMPY_PICKLE_NAMES:
+            return _NUMPY_PICKLE_NAMES[name]
+        raise pickle.UnpicklingError(f"it names {module}.{name}, which a CIFAR-10 batch does "
+                                     f"not hold (only numpy arrays): refused, not run")
+
+
+def _load_pickle(f):
+    # latin1 reads the official Python 2 pickles (numpy arrays inside) on Python 3.
+    return _NumpyOnlyUnpickler(f, encoding="latin1").load()
+
+
 def _read_py_batch(path: Path) -> Tuple[np.ndarray, np.ndarray]:
     expected = "a pickled dict with 'data' (N, 3072) uint8 and 'labels' (N)"
     try:
         with open(path, "rb") as f:
-            # latin1 reads the official Python 2 pickles (numpy arrays inside) on Python 3.
-            batch = pickle.load(f, encoding="latin1")
+            batch = _load_pickle(f)
     except Exception as e:  # pickle raises many types on garbage: UnpicklingError, EOF, ...
         raise ValueError(f"{path}: cannot read it as a CIFAR-10 python batch ({expected}): "
                          f"{type(e).__name__}: {e}") from e
@@ -246,7 +272,7 @@ def _read_py_meta(folder: Path) -> Tuple[str, ...]:
         return CIFAR10_CLASSES
     try:
         with open(path, "rb") as f:
-            meta = pickle.load(f, encoding="latin1")
+            meta = _load_pickle(f)
         names = meta.get("label_names", meta.get(b"label_names"))
         names = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
     except Exception as e:
