@@ -31,9 +31,9 @@ import gluonft
 from gluonft.baseline import lab1_cnn
 from gluonft.checkpoint import checkpoint_files, read_checkpoint, remove_checkpoint
 from gluonft.distributed import DIST_KVSTORES, Cluster
-from gluonft.results import (ExperimentRecord, accuracy_bars, atomic_write_json, best_record,
-                             environment, model_card, one_line, pretraining_title, read_results,
-                             regime_title, write_results)
+from gluonft.results import (SELECTION_NOTES, ExperimentRecord, accuracy_bars, atomic_write_json,
+                             best_record, environment, model_card, one_line, pretraining_title,
+                             read_results, regime_title, selection_basis, write_results)
 from gluonft.train import MOMENTUM_OPTIMIZERS, TrainSettings
 
 from .presets import BASELINE_MODEL, TrainingFields
@@ -441,9 +441,11 @@ def _update_best(paths: OutputPaths, records: Sequence[ExperimentRecord],
             current = json.load(f)
     if best is None:
         return None
+    chosen_on = {"chosen_on": selection_basis(records),
+                 "chosen_note": SELECTION_NOTES[selection_basis(records)]}
     if just_run is not None and save_params is not None and best.id == just_run.id:
         atomic_write(paths.best_params, save_params)
-        card = model_card(best, repeats=records)
+        card = {**model_card(best, repeats=records), **chosen_on}
         card["params_file"] = os.path.basename(paths.best_params)
         card["params_sha1"] = sha1_of(paths.best_params)
         card["load_with"] = (f"gluonft.baseline.lab1_cnn(classes={card['classes']})"
@@ -452,13 +454,14 @@ def _update_best(paths: OutputPaths, records: Sequence[ExperimentRecord],
                                   f"{card['classes']}, weights='best.params'"
                                   + _head_args(card) + ")")
         atomic_write_json(paths.best_json, card)
+        log(f"new best model (on {card['chosen_on']}): {best.id} (test "
+            f"{100 * best.test_accuracy:.2f}%): best.json, best.params")
         return card
-        log(f"new best model: {best.id} ({100 * best.test_accuracy:.2f}%): best.json, "
-            f"best.params")
     elif current is None or current.get("id") != best.id \
-            or current.get("test_accuracy") != best.test_accuracy:
+            or current.get("test_accuracy") != best.test_accuracy \
+            or current.get("chosen_on") != chosen_on["chosen_on"]:
         # The best is an experiment of an earlier run whose parameters were not kept here.
-        card = model_card(best, repeats=records)
+        card = {**model_card(best, repeats=records), **chosen_on}
         card["params_file"] = None
         card["note"] = "parameters not kept: the experiment finished in an earlier run"
         if os.path.exists(paths.best_params):
@@ -469,6 +472,7 @@ def _update_best(paths: OutputPaths, records: Sequence[ExperimentRecord],
         card = dict(current)
         card.update({k: v for k, v in model_card(best, repeats=records).items()
                      if k in ("repeats",)})
+        card.update(chosen_on)
         atomic_write_json(paths.best_json, card)
         return card
 

@@ -408,6 +408,11 @@ def _best_section(run: RunFiles) -> str:
             f"{100 * card['test_interval'][1]:.1f}%)" if card.get("test_interval") else "")
          + (f", loss {card['test_loss']:.3f}" if card.get("test_loss") is not None else "")),
     ]
+    if card.get("chosen_on"):
+        rows.append(("chosen on", _e(f"{card['chosen_on']} accuracy"
+                                     + (f" ({_pct(card['val_accuracy'])})"
+                                        if card.get("val_accuracy") is not None else "")
+                                     + f": {card.get('chosen_note', '')}")))
     repeats = card.get("repeats")
     if repeats:
         std = repeats.get("std")

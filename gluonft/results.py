@@ -33,6 +33,7 @@ from .fileio import atomic_write, atomic_write_json, atomic_write_text, library_
 __all__ = ["ExperimentRecord", "STATUSES", "KINDS", "CSV_COLUMNS", "environment",
            "library_versions", "atomic_write", "atomic_write_json", "atomic_write_text",
            "write_results", "read_results", "records_to_csv", "best_record", "model_card",
+           "selection_basis", "validation_accuracy", "SELECTION_NOTES",
            "accuracy_bars", "indistinguishable", "wilson_interval", "pretraining_title",
            "PRETRAINING_TITLES", "results_table", "regime_title", "one_line"]
 
@@ -284,8 +285,35 @@ def read_results(path: str) -> List[ExperimentRecord]:
 
 # --- reading a grid ---------------------------------------------------------------------------
 
+def validation_accuracy(record: ExperimentRecord) -> Optional[float]:
+    """The validation accuracy of the model the record tested (fit tests its final model: the
+    last epoch's), or None when that epoch was not validated."""
+    last = record.history[-1] if record.history else {}
+    value = last.get("val_acc")
+    return None if value is None else float(value)
+
+
+def selection_basis(records: Sequence[ExperimentRecord]) -> str:
+    """What `best_record` chooses on: ``"validation"`` when every trained experiment has a
+    validation accuracy (the grid holds out a validation split), else ``"test"``."""
+    trained = [r for r in records if r.ok]
+    return "validation" if trained and all(validation_accuracy(r) is not None
+                                           for r in trained) else "test"
+
+
+SELECTION_NOTES = {
+    "validation": "chosen on validation accuracy; its test accuracy was not used to choose, "
+                  "so it is an unbiased estimate",
+    "test": "chosen on test accuracy (no validation split): that accuracy is optimistic, as "
+            "the best of several measured on the same images",
+}
+
+
 def best_record(records: Sequence[ExperimentRecord]) -> Optional[ExperimentRecord]:
-    """The trained experiment with the highest test accuracy (first one on ties), or None.
+    """The trained experiment with the highest validation accuracy (first one on ties), or
+    None; on test accuracy only when some trained experiment has no validation accuracy
+    (`selection_basis` says which). Choosing on the test set would make the reported test
+    accuracy of "the best" biased upward.
 
     Recorded results (nothing trained, no model to keep) and failed experiments never win.
 
@@ -293,9 +321,11 @@ def best_record(records: Sequence[ExperimentRecord]) -> Optional[ExperimentRecor
         >>> best_record(records).id
         'cifar_resnet20_v1-head-s0'
     """
+    score = (validation_accuracy if selection_basis(records) == "validation"
+             else (lambda r: r.test_accuracy))
     best = None
     for record in records:
-        if record.ok and (best is None or record.test_accuracy > best.test_accuracy):
+        if record.ok and (best is None or score(record) > score(best)):
             best = record
     return best
 
@@ -449,6 +479,7 @@ def model_card(record: ExperimentRecord, *,
         "seed": record.seed, "train_images": training.get("train_images"),
         "test_accuracy": record.test_accuracy, "test_loss": record.test_loss,
         "test_count": record.test_count, "train_seconds": record.train_seconds,
+        "val_accuracy": validation_accuracy(record),
         "test_interval": list(record.interval) if record.interval else None,
         "pretrained_on": record.pretrained_on,
         "pretraining": pretraining_title(record.pretrained_on),

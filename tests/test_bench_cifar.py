@@ -131,9 +131,12 @@ def test_the_baseline_is_trained_from_scratch_and_its_bar_is_marked(smoke):
 
 def test_best_card_is_the_most_accurate_record_and_its_parameters_reproduce_it(smoke):
     records = read_results(smoke.out / "results.json")
-    best = max(records, key=lambda r: r.test_accuracy)
+    # chosen on validation (every preset holds a validation split), never on the test set
+    best = max(records, key=lambda r: r.history[-1]["val_acc"])
     card = _load(smoke.out / "best.json")
     assert card["id"] == best.id and card["test_accuracy"] == best.test_accuracy
+    assert card["chosen_on"] == "validation" and card["val_accuracy"] == \
+        best.history[-1]["val_acc"]
     for key in ("source_model", "modified_layers", "regime", "optimizer", "optimizer_params",
                 "initialisation"):
         assert card[key], key

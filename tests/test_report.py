@@ -176,8 +176,10 @@ def test_the_best_card_is_best_json(run):
     assert card["repeats"]["n"] == 2 and "over 2 seeds" in section  # seeds 0,1
     for layer in card["modified_layers"]:
         assert html.escape(layer) in section
-    best = max((r for r in run.records if r.status == "ok"), key=lambda r: r.test_accuracy)
-    assert card["test_accuracy"] == best.test_accuracy
+    best = max((r for r in run.records if r.status == "ok"),
+               key=lambda r: r.history[-1]["val_acc"])  # chosen on validation, not on test
+    assert card["id"] == best.id and card["test_accuracy"] == best.test_accuracy
+    assert "chosen on</th>" in section and "validation accuracy" in section
     assert f'id="row-{card["id"]}">' in run.page and '<span class="tag best">best</span>' in \
         _rows(run.page)[card["id"]]
 

@@ -7,9 +7,10 @@ import mxnet as mx
 import pytest
 
 from gluonft.results import (CSV_COLUMNS, ExperimentRecord, accuracy_bars, atomic_write,
-                             atomic_write_json, best_record, environment, library_versions,
-                             model_card, one_line, read_results, records_to_csv, regime_title,
-                             results_table, write_results)
+                             SELECTION_NOTES, atomic_write_json, best_record, environment,
+                             library_versions, model_card, one_line, read_results,
+                             records_to_csv, regime_title, results_table, selection_basis,
+                             write_results)
 from gluonft.results import indistinguishable, wilson_interval
 
 
@@ -144,11 +145,31 @@ def test_atomic_write_saves_net_parameters(tmp_path):
 
 # ---------------------------------------------------------------- the grid
 
-def test_best_record_is_the_highest_trained_accuracy():
-    records = [_ok("a-head-s0", 0.6), _failed("b-head-s0"), _recorded(0.99),
-               _ok("c-full-s0", 0.7), _ok("d-full-s0", 0.7)]
-    assert best_record(records).id == "c-full-s0"  # recorded never wins; first of a tie
+def _val(record, accuracy):
+    import dataclasses
+    return dataclasses.replace(record, history=record.history[:-1]
+                               + ({**record.history[-1], "val_acc": accuracy},))
+
+
+def test_best_record_is_chosen_on_validation_never_on_the_test_set():
+    """The audit's case: choosing on test accuracy reports a biased 'best'."""
+    records = [_val(_ok("a-head-s0", 0.9), 0.6), _failed("b-head-s0"), _recorded(0.99),
+               _val(_ok("c-full-s0", 0.7), 0.8), _val(_ok("d-full-s0", 0.95), 0.8)]
+    assert selection_basis(records) == "validation"
+    assert best_record(records).id == "c-full-s0"  # highest validation, first of a tie
     assert best_record([_failed("b-head-s0"), _recorded()]) is None
+    card = model_card(best_record(records))
+    assert card["val_accuracy"] == 0.8 and card["test_accuracy"] == 0.7
+
+
+def test_without_validation_the_best_is_chosen_on_test_and_says_so():
+    import dataclasses
+    records = [dataclasses.replace(r, history=tuple({k: v for k, v in h.items() if k != "val_acc"}
+                                                    for h in r.history))
+               for r in (_ok("a-head-s0", 0.6), _ok("c-full-s0", 0.7), _ok("d-full-s0", 0.7))]
+    assert selection_basis(records) == "test"
+    assert best_record(records).id == "c-full-s0"  # recorded never wins; first of a tie
+    assert "optimistic" in SELECTION_NOTES["test"]
 
 
 def test_accuracy_bars_group_repeats_with_mean_and_sample_std():
