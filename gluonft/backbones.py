@@ -33,7 +33,7 @@ from .weights import load_params, read_params, resolve_weights
 __all__ = ["Family", "TransferNet", "FAMILIES", "family_of", "list_backbones", "load_backbone",
            "feature_blocks", "UnknownBackbone", "check_image_size", "MAX_IMAGE_SIZE",
            "Candidate", "CANDIDATES", "model_params", "pick_backbone", "count_params",
-           "is_running_stat"]
+           "is_running_stat", "has_weights"]
 
 
 class UnknownBackbone(ValueError):
@@ -311,11 +311,17 @@ def feature_blocks(net: TransferNet) -> List[Tuple[str, List[int]]]:
     # A block whose layers own no parameters cannot be trained: merge it into its neighbour.
     merged: List[List[int]] = []
     for group in groups:
-        if merged and not any(steps[i].collect_params() for i in group):
+        if merged and not any(has_weights(steps[i]) for i in group):
             merged[-1].extend(group)
         else:
             merged.append(group)
     return [(_block_label(steps, group), group) for group in merged]
+
+
+def has_weights(block: mx.gluon.Block) -> bool:
+    """Whether ``block`` owns any parameter. (MXNet's ParameterDict has no ``__len__``, so an
+    empty one is truthy: testing ``block.collect_params()`` itself is always true.)"""
+    return len(list(block.collect_params().keys())) > 0
 
 
 def _is_depthwise(conv: nn.Conv2D) -> bool:
@@ -328,7 +334,7 @@ def _is_pointwise(conv: nn.Conv2D) -> bool:
 
 def _block_label(steps, group: List[int]) -> str:
     # Named after its first layer with weights (EfficientNet's stem starts with a turn).
-    weighted = [steps[i] for i in group if steps[i].collect_params()]
+    weighted = [steps[i] for i in group if has_weights(steps[i])]
     kind = type(weighted[0] if weighted else steps[group[0]]).__name__
     span = f"{group[0]}" if len(group) == 1 else f"{group[0]}-{group[-1]}"
     return f"features.{span} ({kind})"

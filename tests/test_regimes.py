@@ -151,3 +151,37 @@ def test_the_batchnorm_line_states_what_is_true_of_the_net():
         assert "frozen;" not in line and "BatchNorm frozen" not in line
     assert "keep their pretrained statistics; their scale and shift still train" in \
         gluonft.apply_regime(net, "full", bn="global").describe()
+
+
+def _smallest_of_each_family():
+    """One backbone per family gluonft offers (the shortest name: usually the smallest)."""
+    from gluonft.backbones import FAMILIES
+    names = {}
+    for family in FAMILIES:
+        offered = gluonft.list_backbones(family=family.name)
+        if offered:
+            names[family.name] = min(offered, key=lambda n: (len(n), n))
+    return sorted(names.items())
+
+
+@pytest.mark.parametrize("family, name", _smallest_of_each_family())
+def test_last_k_trains_k_blocks_that_have_weights_in_every_family(family, name):
+    """The audit's MobileNetV3 case: a weightless block (a lone HardSwish) counted as a block,
+    so last_k:1 trained the head alone while the plan said otherwise."""
+    from gluonft.backbones import has_weights
+    net = gluonft.load_backbone(name, classes=3, weights=None, ctx=CPU)
+    steps = list(net.features._children.values())
+    blocks = feature_blocks(net)
+    for label, group in blocks:
+        assert any(has_weights(steps[i]) for i in group), f"{name}: {label} has no weights"
+    head = {p.name for p in net.output.collect_params().values()}
+    for k in sorted({1, 2, len(blocks)}):
+        plan = gluonft.apply_regime(net, "last_k", k=k)
+        trainable = {p.name for p in net.collect_params().values() if p.grad_req != "null"}
+        in_blocks = [label for label, group in blocks
+                     if trainable & set().union(*(_block_params(net, [i]) for i in group))]
+        assert in_blocks == [label for label, _ in blocks[-k:]], (name, k, in_blocks)
+        assert trainable - head, f"{name}: last_k:{k} trains the head alone"
+        assert f"{k} of {len(blocks)} backbone block" in plan.describe(), plan.describe()
+        assert plan.trainable_blocks == [label for label, _ in blocks[-k:]]
+        assert plan.trainable_params > plan.head_params
