@@ -326,10 +326,12 @@ def prepare() -> Dict[str, List[str]]:
     if "cv2" not in sys.modules and OPENCV_LIMIT_VARIABLE not in os.environ:
         os.environ[OPENCV_LIMIT_VARIABLE] = str(DECODE_MAX_PIXELS)
         changed["opencv"].append(f"{OPENCV_LIMIT_VARIABLE}={DECODE_MAX_PIXELS}")
-    if "gluoncv" not in sys.modules:
+    gluoncv = sys.modules.get("gluoncv")
+    # not loaded yet, or just starting to (the startup hook runs this before its first line)
+    if getattr(gluoncv, "__version__", None) is None:
         sys.modules["gluoncv.check"] = _gluoncv_checks()
         changed["gluoncv"].append("check")
-    elif not hasattr(sys.modules["gluoncv"], "model_zoo"):
+    elif not hasattr(gluoncv, "model_zoo"):
         raise ImportError("gluoncv was imported before gluonft and loaded without its MXNet "
                           "models (its checks failed): import gluonft first")
     APPLIED.update(changed)

@@ -84,7 +84,8 @@ def preload() -> List[str]:
     """Before MXNet loads: when it is a CUDA build, check for the driver (`MissingDriver`, one
     line) and load the CUDA libraries the ``gpu`` extra installed. Returns the files loaded
     (none for the CPU build, or when the libraries come from a system CUDA instead)."""
-    if _LOADED or "mxnet" in sys.modules or not mxnet_is_cuda_build():
+    loaded_already = getattr(sys.modules.get("mxnet"), "__version__", None) is not None
+    if _LOADED or loaded_already or not mxnet_is_cuda_build():
         return list(_LOADED)
     try:
         ctypes.CDLL(DRIVER)

@@ -52,7 +52,8 @@ def use_every_core() -> Optional[int]:
     if "OMP_NUM_THREADS" in os.environ:
         return None
     cores = physical_cores()
-    if "mxnet" in sys.modules:
+    # loaded, not merely being loaded (the startup hook runs this as MXNet starts to load)
+    if getattr(sys.modules.get("mxnet"), "__version__", None) is not None:
         mxnet_default = max(1, (os.cpu_count() or 1) // 2)
         if cores > mxnet_default:
             warnings.warn(f"MXNet was imported before gluonft without OMP_NUM_THREADS: it uses "

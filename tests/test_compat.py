@@ -179,7 +179,7 @@ def test_torch_before_or_after_gluonft_and_both_train(first, shared):
     code = (f"import {first}, {second}\n"
             "import mxnet as mx, numpy as np\n"
             "from gluonft.datasets import image_folder\n"
-            f"train = image_folder({str(shared / 'data' / 'dogcat')!r}, image_size=64)\n"
+            f"train = image_folder({str(shared / 'data' / 'dogcat')!r}, image_size=64).train\n"
             "net = gluonft.load_backbone('mobilenet0.25', classes=2, weights=None, seed=0)\n"
             "gluonft.apply_regime(net, 'full')\n"
             "h = gluonft.fit(net, train, epochs=3, batch_size=8, lr=0.05, image_size=64, seed=0)\n"
