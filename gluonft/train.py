@@ -478,6 +478,9 @@ class _Run:
         a, trainer = self.a, self.trainer
         begin = time.perf_counter()
         rng = np.random.RandomState((a["seed"] * 100003 + epoch) % (2 ** 32))
+        # MXNet's own generator (dropout masks) too: drawn from (seed, epoch) like every other
+        # draw, so that a run resumed at this epoch trains exactly as an uninterrupted one
+        mx.random.seed((a["seed"] * 100003 + epoch) % (2 ** 31), ctx="all")
         meter = _Meter()
         bar = _progress(a["progress"], self.per_epoch, f"epoch {epoch + 1}/{a['epochs']}")
         pending = []

@@ -152,6 +152,40 @@ def test_interrupted_fit_resumes_from_its_checkpoint_and_ends_where_a_full_run_e
         gluonft.fit(resumed_net, data, **dict(kwargs, lr=0.5))
 
 
+@pytest.mark.parametrize("mix", [None, "mixup"])
+def test_a_resumed_run_with_dropout_ends_exactly_where_an_uninterrupted_one_ends(
+        shared, cifar, tmp_path, mix):
+    """The audit's case: the recipes' MLP head has dropout, whose masks come from MXNet's
+    random state; it is drawn from (seed, epoch), so a resume is exact, not only close."""
+    from gluonft.mixing import Mix
+    data = cifar[0].subset(n_per_class=8, seed=3)
+    checkpoint = str(tmp_path / "ckpt" / "run")
+
+    def crash_after_first(epoch, logs):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    def mlp():
+        net = _mobilenet(shared, head="mlp:64", dropout=0.5)
+        gluonft.apply_regime(net, "head")
+        return net
+
+    kwargs = dict(epochs=3, batch_size=40, lr=0.05, image_size=32, ctx=CPU, seed=5,
+                  progress=False, checkpoint=checkpoint,
+                  mix=Mix(mix, alpha=0.4) if mix else None)
+    with pytest.raises(KeyboardInterrupt):
+        gluonft.fit(mlp(), data, callbacks=[crash_after_first], **kwargs)
+    resumed_net = mlp()
+    resumed = gluonft.fit(resumed_net, data, **kwargs)
+    full_net = mlp()
+    full = gluonft.fit(full_net, data, **dict(kwargs, checkpoint=None))
+    # one process, one machine, the same kernels: bit-identical
+    assert resumed["train_loss"] == full["train_loss"], (resumed["train_loss"], full["train_loss"])
+    for a, b in zip(resumed_net.output.collect_params().values(),
+                    full_net.output.collect_params().values()):
+        np.testing.assert_array_equal(a.data().asnumpy(), b.data().asnumpy())
+
+
 def test_bad_fit_arguments_are_clear_errors(cifar):
     net = gluonft.load_backbone("cifar_resnet20_v1", classes=2, weights=None, ctx=CPU)
     gluonft.apply_regime(net, "head")
