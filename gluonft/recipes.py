@@ -425,7 +425,10 @@ def fine_tune(net, train, val=None, *,
         schedule: a `Schedule` per stage (default cosine).
         image_size, ctx, seed, callbacks, progress: passed to each `fit`.
         **fit_kwargs: more `fit` arguments (``optimizer``, ``wd``, ``label_smoothing``,
-            ``kvstore`` for a distributed job: every stage's fit uses it ...).
+            ``kvstore`` for a distributed job: every stage's fit uses it ...). A
+            ``checkpoint=PATH`` gives each stage its own (``PATH.stage0``, ``PATH.stage1``,
+            ...): an interrupted run resumes in its stage, and a rerun passes the finished
+            stages by loading their last epoch.
 
     Returns:
         a `History`: every stage's epochs in order (``epoch`` counts over the whole run,
@@ -459,11 +462,14 @@ def fine_tune(net, train, val=None, *,
             for p in backbone:
                 p.lr_mult = backbone_lr_mult
             head_only = not applied.trainable_blocks
+            stage_kwargs = dict(fit_kwargs)
+            if stage_kwargs.get("checkpoint"):  # one per stage: each stage has its settings
+                stage_kwargs["checkpoint"] = f"{stage_kwargs['checkpoint']}.stage{index}"
             part = fit(net, train, val, epochs=epochs, batch_size=batch_size, lr=lr,
                        augment=head_augment if head_only else augment,
                        mix=None if head_only else mix, schedule=schedule,
                        image_size=image_size, ctx=ctx, seed=seed + index, callbacks=callbacks,
-                       progress=progress, **fit_kwargs)
+                       progress=progress, **stage_kwargs)
             offset = len(history.epochs)
             for row in part.epochs:
                 history.epochs.append(dict(row, epoch=offset + row["epoch"], stage=index,

@@ -225,6 +225,47 @@ def test_fine_tune_unfreezes_gradually_with_a_lower_backbone_lr(shared):
         fine_tune(net, train, backbone_lr_mult=0)
 
 
+def test_fine_tune_with_a_checkpoint_gives_each_stage_its_own_and_a_rerun_skips_them(
+        shared, tmp_path):
+    """The audit's crash: every stage got the same checkpoint, and stage 2 met stage 1's
+    manifest with other settings after stage 1 had trained."""
+    data = clothing.data(shared)
+    train = data.train.subset(n_per_class=6, seed=0)
+    _, weights = clothing.paths(shared)
+    checkpoint = str(tmp_path / "ckpt" / "ft")
+    kwargs = dict(stages=(("head", 1), ("last_k:1", 2)), lr=0.05, image_size=48, ctx=CPU,
+                  checkpoint=checkpoint)
+
+    def net():
+        return load_backbone("mobilenet0.75", classes=10, weights=str(weights), ctx=CPU)
+
+    def crash_in_stage_two(epoch, logs):
+        if len(seen) == 2:  # stage 1's epoch and stage 2's first
+            raise KeyboardInterrupt
+    seen = []
+    first = net()
+    with pytest.raises(KeyboardInterrupt):
+        fine_tune(first, train, data.validation, callbacks=[
+            lambda epoch, logs: seen.append(epoch), crash_in_stage_two], **kwargs)
+    resumed_net = net()
+    resumed = fine_tune(resumed_net, train, data.validation, **kwargs)
+    assert resumed["stage"] == [0, 1, 1]
+    full_net = net()
+    full = fine_tune(full_net, train, data.validation, **dict(kwargs, checkpoint=None))
+    np.testing.assert_allclose(resumed["train_loss"], full["train_loss"], rtol=1e-5)
+    # a rerun trains nothing (no epoch ends in it): each stage loads its last epoch
+    rerun_seen = []
+    rerun_net = net()
+    rerun = fine_tune(rerun_net, train, data.validation,
+                      callbacks=[lambda epoch, logs: rerun_seen.append(epoch)], **kwargs)
+    assert rerun_seen == []
+    assert rerun["train_loss"] == resumed["train_loss"]
+    np.testing.assert_array_equal(rerun_net.output.weight.data().asnumpy(),
+                                  resumed_net.output.weight.data().asnumpy())
+    assert sorted(p.name for p in (tmp_path / "ckpt").glob("ft.stage*.json")) == \
+        ["ft.stage0.json", "ft.stage1.json"]
+
+
 def test_lr_find_sweeps_and_restores_the_weights(shared):
     data = clothing.data(shared)
     train = data.train.subset(n_per_class=20, seed=0)
