@@ -66,7 +66,7 @@ def encoded(kind: str, side: int) -> bytes:
 def _model(folder: Path) -> Path:
     net = gluonft.load_backbone("mobilenet0.25", classes=3, weights=None, seed=0)
     return gluonft.save_classifier(net, folder / "model", classes=["a", "b", "c"],
-                                   image_size=64)
+                                   image_size=64, extra={"stored_size": 74, "fit": "crop"})
 
 
 def measure(kind: str, megapixels: float, model: Path, folder: Path) -> dict:

@@ -146,8 +146,6 @@ def _metadata(net, classes, image_size, extra) -> dict:
         "family": net.family.name,
         "classes": list(classes),
         "image_size": int(image_size),
-        "stored_size": int(round(image_size * 1.15)),
-        "fit": "crop",
         "mean": list(net.family.mean),
         "std": list(net.family.std),
         "input": INPUT_DOC.format(s=image_size, mean=list(net.family.mean),
@@ -182,7 +180,7 @@ def classifier_of(net, classes: Sequence[str], image_size: int,
 
 
 def save_classifier(net, folder: PathLike, *, classes: Sequence[str], image_size: int,
-                    overwrite: bool = False, extra: Optional[dict] = None) -> Path:
+                    data=None, overwrite: bool = False, extra: Optional[dict] = None) -> Path:
     """Save a trained net as a model folder (model.params + model.json), atomically.
 
     Args:
@@ -190,13 +188,17 @@ def save_classifier(net, folder: PathLike, *, classes: Sequence[str], image_size
         folder: the model folder to create.
         classes: class names in label order (``data.classes`` of `image_folder`).
         image_size: the input side the net was trained at.
-        overwrite: replace an existing model folder holding a different model. Without it an
-            existing different model is an error; an existing copy of the same model (same
-            parameters and classes) is left as it is. A folder that is not a model folder (it
-            has files but no model.json) is never replaced.
-        extra: more JSON values for model.json (e.g. ``{"stored_size": 110, "fit": "pad",
-            "history": ...}``); ``stored_size`` and ``fit`` say how training images were
-            made square and must match `image_folder`'s if they differ from the defaults.
+        data: what the net was trained on (the `FolderData` of `image_folder`, or an
+            `ImageSet`): prediction prepares photos as its images were (their stored square
+            side and how they were made square). Needed unless ``extra`` gives ``stored_size``
+            and ``fit``: without either, how to prepare photos is unknown, and a guess (a
+            margin over ``image_size``) is wrong for, e.g., CIFAR-10 at its native 32 px.
+        overwrite: replace an existing model folder. Without it an existing different model
+            is an error and an existing copy of the same model (same parameters, classes,
+            backbone and size) is left as it is; with it the folder is always rewritten (new
+            metadata too). A folder that is not a model folder (it has files but no
+            model.json) is never replaced.
+        extra: more JSON values for model.json (e.g. ``{"history": ...}``).
 
     Returns:
         the folder's path.
@@ -215,7 +217,7 @@ def save_classifier(net, folder: PathLike, *, classes: Sequence[str], image_size
                          f"got {type(net).__name__}")
     image_size = check_image_size(net.backbone, image_size, family=net.family)
     names = _check_classes(classes, net)
-    meta = _metadata(net, names, image_size, extra)
+    meta = _metadata(net, names, image_size, {**_preparation(data, extra), **(extra or {})})
     folder = Path(folder).expanduser()
     if folder.exists() and not folder.is_dir():
         raise FileExistsError(f"{folder} exists and is a file, not a model folder; choose "
@@ -232,7 +234,7 @@ def save_classifier(net, folder: PathLike, *, classes: Sequence[str], image_size
         with open(tmp / MODEL_JSON, "w") as f:
             json.dump(meta, f, indent=1)
         if existing:
-            if _same_model(folder, meta):
+            if not overwrite and _same_model(folder, meta):
                 shutil.rmtree(tmp)
                 return folder
             if not overwrite:
@@ -253,6 +255,28 @@ def save_classifier(net, folder: PathLike, *, classes: Sequence[str], image_size
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return folder
+
+
+def _preparation(data, extra: Optional[dict]) -> dict:
+    """{"stored_size", "fit"}: how the training images were made (from ``data``), checked
+    against ``extra``'s; an error when neither says."""
+    given = {k: (extra or {})[k] for k in ("stored_size", "fit") if k in (extra or {})}
+    if data is None:
+        if len(given) < 2:
+            raise ValueError("save_classifier needs to know how the training images were "
+                             "prepared: pass data= (the FolderData or ImageSet the net trained "
+                             "on) or extra={'stored_size': side, 'fit': 'crop'|'pad'|"
+                             "'stretch'}")
+        return given
+    images = getattr(data, "train", data).images  # FolderData: its training split
+    found = {"stored_size": int(getattr(data, "stored_size", images.shape[1])),
+             "fit": getattr(data, "fit", "crop")}
+    clash = [f"{k}={given[k]!r} (the training data: {found[k]!r})" for k in given
+             if given[k] != found[k]]
+    if clash:
+        raise ValueError(f"extra says {', '.join(clash)}: drop it, or pass the data the net "
+                         f"was really trained on")
+    return found
 
 
 def _same_model(folder: Path, meta: dict) -> bool:

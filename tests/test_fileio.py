@@ -85,7 +85,7 @@ def test_a_model_folder_and_its_files_are_readable_by_other_accounts(tmp_path):
     old = os.umask(0o022)
     try:
         folder = gluonft.save_classifier(net, tmp_path / "model", classes=["a", "b"],
-                                         image_size=32)
+                                         image_size=32, extra={"stored_size": 32, "fit": "crop"})
         assert process_umask() == 0o022
     finally:
         os.umask(old)

@@ -108,7 +108,8 @@ def test_mlp_head_model_folder_loads_back_and_exports(shared, tmp_path):
     apply_regime(net, "head")
     fit(net, data.train.subset(n_per_class=10, seed=0), epochs=1, batch_size=32, lr=0.05,
         augment=Augment.none(), image_size=SIZE, ctx=CPU, progress=False)
-    folder = save_classifier(net, tmp_path / "model", classes=data.classes, image_size=SIZE)
+    folder = save_classifier(net, tmp_path / "model", classes=data.classes, image_size=SIZE,
+                             data=data)
     meta = json.loads((folder / MODEL_JSON).read_text())
     assert meta["head"] == "mlp:1024,256" and meta["dropout"] == 0.3
     loaded = load_classifier(folder, ctx=CPU)
@@ -157,7 +158,8 @@ def test_a_user_block_trains_and_loads_back_with_head_given(shared, tmp_path):
         augment=Augment.none(), image_size=SIZE, ctx=CPU, progress=False)
     assert all(np.array_equal(p.data().asnumpy(), before[k].asnumpy())
                for k, p in frozen.items())
-    folder = save_classifier(net, tmp_path / "model", classes=data.classes, image_size=SIZE)
+    folder = save_classifier(net, tmp_path / "model", classes=data.classes, image_size=SIZE,
+                             data=data)
     assert json.loads((folder / MODEL_JSON).read_text())["head"] == "custom:TwoLayerHead"
     with pytest.raises(ModelFolderError, match="head block of your own.*TwoLayerHead"):
         load_classifier(folder, ctx=CPU)

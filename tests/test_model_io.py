@@ -15,6 +15,11 @@ from . import clothing
 CPU = clothing.CPU
 
 
+def _prep(clf):
+    """How the classifier's training photos were prepared (save_classifier must be told)."""
+    return {"stored_size": clf.stored_size, "fit": clf.fit}
+
+
 @pytest.fixture(scope="module")
 def clf(shared):
     return clothing.classifier(shared)
@@ -27,7 +32,8 @@ def test_set(shared):
 
 def test_save_load_round_trip_predicts_the_same(clf, test_set, tmp_path):
     folder = save_classifier(clf.net, tmp_path / "model", classes=clf.classes,
-                             image_size=clf.image_size, extra={"note": "round trip"})
+                             image_size=clf.image_size,
+                             extra={"note": "round trip", **_prep(clf)})
     assert sorted(os.listdir(folder)) == [MODEL_JSON, MODEL_PARAMS]
     meta = json.loads((folder / MODEL_JSON).read_text())
     assert meta["backbone"] == "mobilenet0.75" and meta["family"] == "mobilenet_v1"
@@ -51,17 +57,18 @@ def test_save_load_round_trip_predicts_the_same(clf, test_set, tmp_path):
 
 def test_nothing_is_overwritten_without_being_asked(clf, tmp_path):
     folder = tmp_path / "model"
-    save_classifier(clf.net, folder, classes=clf.classes, image_size=64)
+    save_classifier(clf.net, folder, classes=clf.classes, image_size=64, extra=_prep(clf))
     before = (folder / MODEL_PARAMS).read_bytes()
     # The same model again: nothing to do, no error.
-    save_classifier(clf.net, folder, classes=clf.classes, image_size=64)
+    save_classifier(clf.net, folder, classes=clf.classes, image_size=64, extra=_prep(clf))
     # Another model (other class names): refused, the folder untouched.
     other = tuple(f"c{i}" for i in range(10))
     with pytest.raises(FileExistsError, match="already holds a different model.*overwrite"):
-        save_classifier(clf.net, folder, classes=other, image_size=64)
+        save_classifier(clf.net, folder, classes=other, image_size=64, extra=_prep(clf))
     assert (folder / MODEL_PARAMS).read_bytes() == before
     assert json.loads((folder / MODEL_JSON).read_text())["classes"] == list(clf.classes)
-    save_classifier(clf.net, folder, classes=other, image_size=64, overwrite=True)
+    save_classifier(clf.net, folder, classes=other, image_size=64, overwrite=True,
+                    extra=_prep(clf))
     assert json.loads((folder / MODEL_JSON).read_text())["classes"] == list(other)
     assert sorted(os.listdir(tmp_path)) == ["model"]  # no backup or temporary left over
 
@@ -70,16 +77,18 @@ def test_nothing_is_overwritten_without_being_asked(clf, tmp_path):
     mine.mkdir()
     (mine / "holiday.jpg").write_bytes(b"precious")
     with pytest.raises(FileExistsError, match="not a gluonft model folder"):
-        save_classifier(clf.net, mine, classes=clf.classes, image_size=64, overwrite=True)
+        save_classifier(clf.net, mine, classes=clf.classes, image_size=64, overwrite=True,
+                        extra=_prep(clf))
     assert (mine / "holiday.jpg").read_bytes() == b"precious"
 
 
 def test_bad_arguments_fail_before_writing(clf, tmp_path):
     with pytest.raises(ValueError, match="lists 3 names but the net has 10 outputs"):
-        save_classifier(clf.net, tmp_path / "m", classes=("a", "b", "c"), image_size=64)
+        save_classifier(clf.net, tmp_path / "m", classes=("a", "b", "c"), image_size=64,
+                        extra=_prep(clf))
     with pytest.raises(ValueError, match="JSON|serializable"):
         save_classifier(clf.net, tmp_path / "m", classes=clf.classes, image_size=64,
-                        extra={"bad": object()})
+                        extra={"bad": object(), **_prep(clf)})
     assert os.listdir(tmp_path) == []
 
 
@@ -92,7 +101,8 @@ def test_bad_arguments_fail_before_writing(clf, tmp_path):
     ("json_without_classes", r"model\.json is corrupt: it lacks classes"),
 ])
 def test_a_damaged_model_folder_names_the_file(clf, tmp_path, damage, match):
-    folder = save_classifier(clf.net, tmp_path / "m", classes=clf.classes, image_size=64)
+    folder = save_classifier(clf.net, tmp_path / "m", classes=clf.classes, image_size=64,
+                             extra=_prep(clf))
     params, meta = folder / MODEL_PARAMS, folder / MODEL_JSON
     if damage == "remove_params":
         params.unlink()
@@ -167,3 +177,38 @@ def test_onnx_export_predicts_like_gluon(clf, test_set, tmp_path):
         assert (logits.argmax(1) == expected[:len(batch)].argmax(1)).all()
     with pytest.raises(FileExistsError, match="overwrite"):
         export_onnx(clf, tmp_path / "model.onnx")
+
+
+def test_overwrite_rewrites_the_metadata_of_the_same_model(clf, tmp_path):
+    """The audit's case: same parameters, classes, backbone and size, new metadata: with
+    overwrite=True it was silently kept."""
+    folder = tmp_path / "model"
+    save_classifier(clf.net, folder, classes=clf.classes, image_size=64,
+                    extra={"note": "first", **_prep(clf)})
+    save_classifier(clf.net, folder, classes=clf.classes, image_size=64, overwrite=True,
+                    extra={"note": "second", **_prep(clf)})
+    assert json.loads((folder / MODEL_JSON).read_text())["note"] == "second"
+    save_classifier(clf.net, folder, classes=clf.classes, image_size=64,
+                    extra={"note": "third", **_prep(clf)})  # no overwrite: the copy is kept
+    assert json.loads((folder / MODEL_JSON).read_text())["note"] == "second"
+
+
+def test_the_model_folder_records_how_the_training_images_really_were_made(shared, tmp_path):
+    """A net trained on native 32-px CIFAR-10 was recorded with stored_size round(1.15 x 32)
+    = 37, so prediction upsampled photos to 37 and resampled back; now the data says 32."""
+    import gluonft
+    from gluonft.datasets import cifar10
+    cifar = cifar10(str(shared / "data" / "cifar-10-subset"), train=False).subset(
+        n_per_class=2, seed=0)
+    net = gluonft.load_backbone("cifar_resnet20_v1", classes=10, weights=None, seed=0)
+    names = [f"c{i}" for i in range(10)]
+    folder = save_classifier(net, tmp_path / "cifar", classes=names, image_size=32, data=cifar)
+    meta = json.loads((folder / MODEL_JSON).read_text())
+    assert (meta["stored_size"], meta["fit"]) == (32, "crop")
+    assert load_classifier(folder).stored_size == 32
+    with pytest.raises(ValueError, match="how the training images were prepared"):
+        save_classifier(net, tmp_path / "unknown", classes=names, image_size=32)
+    with pytest.raises(ValueError, match=r"stored_size=37 \(the training data: 32\)"):
+        save_classifier(net, tmp_path / "clash", classes=names, image_size=32, data=cifar,
+                        extra={"stored_size": 37})
+    assert not (tmp_path / "unknown").exists() and not (tmp_path / "clash").exists()

@@ -154,7 +154,7 @@ def test_the_serve_command_answers_http(shared, clf, tmp_path, photo):
 
     from gluonft.model_io import save_classifier
     save_classifier(clf.net, tmp_path / "model", classes=clf.classes, image_size=64,
-                    extra={"stored_size": 74})
+                    extra={"stored_size": 74, "fit": "crop"})
     root = Path(__file__).resolve().parents[1]
     small = len(photo.read_bytes()) + 10  # the photo fits, twice the photo does not
     command = [sys.executable, "-m", "gluonft", "serve", str(tmp_path / "model"),
