@@ -27,7 +27,7 @@ from .inference import inference_forward
 
 __all__ = ["Regime", "Plan", "BlockPlan", "apply_regime", "parse_regime", "REGIMES",
            "REGIME_INFO", "RegimeInfo", "regime_title", "regime_colour", "BN_POLICIES",
-           "frozen_prefix", "NetParts", "split_net"]
+           "frozen_prefix", "NetParts", "split_net", "batchnorms_learning"]
 
 BN_POLICIES = ("frozen", "global")
 
@@ -230,6 +230,16 @@ def _batchnorms(block) -> list:
     block.apply(lambda b: found.append(b) if "use_global_stats" in getattr(b, "_kwargs", {})
                 else None)
     return found
+
+
+def batchnorms_learning(net: TransferNet) -> int:
+    """How many BatchNorm layers normalise with batch statistics while ``net`` trains: those
+    of the new head (always) and of the trained blocks that do not keep global statistics
+    (the frozen prefix runs in inference mode). Such a layer needs at least 2 images in a
+    batch: on 1 its output is its bias alone and its running variance shrinks."""
+    steps = list(net.features._children.values())[frozen_prefix(net):]
+    norms = _batchnorms(net.output) + [n for step in steps for n in _batchnorms(step)]
+    return sum(1 for n in norms if not n._kwargs.get("use_global_stats"))
 
 
 def apply_regime(net: TransferNet, regime, *, k: Optional[int] = None,

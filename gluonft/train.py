@@ -33,7 +33,7 @@ from .devices import as_contexts, contexts_of, read_in_flight, split_batch
 from .features import Features, batch_indices, cached_features, feature_key, weights_digest
 from .inference import inference_forward
 from .predict import evaluate, predict_proba, scores
-from .regimes import NetParts, split_net
+from .regimes import NetParts, batchnorms_learning, split_net
 from .schedules import SCHEDULES, Schedule
 from .mixing import MIX_KINDS, Mix, draw_mix, mix_images
 from .pipelines import Albumentations
@@ -285,6 +285,19 @@ def fit(net: TransferNet, train: ImageSet, val: Optional[ImageSet] = None, *, ep
     return run.history
 
 
+def _drops_last_batch(count: int, batch: int, devices: int, net) -> int:
+    """The images of the last training batch when it is dropped, else 0. The rule: the last
+    batch of an epoch is dropped in training (never in evaluation) when some device would get
+    fewer than 2 of its images and the net has a BatchNorm layer that learns from batch
+    statistics (`batchnorms_learning`): on 1 image its output is its bias alone, no gradient
+    flows through it and its running variance shrinks. The images are shuffled anew each
+    epoch, so no image is left out for good."""
+    last = count % batch
+    if last == 0 or last // devices >= 2 or not batchnorms_learning(net):
+        return 0
+    return last
+
+
 def _check_data(net, train, val) -> None:
     if not isinstance(net, TransferNet):
         raise ValueError(f"fit needs a net from gluonft.load_backbone, got {type(net).__name__}")
@@ -372,6 +385,10 @@ class _Run:
         run.start_epoch = _resume(a["checkpoint"], net, run.trainer, run.history,
                                   run.history.settings)
         run.per_epoch = -(-len(train) // run.global_batch)
+        run.drop_last = _drops_last_batch(len(train), run.global_batch,
+                                          run.workers * len(run.contexts), net)
+        if run.drop_last:
+            run.history.settings["dropped_last_batch"] = run.drop_last
         run._prepare_features()
         return run
 
@@ -487,6 +504,8 @@ class _Run:
         # The order iterate_batches gives (tests/test_features.py checks it).
         for step, idx in enumerate(batch_indices(len(self.train), self.global_batch,
                                                  shuffle=True, seed=a["seed"], epoch=epoch)):
+            if self.drop_last and step == self.per_epoch - 1:
+                break  # too few images for BatchNorm (_drops_last_batch); a new draw each epoch
             iteration = epoch * self.per_epoch + step
             trainer.set_learning_rate(a["schedule"].lr(
                 a["lr"], iteration=iteration, per_epoch=self.per_epoch, epochs=a["epochs"]))

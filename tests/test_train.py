@@ -186,6 +186,37 @@ def test_a_resumed_run_with_dropout_ends_exactly_where_an_uninterrupted_one_ends
         np.testing.assert_array_equal(a.data().asnumpy(), b.data().asnumpy())
 
 
+class _Steps(gluonft.Callback):
+    def __init__(self):
+        self.count = 0
+
+    def on_step_begin(self, trainer, iteration):
+        self.count += 1
+
+
+@pytest.mark.parametrize("head, devices, images, steps", [
+    ("mlp:32", 1, 17, 2),   # 8 + 8 + 1: the 1-image batch would train the head's BatchNorm
+    ("mlp:32", 2, 18, 2),   # 8 + 8 + 2 over two devices: 1 image each
+    ("mlp:32", 1, 18, 3),   # a last batch of 2 is kept
+    ("linear", 1, 17, 3),   # no BatchNorm learns: every image trains
+])
+def test_a_last_batch_too_small_for_batchnorm_is_dropped_in_training_only(
+        shared, cifar, head, devices, images, steps):
+    data = cifar[0].subset(n_per_class=2, seed=0)
+    data = type(data)(data.images[:images], data.labels[:images], data.classes, data.source)
+    net = _mobilenet(shared, head=head)
+    gluonft.apply_regime(net, "head")
+    counter = _Steps()
+    ctx = [mx.cpu(i) for i in range(devices)]
+    history = gluonft.fit(net, data, epochs=2, batch_size=8, lr=0.05, image_size=32, ctx=ctx,
+                          seed=0, callbacks=[counter], progress=False)
+    assert counter.count == 2 * steps
+    assert history.settings.get("dropped_last_batch", 0) == (images % 8 if steps == 2 else 0)
+    assert np.isfinite(history["train_loss"]).all()
+    # evaluation never drops: every image is scored
+    assert gluonft.evaluate(net, data, ctx=ctx, image_size=32, batch_size=8)["count"] == images
+
+
 def test_bad_fit_arguments_are_clear_errors(cifar):
     net = gluonft.load_backbone("cifar_resnet20_v1", classes=2, weights=None, ctx=CPU)
     gluonft.apply_regime(net, "head")
