@@ -267,3 +267,23 @@ def test_fast_train_writes_nothing_with_a_read_only_home_and_working_folder(shar
     assert "WRITES []" in out, out
     assert sorted(os.listdir(work)) == ["grader.py"] and os.listdir(home) == []
     assert os.listdir(temp) == [] and os.listdir(store) == []
+
+
+def test_rows_naming_one_photo_differently_are_one_photo(shared, tmp_path):
+    """The audit's case on real photos: "cat1.jpg" and "cat1", "./dog2.jpg" and "dog2.jpg"
+    resolve to one file each; before, those photos counted twice (one in train and in
+    validation at once) and one carried both labels."""
+    from gluonft.datasets import labelled_images
+    from gluonft.datasets.table import TableWarning
+    images = shared / "data" / "dogcat"
+    rows = {"cat/cat1.jpg": "cat", "cat1": "cat", "cat/cat2.jpg": "cat", "cat3.png": "cat",
+            "cat4.jpeg": "cat", "dog1.jpg": "dog", "./dog/dog2.jpg": "dog", "dog2.jpg": "dog",
+            "dog3.jpg": "dog", "dog4.png": "dog"}
+    with pytest.warns(TableWarning, match=r"2 image\(s\) .* named by several rows .*cat1"):
+        data = labelled_images(rows, images, image_size=32, val_fraction=0.5, seed=0)
+    assert len(data.train) + len(data.validation) == 8  # 8 photos, each once
+    stack = np.concatenate([data.train.images, data.validation.images]).reshape(8, -1)
+    assert len(np.unique(stack, axis=0)) == 8  # no photo in both splits
+    with pytest.raises(ValueError, match=r"two different labels under different names: "
+                                         r"cat/cat1\.jpg \('cat/cat1\.jpg': 'cat', 'cat1': 'dog'\)"):
+        labelled_images({**rows, "cat1": "dog"}, images, image_size=32)

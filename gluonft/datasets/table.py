@@ -16,8 +16,10 @@ What is checked, and how it is reported:
     a row naming a file the folder lacks       one warning listing them; those rows are left out
                                                (an error when no row matches a file)
     an image file without a row                one warning listing them; not used
-    one file given two different labels        an error listing the files
+    one file given two different labels        an error listing the files (also when the rows
+                                               name it differently: "cat1.jpg" and "cat1")
     the same row twice                         used once
+    one file named by two rows, one label      used once, with one warning listing them
     a class with a single image                one warning; it stays in training (a validation
                                                split needs two images of a class)
     a file that does not decode                skipped with one warning, as in `image_folder`
@@ -259,6 +261,7 @@ def labelled_images(labels: Union[PathLike, Mapping[str, Label]], images: PathLi
         raise DatasetNotFound(f"image folder {folder} does not exist or is not a folder; "
                               f"expected the folder the names of {table.source} refer to")
     found, missing, unlabelled = match_files(list(table.rows), folder)
+    found = _one_row_per_file(found, table, folder)
     if not found:
         raise ValueError(f"none of the {len(table.rows)} file names of {table.source} is an "
                          f"image under {folder} (e.g. {_listing(list(table.rows)[:3])}); is "
@@ -293,6 +296,32 @@ def labelled_images(labels: Union[PathLike, Mapping[str, Label]], images: PathLi
     return FolderData(train=train, validation=validation, test=test, classes=table.classes,
                       root=str(folder), layout="labels table", image_size=image_size,
                       stored_size=side, fit=fit, labels=table.labels)
+
+
+def _one_row_per_file(found: Dict[str, Path], table: "LabelTable",
+                      folder: Path) -> Dict[str, Path]:
+    """One row per photo: names that resolve to the same file ("cat1.jpg" and "cat1",
+    "./dog2.jpg" and "dog2.jpg") are one photo, used once (a warning lists them) when their
+    labels agree, an error when they do not. Otherwise it would count twice, and could land
+    in both the training and the validation split."""
+    by_path: Dict[Path, List[str]] = {}
+    for name, path in found.items():
+        by_path.setdefault(path, []).append(name)
+    conflicts, repeats = [], []
+    for path, names in by_path.items():
+        if len(names) > 1:
+            rows = ", ".join(f"{n!r}: {table.rows[n]!r}" for n in names)
+            described = f"{path.relative_to(folder).as_posix()} ({rows})"
+            labels = {table.rows[n] for n in names}
+            (conflicts if len(labels) > 1 else repeats).append(described)
+    if conflicts:
+        raise ValueError(f"{table.source} gives {len(conflicts)} file(s) two different labels "
+                         f"under different names: {_listing(conflicts)}; keep one row per file")
+    if repeats:
+        warnings.warn(f"{len(repeats)} image(s) under {folder} are named by several rows of "
+                      f"{table.source} with the same label; each is used once: "
+                      f"{_listing(repeats)}", TableWarning, stacklevel=3)
+    return {names[0]: path for path, names in by_path.items()}
 
 
 def _carve_keeping_singletons(source: ImageSet, fraction: Optional[float], seed: int,
