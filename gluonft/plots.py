@@ -101,8 +101,8 @@ def accuracy_chart(bars: Sequence[Mapping], *, title: Optional[str] = None,
         else:
             style = {"color": regime_colour(str(bar["regime"])), "edgecolor": "#212121"}
             name = regime_title(str(bar["regime"]))
-        # The error bar: the spread over seeds, or with one run the Wilson 95 % interval of
-        # the accuracy on the test images.
+        # The error bar: a 95 % interval (one run: Wilson's on the test images; several
+        # seeds: of their mean, seeds' spread and the test images' noise combined).
         yerr = None if low is None else [[mean - low], [high - mean]]
         ax.bar(x, mean, width=0.7, linewidth=0.8, yerr=yerr, capsize=6 if yerr else 0,
                error_kw={"elinewidth": 1.2, "ecolor": "#212121"}, **style)
@@ -144,7 +144,7 @@ def overlap_note(bars: Sequence[Mapping], *, limit: int = 6) -> Optional[str]:
 
     Example:
         >>> overlap_note(accuracy_bars(records))
-        'Error bars: Wilson 95 % interval ... not distinguishable on 1017 test images: ...'
+        'Error bars: 95 % intervals of the test accuracy on 1017 test images ...'
     """
     pairs = indistinguishable(bars)
     if not pairs:
@@ -154,8 +154,10 @@ def overlap_note(bars: Sequence[Mapping], *, limit: int = 6) -> Optional[str]:
     names = [" ".join(_bar_label(b).split("\n")[:2]) for b in bars]
     shown = [f"{names[i]} ~ {names[j]}" for i, j in pairs[:limit]]
     more = f"; and {len(pairs) - limit} more pairs" if len(pairs) > limit else ""
-    return (f"Error bars: spread over seeds, or the Wilson 95 % interval of one run. "
-            f"Overlapping intervals, not distinguishable{on}: " + "; ".join(shown) + more)
+    return (f"Error bars: 95 % intervals of the test accuracy{on} (one run: Wilson's; "
+            f"several seeds: of their mean, the spread over seeds and the test images' "
+            f"sampling noise combined). Overlapping, so not shown different by this "
+            f"measurement: " + "; ".join(shown) + more)
 
 
 def curves_figure(history: Sequence[Mapping[str, float]], *, title: Optional[str] = None,

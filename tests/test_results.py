@@ -11,7 +11,8 @@ from gluonft.results import (CSV_COLUMNS, ExperimentRecord, accuracy_bars, atomi
                              library_versions, model_card, one_line, read_results,
                              records_to_csv, regime_title, results_table, selection_basis,
                              write_results)
-from gluonft.results import indistinguishable, wilson_interval
+from gluonft.plots import overlap_note
+from gluonft.results import indistinguishable, mean_interval, wilson_interval
 
 
 def _ok(id_, acc, *, model="m", regime="head", seed=0, kind="transfer", **extra):
@@ -266,8 +267,31 @@ def test_bars_carry_intervals_and_overlaps_are_found():
     assert bars[0]["interval"] == "Wilson 95 %" and bars[0]["low"] < 0.5 < bars[0]["high"]
     assert indistinguishable(bars) == [(0, 1)]  # 2 points on 100 images: indistinguishable
     repeated = accuracy_bars([_ok("a-head-s0", 0.5), _ok("a-head-s1", 0.7, seed=1)])
-    assert repeated[0]["interval"] == "mean ± std over seeds"
-    assert repeated[0]["low"] == pytest.approx(0.6 - repeated[0]["std"])
+    assert repeated[0]["interval"] == "95 % of the mean: seeds and test images"
+    assert repeated[0]["low"] == pytest.approx(mean_interval([0.5, 0.7], 100)[0])
+
+
+def test_with_several_seeds_the_interval_keeps_the_test_sets_noise():
+    """The audit's case: A at 70.0/70.1/70.2 % and B at 70.7/70.8/70.9 % on 300 test images.
+    Mean +- 1 SD over seeds (0.1 point) dropped the test set's binomial noise (about +-5
+    points on 300 images, shared by every seed), so the two looked different."""
+    a = [_ok(f"a-head-s{i}", acc, seed=i) for i, acc in enumerate((0.700, 0.701, 0.702))]
+    b = [_ok(f"b-full-s{i}", acc, seed=i, regime="full")
+         for i, acc in enumerate((0.707, 0.708, 0.709))]
+    for record in a + b:
+        object.__setattr__(record, "test_count", 300)
+    bars = accuracy_bars(a + b)
+    binomial_half = 1.96 * (0.701 * 0.299 / 300) ** 0.5
+    assert bars[0]["high"] - bars[0]["mean"] >= binomial_half
+    assert indistinguishable(bars) == [(0, 1)]
+    note = overlap_note(bars)
+    assert "on 300 test images" in note and "seeds and the test images' sampling noise" in note
+    # many seeds of one configuration: the seed term shrinks, the test term stays
+    many = mean_interval([0.70, 0.71] * 20, 300)
+    assert many[1] - many[0] > 2 * binomial_half * 0.99
+    # with a huge test set the seeds' own spread (t interval of 3) decides
+    low, high = mean_interval([0.700, 0.701, 0.702], 10 ** 9)
+    assert high - 0.701 == pytest.approx(4.303 * 0.001 / 3 ** 0.5, rel=1e-3)
 
 
 def test_where_a_backbone_was_pretrained_is_shown_and_a_same_task_best_is_flagged():
