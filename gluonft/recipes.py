@@ -182,7 +182,9 @@ def train_classifier(train_dir, images: Optional[PathLike] = None, *,
             held out for validation). The model then answers in those labels (`classify`).
         images: the image folder the labels name; only with labels.
         model: a backbone name, or ``"auto"``: the best candidate within ``max_params``
-            (`pick_backbone`); default the recipe's (``mobilenet0.75``).
+            (`pick_backbone`, the head's parameters counted); default the recipe's:
+            ``efficientnet_lite2`` (``"default"``), ``efficientnet_lite0`` (``"fast"``),
+            ``mobilenet0.75`` (``"staged"``).
         weights: starting weights, as `load_backbone` takes them (``"default"``, a file, None).
         fast_train: head only on cached features (see above): ``recipe="fast"``.
         recipe: a name of `RECIPES` (``"fast"``, ``"default"``, ``"staged"``) or a `Recipe`;

@@ -3,8 +3,14 @@ training settings (`TrainSettings`, `OPTIMIZERS`) that presets, the bench and re
 
 Per batch: uint8 images go to each device, are augmented and normalised there, the frozen
 prefix of the backbone runs outside ``autograd.record()`` (no graph, no backward through it),
-and only the trainable rest is recorded. Augmentation and shuffling draw from numpy generators
-seeded by (seed, epoch), so a run is repeatable and does not depend on the number of devices.
+and only the trainable rest is recorded. Shuffling, augmentation, mixing and MXNet's own
+generator (dropout) draw from generators seeded by (seed, epoch), so a run repeats exactly on
+the same devices, and a resumed run ends as an uninterrupted one. Over several devices each
+device takes a share of every batch: the frozen-BatchNorm regimes without mixing or dropout
+give the one-device result (to float rounding), but a BatchNorm that learns normalises each
+share with that share's statistics, dropout draws its masks per device, and mixup/cutmix mix
+images within a share, so those runs depend on the number of devices, as in any
+data-parallel training.
 
     fit(...)
       _Run.start        devices, Trainer, the frozen/trainable split, feature cache, resume

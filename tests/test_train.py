@@ -74,6 +74,41 @@ def test_same_seed_same_history_and_two_devices_match_one(shared, cifar):
     assert split.settings["contexts"] == ["cpu(0)", "cpu(1)"]
 
 
+def test_mixup_over_two_devices_differs_from_one_as_the_docstring_says(shared, cifar):
+    """fit's docstring once said runs do not depend on the number of devices; mixup mixes
+    within each device's share, so they do (train.py now says which runs do)."""
+    from gluonft.mixing import Mix
+    data = cifar[0].subset(n_per_class=4, seed=1)
+    losses = []
+    for ctx in ([mx.cpu(0)], [mx.cpu(0), mx.cpu(1)]):
+        net = _mobilenet(shared)
+        gluonft.apply_regime(net, "head")
+        history = gluonft.fit(net, data, epochs=1, batch_size=20, lr=0.05, image_size=32,
+                              ctx=ctx, seed=0, mix=Mix("mixup", alpha=1.0), progress=False)
+        losses.append(history["train_loss"][0])
+    assert abs(losses[0] - losses[1]) > 1e-3, losses
+    doc = gluonft.train.__doc__
+    assert "does not depend on the number of devices" not in doc
+    assert "mixup/cutmix mix images within a share" in doc
+
+
+def test_the_documented_defaults_are_the_codes():
+    """README and train_classifier's docstring once named defaults the code no longer had."""
+    from pathlib import Path
+    from gluonft.backbones import pick_backbone
+    from gluonft.recipes import RECIPES, train_classifier
+    assert pick_backbone(model="auto", max_params=5_000_000, classes=10) == "efficientnet_lite2"
+    assert pick_backbone(model="auto", max_params=5_000_000, classes=10,
+                         head=RECIPES["default"].head) == "efficientnet_lite0"
+    readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().split())
+    assert ("with the linear head (`load_backbone`'s default) it picks `efficientnet_lite2`"
+            in readme)
+    assert "Lite2 has 6.4 M and it picks `efficientnet_lite0`" in readme
+    doc = " ".join(train_classifier.__doc__.split())
+    assert (f"default the recipe's: ``{RECIPES['default'].model}`` (``\"default\"``), "
+            f"``{RECIPES['fast'].model}`` (``\"fast\"``), ``{RECIPES['staged'].model}``") in doc
+
+
 def test_history_hooks_schedule_and_early_stop(cifar):
     data = cifar[0].subset(n_per_class=5, seed=0)
     seen = []
