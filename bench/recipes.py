@@ -197,7 +197,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="runs/recipes")
     args = p.parse_args(argv)
     from gluonft.datasets import list_images
-    from gluonft.datasets.folder import _split_folders
+    from gluonft.datasets.folder import split_folders
     from gluonft.predict import evaluate_folder
     from gluonft.recipes import train_classifier
 
@@ -216,7 +216,7 @@ def main(argv=None) -> int:
             # the splits as image_folder finds them (validation/ also as val/ or valid/)
             root = Path(folder).expanduser()
             try:
-                splits = _split_folders(root) if root.is_dir() else None
+                splits = split_folders(root) if root.is_dir() else None
             except ValueError as error:
                 splits = None
                 print(f"bench.recipes: {error}", file=sys.stderr)

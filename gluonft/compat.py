@@ -229,7 +229,6 @@ def _pack(header, s):
 def _pack_img(header, img, quality=95, img_fmt=".jpg"):
     """``mxnet.recordio.pack_img`` with ``tobytes``: the same encoding parameters."""
     import cv2
-    from mxnet import recordio
     jpg_formats, png_formats = [".JPG", ".JPEG"], [".PNG"]
     encode_params = None
     if img_fmt.upper() in jpg_formats:

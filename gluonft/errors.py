@@ -1,7 +1,9 @@
 """The readable part of an error: MXNet's messages start with a C++ traceback."""
 from __future__ import annotations
 
-__all__ = ["error_message", "one_line"]
+__all__ = ["error_message", "one_line", "short_list", "SHOWN"]
+
+SHOWN = 10  # names a message lists before "..."
 
 _NOISE = ("Traceback (most recent call last)", "Stack trace", "[bt]", "File ")
 
@@ -31,3 +33,15 @@ def one_line(error: BaseException, *, limit: int = 400) -> str:
         'ValueError: bad'
     """
     return f"{type(error).__name__}: {error_message(error, limit=limit)}"
+
+
+def short_list(names, *, shown: int = SHOWN) -> str:
+    """The first ``shown`` names, comma-separated, then how many there are in all.
+
+    Example:
+        >>> short_list(["a", "b", "c"], shown=2)
+        'a, b ... (3 in all)'
+    """
+    names = list(names)
+    listed = ", ".join(str(n) for n in names[:shown])
+    return listed + (f" ... ({len(names)} in all)" if len(names) > shown else "")

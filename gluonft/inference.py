@@ -42,6 +42,8 @@ import mxnet as mx
 import numpy as np
 from mxnet import gluon
 
+from .amp import active_dtype
+
 __all__ = ["inference_forward", "fusion_available", "fused_twin", "FUSION_ENV",
            "FUSION_MIN_IMAGES"]
 
@@ -59,9 +61,8 @@ def fusion_available(contexts: Sequence[mx.Context]) -> Optional[str]:
         return "oneDNN fusion is a CPU backend; the contexts include a GPU"
     if not mx.runtime.Features().is_enabled("MKLDNN"):
         return "this MXNet build has no oneDNN (MKLDNN)"
-    from .train import _AMP_STATE  # late: train imports this module's users
-    if _AMP_STATE["dtype"]:
-        return f"MXNet AMP ({_AMP_STATE['dtype']}) patched the operators in this process"
+    if active_dtype():
+        return f"MXNet AMP ({active_dtype()}) patched the operators in this process"
     return None
 
 

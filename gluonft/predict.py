@@ -41,7 +41,7 @@ from .transforms import BatchTransform, to_device
 
 __all__ = ["predict_proba", "predict_view", "evaluate", "scores", "predict_proba_tta",
            "evaluate_tta", "tta_views", "VIEW_NAMES", "VIEW_SETS", "Ensemble", "ensemble",
-           "classify", "predict_files", "predict_images", "predict_bytes", "evaluate_folder"]
+           "classify", "predict_files", "predict_images", "predict_bytes", "evaluate_folder", "members_of"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -333,7 +333,9 @@ def ensemble(classifiers: Sequence[Classifier]) -> Ensemble:
     return Ensemble(tuple(members), tuple(classes))
 
 
-def _members(model) -> Tuple[Classifier, ...]:
+def members_of(model) -> Tuple[Classifier, ...]:
+    """The classifiers of a `Classifier` (itself) or an `Ensemble` (its members); a
+    ValueError for anything else."""
     if isinstance(model, Ensemble):
         return model.members
     if isinstance(model, Classifier):
@@ -382,7 +384,7 @@ def _proba_for_paths(model, paths: Sequence[Path], tta: bool, *, workers=None):
                                        workers=workers)
         return decoded[key]
 
-    members = _members(model)
+    members = members_of(model)
     images, kept, skipped = decode(members[0])
     if not kept:
         return np.zeros((0, len(members[0].classes)), np.float32), [], skipped
@@ -390,8 +392,8 @@ def _proba_for_paths(model, paths: Sequence[Path], tta: bool, *, workers=None):
 
 
 def _rows(model, names, proba) -> List[Dict[str, object]]:
-    classes = _members(model)[0].classes
-    labels = _members(model)[0].labels or classes
+    classes = members_of(model)[0].classes
+    labels = members_of(model)[0].labels or classes
     rows = []
     for name, p in zip(names, proba):
         index = int(p.argmax())
@@ -449,14 +451,14 @@ def classify(model, images, *, tta: bool = False) -> Dict[str, object]:
         >>> classify(clf, "../shared/data/dogcat")  # doctest: +SKIP
         {'cat/cat1.jpg': 0, ...}
     """
-    key = "label" if _members(model)[0].labels else "index"
+    key = "label" if members_of(model)[0].labels else "index"
     return {row["file"]: row[key] for row in predict_files(model, images, tta=tta)}
 
 
 def predict_images(model, images: np.ndarray, *, tta: bool = False) -> np.ndarray:
     """Probabilities (N, classes) for uint8 RGB images already made square at the model's
     stored size (what `gluonft.datasets.load_images` returns)."""
-    return _average(_members(model), lambda clf: _member_proba(clf, images, tta))
+    return _average(members_of(model), lambda clf: _member_proba(clf, images, tta))
 
 
 def predict_bytes(model, data: bytes, *, tta: bool = False) -> Dict[str, object]:

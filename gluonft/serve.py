@@ -25,6 +25,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 from .compat import DECODE_MAX_PIXELS, OPENCV_LIMIT_VARIABLE
+from .predict import members_of, predict_bytes
 
 __all__ = ["create_app", "serve", "image_header", "DEFAULT_MAX_BYTES", "DEFAULT_MAX_PIXELS",
            "DEFAULT_MAX_DECODE_BYTES", "BYTES_PER_PIXEL"]
@@ -119,9 +120,7 @@ def create_app(clf, *, max_bytes: int = DEFAULT_MAX_BYTES,
     except ImportError:
         raise ImportError("the prediction service needs Flask: pip install 'gluonft[serve]'") \
             from None
-    from .predict import _members, predict_bytes
-
-    members = _members(clf)
+    members = members_of(clf)
     for name, value in (("max_bytes", max_bytes), ("max_pixels", max_pixels),
                         ("max_decode_bytes", max_decode_bytes)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -16,8 +16,9 @@ import warnings
 from pathlib import Path
 from typing import Dict, Union
 
-from .datasets.table import (FILE_COLUMNS, LABEL_COLUMNS, TableWarning, _listing, find_column,
+from .datasets.table import (FILE_COLUMNS, LABEL_COLUMNS, TableWarning, find_column,
                              match_files)
+from .errors import short_list
 from .fileio import atomic_write_text
 
 __all__ = ["write_submission"]
@@ -78,11 +79,11 @@ def write_submission(model, images: PathLike, sample: PathLike, out: PathLike, *
     found, missing, unlisted = match_files(ids, images)
     if missing:
         raise ValueError(f"{len(missing)} image(s) the sample submission {sample} names are "
-                         f"not in {images}: {_listing(missing)}")
+                         f"not in {images}: {short_list(missing)}")
     unlisted_names = [p.relative_to(images).as_posix() for p in unlisted]
     if unlisted_names:
         warnings.warn(f"{len(unlisted_names)} image(s) in {images} are not in {sample}; not "
-                      f"predicted: {_listing(unlisted_names)}", TableWarning, stacklevel=2)
+                      f"predicted: {short_list(unlisted_names)}", TableWarning, stacklevel=2)
     unique = list(dict.fromkeys(found[i] for i in ids))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -91,7 +92,7 @@ def write_submission(model, images: PathLike, sample: PathLike, out: PathLike, *
     unreadable = [i for i in ids if str(found[i]) not in answers]
     if unreadable:
         raise ValueError(f"{len(unreadable)} image(s) of the sample submission do not decode: "
-                         f"{_listing(unreadable)}; " + "; ".join(str(w.message) for w in caught))
+                         f"{short_list(unreadable)}; " + "; ".join(str(w.message) for w in caught))
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(header)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import math
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Union
 
@@ -39,6 +38,7 @@ from .devices import as_contexts, contexts_of, read_in_flight, split_batch
 from .features import Features, batch_indices, cached_features, feature_key, weights_digest
 from .inference import inference_forward
 from .predict import evaluate, predict_proba, scores
+from .amp import start_amp
 from .regimes import NetParts, batchnorms_learning, split_net
 from .schedules import SCHEDULES, Schedule
 from .mixing import MIX_KINDS, Mix, draw_mix, mix_images
@@ -360,7 +360,7 @@ class _Run:
         if not trainable:
             raise ValueError("nothing to train: every parameter is frozen; call apply_regime "
                              "first")
-        run.amp_dtype = _start_amp(a["amp"], run.contexts)  # before tracing: the graph casts
+        run.amp_dtype = start_amp(a["amp"], run.contexts)  # before tracing: the graph casts
         params = optimizer_params(a["optimizer"], a["lr"], a["momentum"], a["wd"])
         run.cluster = (Cluster.join(a["kvstore"]) if a["kvstore"] in DIST_KVSTORES else None)
         run.workers = run.cluster.workers if run.cluster else 1
@@ -767,40 +767,6 @@ def _cached_inputs(features: Features, idx: np.ndarray, contexts):
         inputs.append((to_device(features.values[i], ctx),
                        to_device(features.labels[i], ctx)))
     return inputs
-
-
-# MXNet's AMP is process-wide and cannot be undone: the type it was started with.
-_AMP_STATE: Dict[str, Optional[str]] = {"dtype": None}
-_AMP_TYPES = {True: "float16", "float16": "float16", "bfloat16": "bfloat16"}
-
-
-def _start_amp(amp, contexts) -> Optional[str]:
-    """Validate ``amp`` for ``contexts`` and start MXNet AMP; the low-precision type or None."""
-    if amp is False or amp is None:
-        if _AMP_STATE["dtype"]:
-            # MXNet's operators stay patched: training is mixed precision anyway, so it gets
-            # the loss scaling that goes with it, and the settings say so.
-            warnings.warn(f"MXNet AMP ({_AMP_STATE['dtype']}) was started by an earlier fit in "
-                          f"this process and cannot be turned off: this fit trains in mixed "
-                          f"precision too; restart Python for float32", stacklevel=3)
-        return _AMP_STATE["dtype"]
-    if isinstance(amp, (bool, str)) and amp in _AMP_TYPES:
-        dtype = _AMP_TYPES[amp]
-    else:
-        raise ValueError(f"amp must be False, True, 'float16' or 'bfloat16', got {amp!r}")
-    if dtype == "float16":
-        cpus = [str(c) for c in contexts if c.device_type != "gpu"]
-        if cpus:
-            raise ValueError(f"amp={amp!r} (float16 training) needs GPU contexts, got "
-                             f"{', '.join(cpus)}: on a CPU train in float32 (amp=False), or "
-                             f"amp='bfloat16' on a CPU with AVX512-BF16")
-    if _AMP_STATE["dtype"] not in (None, dtype):
-        raise ValueError(f"MXNet AMP already runs in {_AMP_STATE['dtype']} in this process "
-                         f"and cannot switch to {dtype}; restart Python to change it")
-    from mxnet.contrib import amp as mx_amp
-    mx_amp.init(target_dtype=dtype)  # patches MXNet's operators; a no-op the second time
-    _AMP_STATE["dtype"] = dtype
-    return dtype
 
 
 def _train_step(parts, trainer, inputs, smoothing, classes, meter: _Meter, *,

@@ -30,7 +30,7 @@ from typing import Optional, Sequence, Tuple, Union
 import mxnet as mx
 import numpy as np
 
-__all__ = ["Augment", "sample_affine", "sample_augment", "BatchTransform", "IDENTITY_AFFINE",
+__all__ = ["Augment", "sample_augment", "BatchTransform", "IDENTITY_AFFINE",
            "IMAGENET_MEAN", "IMAGENET_STD", "CIFAR_MEAN", "CIFAR_STD", "PRESETS",
            "GRAY_WEIGHTS", "to_device"]
 
@@ -309,9 +309,6 @@ def sample_augment(n: int, augment: Augment, rng: np.random.RandomState) -> np.n
         holes += [hx - half, hy - half, hx + half, hy + half]
     return np.column_stack([affine] + factors + holes).astype(np.float32)
 
-
-# The first name of `sample_augment`, kept as an alias for code written against it.
-sample_affine = sample_augment
 
 
 class BatchTransform:

@@ -18,7 +18,7 @@ def paths(shared: Path):
 
 @functools.lru_cache(maxsize=None)
 def _data(root: str):
-    from gluonft.data.folder import image_folder
+    from gluonft.datasets.folder import image_folder
     return image_folder(root, image_size=SIZE)
 
 

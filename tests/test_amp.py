@@ -14,7 +14,7 @@ import mxnet as mx
 import pytest
 
 import gluonft
-from gluonft.data import ImageSet
+from gluonft.datasets import ImageSet
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import gluonft
-from gluonft.data import cifar10
+from gluonft.datasets import cifar10
 from gluonft.transforms import (IMAGENET_MEAN, IMAGENET_STD, PRESETS, Augment, BatchTransform,
-                                sample_affine, sample_augment)
+                                sample_augment)
 
 PLAIN = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))  # output = x / 255
 OFF = dict(flip=False, translate=0.0)  # geometry off, to isolate one op
@@ -171,9 +171,9 @@ def test_old_settings_draw_the_same_stream_as_before():
     expected[:, 0], expected[:, 4] = flip / zoom, 1 / zoom
     expected[:, 2], expected[:, 5] = (2 * u[:, 1] - 1) * 0.25, (2 * u[:, 2] - 1) * 0.25
     rng = np.random.RandomState(3)
-    np.testing.assert_array_equal(sample_affine(50, aug, rng), expected.astype(np.float32))
+    np.testing.assert_array_equal(sample_augment(50, aug, rng), expected.astype(np.float32))
     # Exactly 4 numbers per image were drawn: the next batch starts after 200.
-    np.testing.assert_array_equal(sample_affine(50, aug, rng),
+    np.testing.assert_array_equal(sample_augment(50, aug, rng),
                                   sample_augment(50, aug, _after(3, 200)))
 
 

@@ -11,7 +11,7 @@ import gluonft
 from gluonft import StopTraining
 from gluonft.callbacks import BestCheckpoint, CSVLogger, EarlyStopping, Monitor, \
     ReduceLROnPlateau
-from gluonft.data import cifar10
+from gluonft.datasets import cifar10
 
 CPU = mx.cpu()
 

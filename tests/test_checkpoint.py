@@ -11,7 +11,7 @@ import gluonft
 from gluonft import fileio
 from gluonft.baseline import lab1_cnn
 from gluonft.checkpoint import checkpoint_files, read_checkpoint
-from gluonft.data import cifar10
+from gluonft.datasets import cifar10
 
 CPU = mx.cpu()
 EPOCHS = 3

@@ -10,11 +10,11 @@ import cv2
 import numpy as np
 import pytest
 
-from gluonft.data import DatasetNotFound, ImageSet, cifar10, cifar10_folder
-from gluonft.data.cifar10 import CIFAR10_CLASSES, CIFAR10_URL, default_root, download_cifar10
+from gluonft.datasets import DatasetNotFound, ImageSet, cifar10, cifar10_folder
+from gluonft.datasets.cifar10 import CIFAR10_CLASSES, CIFAR10_URL, default_root, download_cifar10
 
-# The module, not the function of the same name that gluonft.data exports.
-cifar10_module = importlib.import_module("gluonft.data.cifar10")
+# The module, not the function of the same name that gluonft.datasets exports.
+cifar10_module = importlib.import_module("gluonft.datasets.cifar10")
 UNREACHABLE = "http://127.0.0.1:9/x.tar.gz"  # discard port: connection refused at once
 
 

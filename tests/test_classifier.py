@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 
 from gluonft.backbones import UnknownBackbone, load_backbone
-from gluonft.classifier import (CANDIDATES, classify, ensemble, fine_tune, lr_find,
-                                model_params, pick_backbone, predict_files, train_classifier)
-from gluonft.data.folder import DatasetNotFound, UnreadableImagesWarning
+from gluonft.backbones import CANDIDATES, model_params, pick_backbone
+from gluonft.predict import classify, ensemble, predict_files
+from gluonft.recipes import fine_tune, lr_find, train_classifier
+from gluonft.datasets.folder import DatasetNotFound, UnreadableImagesWarning
 from gluonft.model_io import MODEL_JSON, count_params, load_classifier
 from gluonft.regimes import apply_regime
 from gluonft.train import evaluate, fit

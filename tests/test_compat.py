@@ -1,6 +1,7 @@
 """MXNet 1.9.1 and GluonCV 0.10.5 on this interpreter and numpy (gluonft.compat), beside PyTorch,
 and the CUDA build's libraries from NVIDIA's wheels (gluonft.cuda)."""
 import ast
+import json
 import importlib.util
 import os
 import subprocess
@@ -13,7 +14,6 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-import gluonft
 from gluonft import compat
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -172,30 +172,43 @@ def _torch_available() -> bool:
 
 @pytest.mark.skipif(not _torch_available(), reason="torch is not installed here "
                     "(`make torch` installs it beside gluonft)")
-@pytest.mark.parametrize("first", ["torch", "gluonft"])
-def test_torch_before_or_after_gluonft_and_both_train(first, shared):
-    """Colab has torch >= 2 preinstalled: GluonCV's own check refuses to load beside it."""
-    second = "gluonft" if first == "torch" else "torch"
-    code = (f"import {first}, {second}\n"
-            "import mxnet as mx, numpy as np\n"
-            "from gluonft.datasets import image_folder\n"
-            f"train = image_folder({str(shared / 'data' / 'dogcat')!r}, image_size=64).train\n"
-            "net = gluonft.load_backbone('mobilenet0.25', classes=2, weights=None, seed=0)\n"
-            "gluonft.apply_regime(net, 'full')\n"
-            "h = gluonft.fit(net, train, epochs=3, batch_size=8, lr=0.05, image_size=64, seed=0)\n"
-            "t = torch.nn.Linear(4, 2); loss = t(torch.ones(3, 4)).sum(); loss.backward()\n"
-            "print(torch.__version__, h.history['train_loss'][0] > h.history['train_loss'][-1],"
-            " t.weight.grad.abs().sum().item() > 0)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=600, cwd=ROOT)
-    assert out.returncode == 0, out.stderr[-3000:]
-    version, loss_fell, torch_grad = out.stdout.split()[-3:]
-    assert int(version.split(".")[0]) >= 2 and loss_fell == "True" and torch_grad == "True"
+def test_torch_before_or_after_gluonft_trains_as_without_it(shared):
+    """Colab has torch >= 2 preinstalled: GluonCV's own check refuses to load beside it. The
+    same head-only fit on real photos, with torch imported before gluonft, after it, or not
+    at all, gives the same losses; and torch itself still trains."""
+    weights = str(shared / "weights" / "mobilenet0.75-imagenet.params")
+    fit = ("import mxnet as mx, json\n"
+           "from gluonft.datasets import image_folder\n"
+           f"train = image_folder({str(shared / 'data' / 'dogcat')!r}, image_size=96).train\n"
+           f"net = gluonft.load_backbone('mobilenet0.75', classes=2, seed=0, weights={weights!r})\n"
+           "gluonft.apply_regime(net, 'head')\n"
+           "h = gluonft.fit(net, train, epochs=3, batch_size=8, lr=0.001, image_size=96, seed=0,"
+           " progress=False)\n")
+    use_torch = ("t = torch.nn.Linear(4, 2); t(torch.ones(3, 4)).sum().backward()\n"
+                 "print(json.dumps({'torch': torch.__version__,"
+                 " 'grad': t.weight.grad.abs().sum().item()}))\n")
+    runs = {}
+    for order, head in (("none", "import gluonft\n"), ("before", "import torch, gluonft\n"),
+                        ("after", "import gluonft, torch\n")):
+        code = head + fit + "print(json.dumps({'loss': h['train_loss']}))\n" \
+            + (use_torch if order != "none" else "")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             timeout=600, cwd=ROOT)
+        assert out.returncode == 0, out.stderr[-3000:]
+        lines = [json.loads(line) for line in out.stdout.strip().splitlines()[-2:]
+                 if line.startswith("{")]
+        runs[order] = {k: v for line in lines for k, v in line.items()}
+    for order in ("before", "after"):
+        # the same kernels in a fresh process each time; torch may set its own thread pools,
+        # so allow float rounding (losses of about 0.7 here)
+        assert runs[order]["loss"] == pytest.approx(runs["none"]["loss"], rel=1e-5)
+        assert int(runs[order]["torch"].split(".")[0]) >= 2 and runs[order]["grad"] > 0
 
 
 # -- the CUDA build: a venv with the gpu extra (GLUONFT_GPU_PYTHON; .ci/run makes one) -------
 
-GPU_PYTHON = os.environ.get("GLUONFT_GPU_PYTHON", "")
+GPU_PYTHON = str(ROOT / os.environ["GLUONFT_GPU_PYTHON"]) if os.environ.get(
+    "GLUONFT_GPU_PYTHON") else ""  # relative to the project folder, or absolute
 
 
 def _in_gpu_venv(code: str) -> subprocess.CompletedProcess:
@@ -224,7 +237,6 @@ def test_every_library_libmxnet_needs_comes_from_the_gpu_extra_but_the_driver():
             "print(json.dumps({'build': cuda.mxnet_is_cuda_build(), 'paths': paths, 'ldd': ldd}))\n")
     out = _in_gpu_venv(code)
     assert out.returncode == 0, out.stderr[-3000:]
-    import json
     found = json.loads(out.stdout.strip().splitlines()[-1])
     assert found["build"] is True
     assert all(found["paths"].values()), found["paths"]

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import gluonft
-from gluonft.data import ImageSet
-from gluonft.data.imageset import iterate_batches
+from gluonft.datasets import ImageSet
+from gluonft.datasets.imageset import iterate_batches
 from gluonft.features import (FeatureCacheWarning, batch_indices, extract_features, feature_key,
                               prefix_block)
 from gluonft.transforms import BatchTransform

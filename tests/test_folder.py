@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import gluonft
-from gluonft.data import DatasetNotFound, FolderData, ImageSet, UnreadableImagesWarning, \
+from gluonft.datasets import DatasetNotFound, FolderData, ImageSet, UnreadableImagesWarning, \
     image_folder, list_images, load_images
 
 CLOTHES = ("dress", "hat", "longsleeve", "outwear", "pants", "shirt", "shoes", "shorts", "skirt",

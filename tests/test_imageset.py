@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from gluonft.data import ImageSet, cifar10, iterate_batches
+from gluonft.datasets import ImageSet, cifar10, iterate_batches
 
 
 def _toy(counts=(5, 3, 8), size=4) -> ImageSet:

@@ -5,7 +5,7 @@ import pytest
 
 import gluonft
 from gluonft.backbones import feature_blocks
-from gluonft.data import ImageSet
+from gluonft.datasets import ImageSet
 from gluonft.regimes import frozen_prefix
 
 CPU = mx.cpu()

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from gluonft.classifier import predict_files
+from gluonft.predict import predict_files
 
 from . import clothing
 

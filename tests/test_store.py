@@ -78,7 +78,7 @@ def test_above_the_size_limit_the_store_is_chosen_by_itself(shared, tmp_path, mo
 def test_a_build_that_fails_midway_leaves_no_store(shared, tmp_path, monkeypatch):
     photos = clothing.copy_photos(shared, tmp_path / "photos", per_class=30, split="train")
     monkeypatch.setattr(store, "_PIECE", 64)
-    real = gluonft.datasets.folder.load_images
+    real = store.load_images  # the decoder the store calls, piece by piece
     calls = []
 
     def second_piece_fails(*args, **kwargs):  # as a kill or a full disk would, mid-build
@@ -87,11 +87,11 @@ def test_a_build_that_fails_midway_leaves_no_store(shared, tmp_path, monkeypatch
             raise OSError("No space left on device")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(gluonft.datasets.folder, "load_images", second_piece_fails)
+    monkeypatch.setattr(store, "load_images", second_piece_fails)
     with pytest.raises(OSError, match="No space left"):
         image_folder(photos, image_size=32, on_disk=True, store=tmp_path / "store")
     assert _files(tmp_path / "store") == []  # no index, no rows, no temporary file
-    monkeypatch.setattr(gluonft.datasets.folder, "load_images", real)
+    monkeypatch.setattr(store, "load_images", real)
     data = image_folder(photos, image_size=32, on_disk=True, store=tmp_path / "store")
     assert len(data.train) + len(data.validation) == 300
 

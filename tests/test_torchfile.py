@@ -3,7 +3,6 @@ EfficientNet-Lite0 wheel's, and on crafted copies of it: no pickle in the file c
 import io
 import os
 import pickle
-import shutil
 import struct
 
 import numpy as np

@@ -4,7 +4,7 @@ import mxnet as mx
 import pytest
 
 import gluonft
-from gluonft.data import ImageSet, cifar10
+from gluonft.datasets import ImageSet, cifar10
 
 CPU = mx.cpu()
 

@@ -7,9 +7,9 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from gluonft.data import cifar10
+from gluonft.datasets import cifar10
 from gluonft.transforms import (CIFAR_MEAN, CIFAR_STD, IDENTITY_AFFINE, IMAGENET_MEAN,
-                                IMAGENET_STD, Augment, BatchTransform, sample_affine)
+                                IMAGENET_STD, Augment, BatchTransform, sample_augment)
 
 PLAIN = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))  # output = x / 255
 
@@ -37,13 +37,13 @@ def test_constants():
     assert CIFAR_MEAN == (0.4914, 0.4822, 0.4465) and CIFAR_STD == (0.2023, 0.1994, 0.2010)
 
 
-# --- sample_affine -----------------------------------------------------------------------------
+# --- sample_augment -----------------------------------------------------------------------------
 
 def test_same_seed_same_affine_and_ranges():
     aug = Augment(flip=True, translate=0.125, scale=(0.8, 1.25))
-    a = sample_affine(2000, aug, np.random.RandomState(3))
-    np.testing.assert_array_equal(a, sample_affine(2000, aug, np.random.RandomState(3)))
-    assert not np.array_equal(a, sample_affine(2000, aug, np.random.RandomState(4)))
+    a = sample_augment(2000, aug, np.random.RandomState(3))
+    np.testing.assert_array_equal(a, sample_augment(2000, aug, np.random.RandomState(3)))
+    assert not np.array_equal(a, sample_augment(2000, aug, np.random.RandomState(4)))
     assert a.shape == (2000, 6) and a.dtype == np.float32
     assert np.all(a[:, [1, 3]] == 0)
     assert np.abs(a[:, [2, 5]]).max() <= 0.25 and np.abs(a[:, [2, 5]]).max() > 0.24
@@ -55,14 +55,14 @@ def test_same_seed_same_affine_and_ranges():
 
 
 def test_none_gives_identity_and_options_switch_off_independently():
-    a = sample_affine(50, Augment.none(), np.random.RandomState(0))
+    a = sample_augment(50, Augment.none(), np.random.RandomState(0))
     np.testing.assert_array_equal(a, np.tile(IDENTITY_AFFINE, (50, 1)))
     # The stream is the same whatever the options: switching flip off keeps the shifts.
-    with_flip = sample_affine(50, Augment(flip=True), np.random.RandomState(0))
-    without = sample_affine(50, Augment(flip=False), np.random.RandomState(0))
+    with_flip = sample_augment(50, Augment(flip=True), np.random.RandomState(0))
+    without = sample_augment(50, Augment(flip=False), np.random.RandomState(0))
     np.testing.assert_array_equal(with_flip[:, 2], without[:, 2])
     assert np.all(without[:, 0] == 1)
-    assert sample_affine(0, Augment(), np.random.RandomState(0)).shape == (0, 6)
+    assert sample_augment(0, Augment(), np.random.RandomState(0)).shape == (0, 6)
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -83,11 +83,11 @@ def test_augment_is_hashable_value():
     assert Augment.none().is_identity and not Augment().is_identity
 
 
-def test_sample_affine_validation():
+def test_sample_augment_validation():
     with pytest.raises(ValueError, match="n must be an integer >= 0, got -1"):
-        sample_affine(-1, Augment(), np.random.RandomState(0))
+        sample_augment(-1, Augment(), np.random.RandomState(0))
     with pytest.raises(ValueError, match="must be an Augment"):
-        sample_affine(2, {"flip": True}, np.random.RandomState(0))
+        sample_augment(2, {"flip": True}, np.random.RandomState(0))
 
 
 # --- BatchTransform ----------------------------------------------------------------------------
@@ -114,7 +114,7 @@ def test_flip_mirrors(images):
     expected = images[:, :, ::-1].transpose(0, 3, 1, 2) / 255
     assert np.abs(flipped - expected).max() < 1e-5
     # The flip the augmentation samples is this one.
-    a = sample_affine(16, Augment(flip=True, translate=0), np.random.RandomState(0))
+    a = sample_augment(16, Augment(flip=True, translate=0), np.random.RandomState(0))
     out = tf(_nd(images), mx.nd.array(a)).asnumpy()
     for i in range(16):
         ref = images[i, :, ::-1] if a[i, 0] < 0 else images[i]
@@ -154,7 +154,7 @@ def test_upsampling_to_64(images):
     # Same result with an explicit identity affine.
     np.testing.assert_allclose(tf(_nd(images), _affine(IDENTITY_AFFINE, 16)).asnumpy(), out,
                                atol=1e-6)
-    assert tf(_nd(images[:2]), sample_affine(2, Augment(), np.random.RandomState(0))).shape \
+    assert tf(_nd(images[:2]), sample_augment(2, Augment(), np.random.RandomState(0))).shape \
         == (2, 3, 64, 64)  # a numpy affine is accepted too
 
 
@@ -163,7 +163,7 @@ def test_devices_give_identical_output(images):
     tf = BatchTransform(40, IMAGENET_MEAN, IMAGENET_STD)
     outs = []
     for ctx in (mx.cpu(0), mx.cpu(1)):
-        a = sample_affine(16, aug, np.random.RandomState(11))  # the host rng, same per device
+        a = sample_augment(16, aug, np.random.RandomState(11))  # the host rng, same per device
         out = tf(_nd(images, ctx), mx.nd.array(a, ctx=ctx))
         assert out.context == ctx
         outs.append(out.asnumpy())
@@ -205,7 +205,7 @@ def test_the_grid_is_gridgenerators():
     rng = np.random.RandomState(0)
     for side in (32, 64, 97):
         tf = BatchTransform(side, IMAGENET_MEAN, IMAGENET_STD)
-        rows = np.concatenate([sample_affine(16, Augment(rotation=30, translate=0.2,
+        rows = np.concatenate([sample_augment(16, Augment(rotation=30, translate=0.2,
                                                          scale=(0.7, 1.3)), rng),
                                rng.uniform(-1.5, 1.5, (16, 6))]).astype(np.float32)
         reference = mx.nd.GridGenerator(mx.nd.array(rows), transform_type="affine",
@@ -222,10 +222,10 @@ TWO_CONTEXTS_AT_ONCE = """
 import sys
 import numpy as np
 import gluonft, mxnet as mx
-from gluonft.transforms import Augment, BatchTransform, sample_affine
+from gluonft.transforms import Augment, BatchTransform, sample_augment
 images = np.load(sys.argv[1])
 tf = BatchTransform(64, gluonft.transforms.IMAGENET_MEAN, gluonft.transforms.IMAGENET_STD)
-rows = sample_affine(len(images), Augment(flip=True, translate=0.125), np.random.RandomState(0))
+rows = sample_augment(len(images), Augment(flip=True, translate=0.125), np.random.RandomState(0))
 contexts = [mx.cpu(0), mx.cpu(1)]
 inputs = [(mx.nd.array(images, ctx=c, dtype="uint8"), mx.nd.array(rows, ctx=c)) for c in contexts]
 for step in range(int(sys.argv[2])):

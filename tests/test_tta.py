@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 import gluonft
-from gluonft.data import ImageSet, cifar10
-from gluonft.tta import VIEW_NAMES, evaluate_tta, predict_proba_tta, tta_views
+from gluonft.datasets import ImageSet, cifar10
+from gluonft.predict import VIEW_NAMES, evaluate_tta, predict_proba_tta, tta_views
 
 CPU = mx.cpu()
 

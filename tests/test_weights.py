@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import gluonft
-from gluonft.data import ImageSet, cifar10
+from gluonft.datasets import ImageSet, cifar10
 
 CPU = mx.cpu()
 

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import os
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
@@ -50,11 +49,12 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .cifar10 import DatasetNotFound
-from .imageset import ImageSet
-from .store import decode_to_disk, is_on_disk, take_to_disk, wants_disk
+from .decode import FITS, load_images
+from .imageset import ImageSet, check_fraction, check_int
+from .store import decode_to_disk, is_on_disk, take_to_disk, wants_disk, where_stored
 
 __all__ = ["image_folder", "folder_classes", "FolderData", "load_images", "list_images",
-           "decode", "take_rows",
+           "decode", "take_rows", "carve_split", "split_folders", "check_decoding",
            "UnreadableImagesWarning", "UnlabelledImagesWarning", "IMAGE_EXTENSIONS", "FITS",
            "SPLIT_NAMES"]
 
@@ -62,15 +62,10 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp",
                     ".ppm", ".pgm", ".pbm", ".pnm")
-FITS = ("crop", "pad", "stretch")
 SPLIT_NAMES = ("train", "validation", "test")
 # Accepted folder names of each split in the pre-split layout, first one preferred.
 _SPLIT_FOLDERS = {"train": ("train",), "validation": ("validation", "val", "valid"),
                   "test": ("test",)}
-# Containers that may carry an alpha channel or 16 bits: decoded unchanged and converted here.
-# JPEG is decoded as colour so that OpenCV applies its EXIF orientation (IMREAD_UNCHANGED
-# ignores it, and JPEG has neither alpha nor 16 bits).
-_MAYBE_ALPHA_OR_16BIT = (".png", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pnm")
 _IGNORED_FOLDERS = ("__MACOSX",)
 
 
@@ -151,20 +146,6 @@ def _split_name(split) -> str:
                      "(or 'val')")
 
 
-def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _check_fraction(name: str, value) -> Optional[float]:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise ValueError(f"{name} must be a number in [0, 1) or None, got {value!r}")
-    return float(value)
-
-
 def _visible_dirs(folder: Path) -> List[Path]:
     return sorted(p for p in folder.iterdir()
                   if p.is_dir() and not p.name.startswith(".") and p.name not in _IGNORED_FOLDERS)
@@ -196,171 +177,6 @@ def list_images(folder: PathLike) -> List[Path]:
             if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
                 found.append(Path(dirpath) / name)
     return found
-
-
-def _to_rgb8(image: np.ndarray) -> np.ndarray:
-    """Any OpenCV decode result (gray, gray+alpha, BGR, BGRA; 8/16-bit, float) -> uint8 RGB."""
-    import cv2
-
-    if image.dtype == np.uint16:
-        image = (image.astype(np.uint32) * 255 + 32767) // 65535  # round, not truncate
-        image = image.astype(np.uint8)
-    elif image.dtype in (np.float32, np.float64):  # e.g. float TIFF, assumed in [0, 1]
-        image = np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    elif image.dtype != np.uint8:
-        raise ValueError(f"unsupported pixel type {image.dtype}")
-    if image.ndim == 2:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
-    channels = image.shape[2]
-    if channels == 1:
-        return cv2.cvtColor(image[:, :, 0], cv2.COLOR_GRAY2RGB)
-    if channels == 3:
-        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    if channels == 2:  # gray + alpha
-        bgr, alpha = cv2.cvtColor(np.ascontiguousarray(image[:, :, 0]), cv2.COLOR_GRAY2BGR), \
-            image[:, :, 1]
-    elif channels == 4:
-        bgr, alpha = image[:, :, :3], image[:, :, 3]
-    else:
-        raise ValueError(f"unsupported number of channels {channels}")
-    # Composite over white: out = a * colour + (1 - a) * 255, in integers with rounding.
-    a = alpha.astype(np.uint32)[:, :, None]
-    out = (bgr.astype(np.uint32) * a + 255 * (255 - a) + 127) // 255
-    return cv2.cvtColor(out.astype(np.uint8), cv2.COLOR_BGR2RGB)
-
-
-def _square(image: np.ndarray, side: int, fit: str) -> np.ndarray:
-    import cv2
-
-    h, w = image.shape[:2]
-    if fit == "crop":
-        s = min(h, w)
-        top, left = (h - s) // 2, (w - s) // 2
-        image = image[top:top + s, left:left + s]
-    elif fit == "pad":
-        s = max(h, w)
-        top, left = (s - h) // 2, (s - w) // 2
-        image = cv2.copyMakeBorder(image, top, s - h - top, left, s - w - left,
-                                   cv2.BORDER_CONSTANT, value=(0, 0, 0))
-    h, w = image.shape[:2]
-    if (h, w) == (side, side):
-        return np.ascontiguousarray(image)
-    shrink = h * w >= side * side
-    return cv2.resize(image, (side, side),
-                      interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-
-
-_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # frame headers, not tables
-
-
-def _jpeg_size(data: bytes) -> Optional[Tuple[int, int]]:
-    """(height, width) from a JPEG's frame header without decoding it; None if not found."""
-    if data[:2] != b"\xff\xd8":
-        return None
-    i, n = 2, len(data)
-    while i + 9 <= n:
-        if data[i] != 0xFF:
-            return None
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
-            i += 2
-            continue
-        if marker in _SOF_MARKERS:
-            return (data[i + 5] << 8) | data[i + 6], (data[i + 7] << 8) | data[i + 8]
-        i += 2 + ((data[i + 2] << 8) | data[i + 3])
-    return None
-
-
-def _jpeg_flags(data: bytes, side: int, fit: str) -> int:
-    """IMREAD_COLOR, or a reduced decode when the photo is much larger than needed.
-
-    libjpeg can decode at 1/2, 1/4 or 1/8 scale from the DCT coefficients, several times
-    faster than a full decode of a 12-megapixel phone photo. The reduction stops at twice the
-    stored side, so the final INTER_AREA resize still averages over enough pixels.
-    """
-    import cv2
-
-    size = _jpeg_size(data)
-    if size is None:
-        return cv2.IMREAD_COLOR
-    # The side that must keep its pixels: the shorter one when cropping or stretching, the
-    # longer one when padding (it becomes the side of the square).
-    needed = max(size) if fit == "pad" else min(size)
-    for factor, flag in ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4),
-                         (2, cv2.IMREAD_REDUCED_COLOR_2)):
-        if needed // factor >= 2 * side:
-            return flag
-    return cv2.IMREAD_COLOR
-
-
-def _read_one(path: Path, side: int, fit: str) -> Optional[np.ndarray]:
-    """The stored square RGB image, or None when the file does not decode."""
-    import cv2
-
-    try:
-        # imdecode from bytes rather than imread: works for any path encoding on every OS.
-        data = np.fromfile(str(path), dtype=np.uint8)
-        if data.size == 0:
-            return None
-        if path.suffix.lower() in _MAYBE_ALPHA_OR_16BIT:
-            flags = cv2.IMREAD_UNCHANGED
-        elif path.suffix.lower() in (".jpg", ".jpeg", ".jpe"):
-            flags = _jpeg_flags(data[:65536].tobytes(), side, fit)  # headers come first
-        else:
-            flags = cv2.IMREAD_COLOR
-        image = cv2.imdecode(data, flags)
-        if image is None or image.size == 0 or min(image.shape[:2]) < 1:
-            return None
-        return _square(_to_rgb8(image), side, fit)
-    except (OSError, ValueError, cv2.error):
-        return None
-
-
-def _default_workers() -> int:
-    # OpenCV's decoders release the GIL, so threads decode in parallel; beyond a few threads
-    # the disk, not the CPU, is the limit.
-    return max(1, min(8, os.cpu_count() or 1))
-
-
-def load_images(paths: Sequence[PathLike], *, size: int, fit: str = "crop",
-                workers: Optional[int] = None) -> Tuple[np.ndarray, List[int], List[str]]:
-    """Decode image files into one uint8 (N, size, size, 3) RGB array, skipping unreadable ones.
-
-    No warning is issued here; the caller decides how to report ``skipped``.
-
-    Args:
-        paths: image files.
-        size: side of the square output images, >= 1.
-        fit: ``"crop"``, ``"pad"`` or ``"stretch"`` (see the module docstring).
-        workers: decoding threads (default: min(8, CPU count)).
-
-    Returns:
-        (images, kept, skipped): the images of the files that decoded, in the order given;
-        ``kept`` their indices into ``paths``; ``skipped`` the paths (str) that did not decode.
-
-    Example:
-        >>> images, kept, skipped = load_images(list_images("photos"), size=110)  # doctest: +SKIP
-    """
-    size = _check_int("size", size, 1)
-    if fit not in FITS:
-        raise ValueError(f"unknown fit {fit!r}: expected one of {', '.join(FITS)}")
-    workers = _default_workers() if workers is None else _check_int("workers", workers, 1)
-    paths = [Path(p) for p in paths]
-    if workers == 1 or len(paths) < 2:
-        decoded = [_read_one(p, size, fit) for p in paths]
-    else:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            # map keeps the input order, so labels line up with images whatever finishes first.
-            decoded = list(pool.map(lambda p: _read_one(p, size, fit), paths,
-                                    chunksize=max(1, len(paths) // (workers * 8))))
-    kept = [i for i, im in enumerate(decoded) if im is not None]
-    skipped = [str(p) for p, im in zip(paths, decoded) if im is None]
-    images = np.stack([decoded[i] for i in kept]) if kept \
-        else np.zeros((0, size, size, 3), np.uint8)
-    return images, kept, skipped
 
 
 def _class_folders(folder: Path, what: str) -> List[str]:
@@ -404,7 +220,7 @@ def _load_split(folder: Path, classes: Sequence[str], *, what: str, side: int, f
                          f"decode, e.g. {skipped[:3]})")
     return ImageSet(images, labels_kept, tuple(classes),
                     f"{folder} (class folders, {len(classes)} classes, stored "
-                    f"{side}x{side} {fit}{_where(images)})", tuple(skipped))
+                    f"{side}x{side} {fit}{where_stored(images)})", tuple(skipped))
 
 
 def decode(paths: Sequence[Path], *, side: int, fit: str, workers: Optional[int],
@@ -416,16 +232,14 @@ def decode(paths: Sequence[Path], *, side: int, fit: str, workers: Optional[int]
     return load_images(paths, size=side, fit=fit, workers=workers)
 
 
-def _where(images: np.ndarray) -> str:
-    return f", on disk {images.filename}" if is_on_disk(images) else ""
-
-
 def _is_unlabelled(folder: Path) -> bool:
     return not _visible_dirs(folder) and bool(list_images(folder))
 
 
-def _split_folders(root: Path) -> Optional[Dict[str, Path]]:
-    """{split: folder} for the pre-split layout, None for a plain folder of class folders."""
+def split_folders(root: Path) -> Optional[Dict[str, Path]]:
+    """{split: folder} of the pre-split layout (``train/``, ``validation/`` also as ``val/`` or
+    ``valid/``, ``test/``), None for a plain folder of class folders; a conflicting layout
+    (both ``val/`` and ``validation/``) is a ValueError naming them."""
     names = {p.name: p for p in _visible_dirs(root)}
     if "train" not in names:
         return None
@@ -449,7 +263,7 @@ def _split_folders(root: Path) -> Optional[Dict[str, Path]]:
 
 def check_decoding(image_size, margin, fit: str) -> Tuple[int, int]:
     """Validate how photos are decoded; returns (image_size, stored side)."""
-    image_size = _check_int("image_size", image_size, 8)
+    image_size = check_int("image_size", image_size, 8)
     if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not margin >= 1:
         raise ValueError(f"margin must be a number >= 1 (stored side / image_size), "
                          f"got {margin!r}")
@@ -470,7 +284,7 @@ def folder_classes(root: PathLike) -> Tuple[str, ...]:
     if not root.is_dir():
         raise DatasetNotFound(f"image folder {root} does not exist or is not a folder; expected "
                               f"{root}/<class>/<images> or {root}/train/<class>/<images>")
-    folders = _split_folders(root)
+    folders = split_folders(root)
     if folders is not None:
         return tuple(_class_folders(folders["train"], "train folder"))
     return tuple(_class_folders(root, "image folder"))
@@ -535,9 +349,9 @@ def image_folder(root: PathLike, *, image_size: int = 224, margin: float = 1.15,
     """
     image_size, side = check_decoding(image_size, margin, fit)
     wanted = None if split is None else _split_name(split)
-    val_fraction = _check_fraction("val_fraction", val_fraction)
-    test_fraction = _check_fraction("test_fraction", test_fraction)
-    _check_int("seed", seed, 0)
+    val_fraction = check_fraction("val_fraction", val_fraction)
+    test_fraction = check_fraction("test_fraction", test_fraction)
+    check_int("seed", seed, 0)
     root = Path(root).expanduser()
     if not root.exists():
         raise DatasetNotFound(f"image folder {root} does not exist; expected {root}/<class>/"
@@ -546,7 +360,7 @@ def image_folder(root: PathLike, *, image_size: int = 224, margin: float = 1.15,
         raise DatasetNotFound(f"image folder {root} is not a folder")
     read = dict(side=side, fit=fit, workers=workers, on_disk=on_disk, store=store)
 
-    folders = _split_folders(root)
+    folders = split_folders(root)
     if folders is not None:
         layout = "split folders"
         classes = _class_folders(folders["train"], "train folder")
@@ -586,9 +400,9 @@ def image_folder(root: PathLike, *, image_size: int = 224, margin: float = 1.15,
                 parts[name] = _load_split(folders[name], classes, what=f"{name} folder", **read)
         # Carve missing splits out of train when asked to.
         if "train" in parts:
-            parts["train"], parts["test"] = _carve(parts["train"], parts.get("test"),
+            parts["train"], parts["test"] = carve_split(parts["train"], parts.get("test"),
                                                    test_fraction, seed, "test", store)
-            parts["train"], parts["validation"] = _carve(parts["train"], parts.get("validation"),
+            parts["train"], parts["validation"] = carve_split(parts["train"], parts.get("validation"),
                                                          val_fraction, seed, "validation", store)
     else:
         layout = "class folders"
@@ -596,9 +410,9 @@ def image_folder(root: PathLike, *, image_size: int = 224, margin: float = 1.15,
         everything = _load_split(root, classes, what="image folder", **read)
         val_fraction = 0.2 if val_fraction is None else val_fraction
         parts = {"train": everything}
-        parts["train"], parts["test"] = _carve(everything, None, test_fraction, seed, "test",
+        parts["train"], parts["test"] = carve_split(everything, None, test_fraction, seed, "test",
                                                store)
-        parts["train"], parts["validation"] = _carve(parts["train"], None, val_fraction, seed,
+        parts["train"], parts["validation"] = carve_split(parts["train"], None, val_fraction, seed,
                                                      "validation", store)
 
     skipped = [s for name in SPLIT_NAMES if parts.get(name) is not None
@@ -622,8 +436,8 @@ def image_folder(root: PathLike, *, image_size: int = 224, margin: float = 1.15,
                       layout=layout, image_size=image_size, stored_size=side, fit=fit)
 
 
-def _carve(source: ImageSet, existing: Optional[ImageSet], fraction: Optional[float], seed: int,
-           name: str, store=None) -> Tuple[ImageSet, Optional[ImageSet]]:
+def carve_split(source: ImageSet, existing: Optional[ImageSet], fraction: Optional[float],
+                seed: int, name: str, store=None) -> Tuple[ImageSet, Optional[ImageSet]]:
     """(rest of source, the carved split) when a fraction is asked for, else unchanged. A
     source on disk gives parts on disk (stores of their own), not copies in memory."""
     if existing is not None or not fraction:

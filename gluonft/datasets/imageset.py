@@ -9,7 +9,7 @@ from typing import Dict, Iterator, Optional, Tuple
 
 import numpy as np
 
-__all__ = ["ImageSet", "iterate_batches", "split_indices"]
+__all__ = ["ImageSet", "iterate_batches", "split_indices", "check_int", "check_fraction"]
 
 
 @dataclass(eq=False)  # eq=False: comparing numpy arrays with == has no single truth value
@@ -246,3 +246,19 @@ def _batches(imageset, batch_size, order, drop_last):
         else:
             idx = order[start:end]
             yield imageset.images[idx], imageset.labels[idx]
+
+
+def check_int(name: str, value, minimum: int) -> int:
+    """``value`` as an int, or a ValueError naming ``name``, the value and the minimum."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_fraction(name: str, value) -> Optional[float]:
+    """A split fraction in [0, 1) as a float (None stays None), or a ValueError naming it."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ValueError(f"{name} must be a number in [0, 1) or None, got {value!r}")
+    return float(value)

@@ -36,9 +36,10 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .. import fileio
+from .decode import load_images
 
 __all__ = ["ON_DISK_ABOVE_BYTES", "store_dir", "wants_disk", "decode_to_disk", "take_to_disk",
-           "pieces_to_disk", "files_key", "is_on_disk"]
+           "pieces_to_disk", "files_key", "is_on_disk", "where_stored"]
 
 FORMAT = 1
 # Decoded sets larger than this go to disk when on_disk is None (the default): on a 24 GB
@@ -140,8 +141,6 @@ def decode_to_disk(paths: Sequence[Path], *, side: int, fit: str,
                    progress: bool = False) -> Tuple[np.ndarray, List[int], List[str]]:
     """`load_images` into a store: (images memmap, kept indices, skipped paths), the same
     rows `load_images` returns in memory. An existing store of the same sources is reused."""
-    from .folder import load_images
-
     paths = [Path(p) for p in paths]
     key = files_key(paths, side=side, fit=fit)
     kept: List[int] = []
@@ -187,3 +186,8 @@ def take_to_disk(images: np.ndarray, indices: Sequence[int], *, name: str,
               for start in range(0, len(indices), _PIECE))
     return pieces_to_disk(key, tuple(images.shape[1:]), pieces, folder=folder,
                           index={"source": source, "name": name})[0]
+
+
+def where_stored(images: np.ndarray) -> str:
+    """``", on disk <file>"`` for images in a store, ``""`` in memory: for descriptions."""
+    return f", on disk {images.filename}" if is_on_disk(images) else ""

@@ -37,9 +37,11 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .cifar10 import DatasetNotFound
-from .folder import (FolderData, UnreadableImagesWarning, _carve, _check_fraction, _check_int,
-                     _where, check_decoding, decode, list_images, take_rows)
-from .imageset import ImageSet, split_indices
+from ..errors import short_list
+from .folder import (FolderData, UnreadableImagesWarning, carve_split, check_decoding, decode,
+                     list_images, take_rows)
+from .imageset import ImageSet, check_fraction, check_int, split_indices
+from .store import where_stored
 
 __all__ = ["labelled_images", "read_labels", "LabelTable", "FILE_COLUMNS", "LABEL_COLUMNS",
            "TableWarning", "match_files", "find_column"]
@@ -51,16 +53,10 @@ Label = Union[int, str]
 FILE_COLUMNS = ("filename", "file_name", "file", "image", "image_name", "img", "path", "id",
                 "image_id", "img_id")
 LABEL_COLUMNS = ("class_id", "class", "label", "category", "category_id", "target", "y")
-SHOWN = 10  # names listed in a message before "..."
 
 
 class TableWarning(UserWarning):
     """Rows and files of a labels table that do not match, listed by name."""
-
-
-def _listing(names: Sequence[str]) -> str:
-    shown = ", ".join(names[:SHOWN])
-    return shown + (f" ... ({len(names)} in all)" if len(names) > SHOWN else "")
 
 
 class LabelTable:
@@ -177,7 +173,7 @@ def read_labels(labels: Union[PathLike, Mapping[str, Label]], *,
         described = [f"{n} ({' vs '.join(map(repr, sorted(v, key=str)))})"
                      for n, v in conflicts.items()]
         raise ValueError(f"{source} gives {len(conflicts)} file(s) two different labels: "
-                         f"{_listing(described)}; keep one row per file")
+                         f"{short_list(described)}; keep one row per file")
     return LabelTable(rows, source)
 
 
@@ -217,7 +213,7 @@ def match_files(names: Sequence[str], folder: Path) -> Tuple[Dict[str, Path], Li
             found[name] = hit
     if ambiguous:
         raise ValueError(f"{len(ambiguous)} name(s) of the labels table match several files "
-                         f"under {folder}: {_listing(ambiguous)}; give paths relative to "
+                         f"under {folder}: {short_list(ambiguous)}; give paths relative to "
                          f"{folder} in the table")
     used = set(found.values())
     return found, missing, [p for p in files if p not in used]
@@ -252,9 +248,9 @@ def labelled_images(labels: Union[PathLike, Mapping[str, Label]], images: PathLi
         ((0, 1, 2), 2400)
     """
     image_size, side = check_decoding(image_size, margin, fit)
-    val_fraction = _check_fraction("val_fraction", val_fraction)
-    test_fraction = _check_fraction("test_fraction", test_fraction)
-    _check_int("seed", seed, 0)
+    val_fraction = check_fraction("val_fraction", val_fraction)
+    test_fraction = check_fraction("test_fraction", test_fraction)
+    check_int("seed", seed, 0)
     table = read_labels(labels, file_column=file_column, label_column=label_column)
     folder = Path(images).expanduser()
     if not folder.is_dir():
@@ -264,15 +260,15 @@ def labelled_images(labels: Union[PathLike, Mapping[str, Label]], images: PathLi
     found = _one_row_per_file(found, table, folder)
     if not found:
         raise ValueError(f"none of the {len(table.rows)} file names of {table.source} is an "
-                         f"image under {folder} (e.g. {_listing(list(table.rows)[:3])}); is "
+                         f"image under {folder} (e.g. {short_list(list(table.rows)[:3])}); is "
                          f"it the right folder?")
     if missing:
         warnings.warn(f"{len(missing)} row(s) of {table.source} name files that are not under "
-                      f"{folder}; left out: {_listing(missing)}", TableWarning, stacklevel=2)
+                      f"{folder}; left out: {short_list(missing)}", TableWarning, stacklevel=2)
     if unlabelled:
         names = [p.relative_to(folder).as_posix() for p in unlabelled]
         warnings.warn(f"{len(unlabelled)} image(s) under {folder} have no row in "
-                      f"{table.source}; not used: {_listing(names)}", TableWarning, stacklevel=2)
+                      f"{table.source}; not used: {short_list(names)}", TableWarning, stacklevel=2)
     index = table.index_of()
     ordered = sorted(found.items(), key=lambda item: (index[table.rows[item[0]]],
                                                        item[1].relative_to(folder).as_posix()))
@@ -289,7 +285,7 @@ def labelled_images(labels: Union[PathLike, Mapping[str, Label]], images: PathLi
                          f"their rows name missing or unreadable files")
     everything = ImageSet(pixels, targets, table.classes,
                           f"{folder} labelled by {table.source} ({len(table.labels)} classes, "
-                          f"stored {side}x{side} {fit}{_where(pixels)})", tuple(skipped))
+                          f"stored {side}x{side} {fit}{where_stored(pixels)})", tuple(skipped))
     train, test = _carve_keeping_singletons(everything, test_fraction, seed, "test", store)
     train, validation = _carve_keeping_singletons(train, val_fraction, seed, "validation",
                                                   store)
@@ -316,11 +312,11 @@ def _one_row_per_file(found: Dict[str, Path], table: "LabelTable",
             (conflicts if len(labels) > 1 else repeats).append(described)
     if conflicts:
         raise ValueError(f"{table.source} gives {len(conflicts)} file(s) two different labels "
-                         f"under different names: {_listing(conflicts)}; keep one row per file")
+                         f"under different names: {short_list(conflicts)}; keep one row per file")
     if repeats:
         warnings.warn(f"{len(repeats)} image(s) under {folder} are named by several rows of "
                       f"{table.source} with the same label; each is used once: "
-                      f"{_listing(repeats)}", TableWarning, stacklevel=3)
+                      f"{short_list(repeats)}", TableWarning, stacklevel=3)
     return {names[0]: path for path, names in by_path.items()}
 
 
@@ -333,7 +329,7 @@ def _carve_keeping_singletons(source: ImageSet, fraction: Optional[float], seed:
     counts = np.bincount(source.labels, minlength=len(source.classes))
     single = np.flatnonzero(counts == 1)
     if not len(single):
-        return _carve(source, None, fraction, seed, name, store)
+        return carve_split(source, None, fraction, seed, name, store)
     warnings.warn(f"class(es) {', '.join(source.classes[i] for i in single)} have a single "
                   f"image: kept in training, none of it in the {name} split", TableWarning,
                   stacklevel=3)
