@@ -30,15 +30,27 @@ from datetime import datetime
 from typing import Dict, List, Optional, Sequence, Tuple
 
 try:  # importing MXNet takes seconds; Ctrl-C then is an answer, not a traceback
+    import gluonft
+    import mxnet as mx
+    from gluonft import UnknownBackbone, list_backbones
     from gluonft.argtypes import non_negative_float as _non_negative_float
-    from gluonft.distributed import DIST_KVSTORES, KVSTORES
     from gluonft.argtypes import positive_int as _positive_int
+    from gluonft.backbones import MAX_IMAGE_SIZE, check_image_size, family_of
+    from gluonft.datasets import DatasetNotFound, cifar10
+    from gluonft.datasets.cifar10 import default_root
+    from gluonft.distributed import DIST_KVSTORES, KVSTORES, Cluster, DistributedSetupError
+    from gluonft.fileio import (FolderBusy, FolderLock, atomic_write_json,
+                                check_writable_folder, remove_stale_temporaries)
     from gluonft.heads import parse_head
-    from gluonft.regimes import REGIMES
+    from gluonft.regimes import REGIMES, parse_regime
+    from gluonft.results import environment, one_line, read_results, results_table
     from gluonft.train import TrainSettings
 
+    from .grid import (Data, Experiment, OutputPaths, effective_image_size, experiment_id,
+                       run_grid)
     from .presets import (BASELINE_MODEL, BASELINE_NAME, CPU_MODELS, DEFAULT_MODELS,
                           DEFAULT_REGIMES, PRESETS, Preset, TrainingFields, preset_for_devices)
+    from .report import write_report
 except KeyboardInterrupt:
     print("bench.cifar: interrupted while starting; nothing was run", file=sys.stderr)
     sys.exit(130)
@@ -115,7 +127,6 @@ def _count_or_all(text: str):
 def _size_or_native(text: str):
     if text.strip().lower() == "native":
         return "native"
-    from gluonft.backbones import MAX_IMAGE_SIZE
 
     value = _positive_int(text)
     if value > MAX_IMAGE_SIZE:
@@ -259,7 +270,6 @@ def _parse_weights(values: Optional[Sequence[str]]) -> Dict[str, str]:
 
 
 def _parse_ctx(text: Optional[str]) -> Tuple[str, ...]:
-    import mxnet as mx
 
     try:
         gpus = mx.context.num_gpus()
@@ -294,7 +304,6 @@ def _parse_ctx(text: Optional[str]) -> Tuple[str, ...]:
 
 
 def _contexts(names: Sequence[str]) -> list:
-    import mxnet as mx
 
     return [mx.cpu(int(c[4:-1])) if c.startswith("cpu") else mx.gpu(int(c[4:-1]))
             for c in names]
@@ -397,7 +406,6 @@ def _training(args, preset: TrainSettings) -> TrainSettings:
 
 
 def _parse_regimes(text: Optional[str]) -> Tuple[str, ...]:
-    from gluonft.regimes import parse_regime
 
     if text is None:
         return DEFAULT_REGIMES
@@ -426,8 +434,6 @@ def _parse_seeds(text: Optional[str]) -> Tuple[int, ...]:
 # --- config -> checked against the zoo and the file system ------------------------------------
 
 def _check_model(name: str) -> None:
-    from gluonft import UnknownBackbone, list_backbones
-    from gluonft.backbones import family_of
 
     if name == BASELINE_MODEL:
         raise UsageError(f"--models {name}: {name} is the lab-1 baseline; it runs in every grid "
@@ -453,12 +459,8 @@ def check_config(config: CifarConfig) -> None:
     Raises:
         UsageError: the first problem found, in one line.
     """
-    import mxnet as mx
 
-    import gluonft
-    from gluonft.backbones import check_image_size, family_of
 
-    from .grid import effective_image_size
 
     for name in config.models:
         _check_model(name)
@@ -505,10 +507,7 @@ def load_data(config: CifarConfig):
     Raises:
         UsageError: no CIFAR-10 where it was looked for (one line saying where and what).
     """
-    from gluonft.datasets import DatasetNotFound, cifar10
-    from gluonft.datasets.cifar10 import default_root
 
-    from .grid import Data
 
     root = config.data_root
     # An explicit folder must hold the files unless --download; the default one is filled.
@@ -542,12 +541,10 @@ def _workers(config: CifarConfig) -> int:
     """The workers of the job (1 without a distributed kvstore)."""
     if config.kvstore not in DIST_KVSTORES:
         return 1
-    from gluonft.distributed import Cluster
     return Cluster.join(config.kvstore).workers
 
 
 def _rank(config: CifarConfig) -> int:
-    from gluonft.distributed import Cluster
     return Cluster.join(config.kvstore).rank
 
 
@@ -558,10 +555,7 @@ def plan_experiments(config: CifarConfig, data) -> list:
         >>> [e.id for e in plan_experiments(config, data)]
         ['lab1_cnn-scratch-s0', 'mobilenet0.75-head-s0', 'mobilenet0.75-full-s0']
     """
-    from gluonft.backbones import family_of
-    from gluonft.regimes import parse_regime
 
-    from .grid import Experiment, effective_image_size, experiment_id
 
     common = dict(classes=len(data.test.classes), data=data.description,
                   kvstore=config.kvstore, workers=_workers(config))
@@ -654,9 +648,7 @@ def _card_lines(card: dict) -> List[str]:
 
 
 def _write_report(out_dir: str, log) -> None:
-    from gluonft.results import one_line
 
-    from .report import write_report
 
     try:
         log(f"report: {write_report(out_dir)}")
@@ -688,8 +680,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _main(argv: Optional[Sequence[str]]) -> int:
-    from gluonft.distributed import Cluster, DistributedSetupError
-    from gluonft.fileio import FolderBusy, FolderLock, check_writable_folder
 
     try:
         config = parse_config(argv)
@@ -720,10 +710,7 @@ def _main(argv: Optional[Sequence[str]]) -> int:
 def _run_locked(config: CifarConfig, data, argv, lock) -> int:
     """The grid, with ``config.out`` locked by this process (``lock`` None: a worker of a
     distributed job other than worker 0, which writes nothing)."""
-    from gluonft.fileio import atomic_write_json, remove_stale_temporaries
-    from gluonft.results import environment, read_results, results_table
 
-    from .grid import OutputPaths, run_grid
 
     def log(line: str = "") -> None:
         print(line, flush=True)

@@ -32,6 +32,9 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Dict, List
+import gluonft
+import mxnet as mx
+from gluonft.fileio import atomic_write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT / ".." / "shared"
@@ -45,9 +48,7 @@ def measure(regime: str, kvstore: str, batch: int, size: int, images: int,
             epochs: int) -> Dict[str, float]:
     """One process's (or worker's) figures; run as its own process (under the launcher for a
     distributed kvstore)."""
-    import mxnet as mx
 
-    import gluonft
     train = gluonft.datasets.cifar10(SHARED / "data" / "cifar-10-subset", train=True,
                                      download=False)
     train = train.take(range(images))
@@ -102,7 +103,6 @@ def main(argv=None) -> int:
         return 0
     from tqdm.auto import tqdm
 
-    from gluonft.fileio import atomic_write_json
     common = ["--size", str(args.size), "--images", str(args.images), "--epochs",
               str(args.epochs)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("DMLC_")}

@@ -45,6 +45,13 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
+import gluonft
+import mxnet as mx
+from gluonft import fileio
+from gluonft.baseline import lab1_cnn
+from gluonft.datasets import cifar10
+from bench import cifar
+from gluonft.fileio import TMP_SUFFIX, atomic_write_json, library_versions
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = (ROOT / ".." / "shared").resolve()
@@ -58,7 +65,6 @@ GROWTH_LIMIT_MB = 50.0
 
 def _install_killer() -> None:
     """Wrap gluonft's one file writer: count the writes, and die half way through the n-th."""
-    from gluonft import fileio
 
     real = fileio.atomic_write
     kill_at = int(os.environ.get(KILL_AT, "0"))
@@ -81,7 +87,6 @@ def _install_killer() -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
     # Every module that imported the writer by name gets the wrapper too.
-    import gluonft  # noqa: F401  (imports the package's modules)
     for name, module in list(sys.modules.items()):
         if name.split(".")[0] in ("gluonft", "bench"):
             for attr, value in list(vars(module).items()):
@@ -90,12 +95,8 @@ def _install_killer() -> None:
 
 
 def _child_fit(checkpoint: str, weights_out: str) -> None:
-    import mxnet as mx
     import numpy as np
 
-    import gluonft
-    from gluonft.baseline import lab1_cnn
-    from gluonft.datasets import cifar10
 
     data = cifar10(str(SHARED / "data" / "cifar-10-subset"), train=True).subset(
         n_per_class=6, seed=1)
@@ -112,7 +113,6 @@ def _child(argv: Sequence[str]) -> int:
     if argv[0] == "fit":
         _child_fit(argv[1], argv[2])
         return 0
-    from bench import cifar
     return cifar.main(list(argv[1:]))
 
 
@@ -128,7 +128,6 @@ def _run_child(args: Sequence[str], *, kill_at: int = 0, count_file: Optional[st
 
 
 def _temporaries(folder: Path) -> List[str]:
-    from gluonft.fileio import TMP_SUFFIX
     return [str(p) for p in folder.rglob(f".*{TMP_SUFFIX}")]
 
 
@@ -283,7 +282,6 @@ def _payloads(photos: List[Path]) -> List[bytes]:
 
 
 def _model_folder(work: Path, log) -> Path:
-    import gluonft
 
     folder = work / "model"
     begin = time.perf_counter()
@@ -445,7 +443,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         finally:
             shutil.rmtree(work, ignore_errors=True)
         report[name]["seconds"] = round(time.perf_counter() - begin, 1)
-    from gluonft.fileio import atomic_write_json, library_versions
     atomic_write_json(out / "faults.json", {"attacks": report, "versions": library_versions()})
     log("")
     for name, result in report.items():

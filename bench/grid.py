@@ -37,6 +37,9 @@ from gluonft.results import (SELECTION_NOTES, ExperimentRecord, accuracy_bars, a
 from gluonft.train import MOMENTUM_OPTIMIZERS, TrainSettings
 
 from .presets import BASELINE_MODEL, TrainingFields
+from gluonft import plots
+from gluonft.fileio import atomic_write
+from gluonft.weights import sha1_of
 
 __all__ = ["Experiment", "Data", "OutputPaths", "GridResult", "experiment_id",
            "effective_image_size", "run_grid", "run_experiment", "build_net"]
@@ -411,7 +414,6 @@ def _supersede(paths: OutputPaths, records: Sequence[ExperimentRecord]) -> None:
 
 def _write_outputs(paths: OutputPaths, records: Sequence[ExperimentRecord], *, title: str,
                    log: Log) -> None:
-    from gluonft import plots
 
     write_results(records, json_path=paths.results_json, csv_path=paths.results_csv)
     if not records:
@@ -431,8 +433,6 @@ def _update_best(paths: OutputPaths, records: Sequence[ExperimentRecord],
                  log: Log) -> Optional[dict]:
     """best.json (and best.params when ``just_run`` is the best and ``save_params`` writes its
     parameters to a path) for ``records``; returns the card written (None: no best)."""
-    from gluonft.fileio import atomic_write
-    from gluonft.weights import sha1_of
 
     best = best_record(records)
     current = None
@@ -501,7 +501,6 @@ def _finish(paths: OutputPaths, record: ExperimentRecord, *, keep_checkpoints: b
     """After a finished experiment: its curves drawn, its checkpoint removed (unless kept)."""
     if not record.ok:
         return
-    from gluonft import plots
 
     curves = paths.curves(record.id)
     if record.history and not (only_missing and os.path.exists(curves)):
@@ -533,7 +532,6 @@ def _write_training_strip(paths: "OutputPaths", experiments: Sequence[Experiment
     title = (f"what the nets train on: {gluonft.Augment()}"
              + (f", {mix.kind} (alpha {mix.alpha:g})" if mix else "")
              + f", {first.image_size} px")
-    from gluonft import plots
     plots.save_figure(plots.image_strip(images, captions, title=title), paths.augmentation)
     log(f"wrote {os.path.basename(paths.augmentation)}: 8 training images as augmented")
 

@@ -32,6 +32,11 @@ from pathlib import Path
 from typing import Dict, List
 
 from .photos import SHARED, cifar10_jpg, link_photos
+import gluonft
+import mxnet as mx
+from gluonft.datasets import image_folder
+from gluonft.datasets.store import is_on_disk
+from gluonft.fileio import atomic_write_csv, atomic_write_json
 
 WEIGHTS = SHARED / "weights" / "cifar_resnet20_v1-cifar10.params"
 MODES = ("memory", "disk")
@@ -68,11 +73,7 @@ def measure(folder: str, mode: str, store: str) -> Dict[str, float]:
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    import mxnet as mx
 
-    import gluonft
-    from gluonft.datasets import image_folder
-    from gluonft.datasets.store import is_on_disk
     base = _status_kb("RssAnon")
     begin = time.perf_counter()
     train = image_folder(folder, image_size=32, split="train", on_disk=mode == "disk",
@@ -117,7 +118,6 @@ def main(argv=None) -> int:
         return 0
     from tqdm.auto import tqdm
 
-    from gluonft.fileio import atomic_write_csv, atomic_write_json
     work = Path(args.work or Path(tempfile.gettempdir()) / "gluonft-bench-memory")
     sizes = [int(s) for s in args.sizes.split(",")]
     root = cifar10_jpg(work, who="bench.memory")

@@ -42,6 +42,7 @@ from gluonft.backbones import count_params
 from gluonft.datasets import ImageSet
 from gluonft.inference import fusion_available, inference_forward
 from gluonft.transforms import Augment
+from gluonft.results import environment
 
 __all__ = ["PEER_MODELS", "PEER_SIZES", "PEER_PYTHON", "TorchPeer", "run_peer", "render_peer"]
 
@@ -198,7 +199,6 @@ def run_peer(*, models=PEER_MODELS, sizes=PEER_SIZES, repeats: int = 3, batch_si
                              "median": median, "samples": samples})
     finally:
         peer.close()
-    from gluonft.results import environment
     return {"peer": "torch", "torch": peer.info, "rows": rows,
             "config": {"models": list(models), "sizes": list(sizes), "repeats": repeats,
                        "batch_size": batch_size, "seconds": seconds},

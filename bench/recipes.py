@@ -41,6 +41,11 @@ from gluonft.fileio import atomic_write_csv, atomic_write_json, finite_json
 from gluonft.recipes import Recipe
 
 from .photos import SHARED, cifar10_jpg, link_photos
+from gluonft import plots
+from gluonft.datasets import list_images
+from gluonft.datasets.folder import split_folders
+from gluonft.predict import evaluate_folder
+from gluonft.recipes import train_classifier
 
 MOBILENET_WEIGHTS = SHARED / "weights" / "mobilenet0.75-imagenet.params"
 STAGED = (("head", 4), ("last_k:2", 3), ("last_k:4", 3))
@@ -154,7 +159,6 @@ def choose(summary: List[dict]) -> dict:
 
 
 def _chart(summary: List[dict], dataset: str, path_stem: str) -> None:
-    from gluonft import plots
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -196,10 +200,6 @@ def main(argv=None) -> int:
                    "system's temporary folder, kept for reruns)")
     p.add_argument("--out", default="runs/recipes")
     args = p.parse_args(argv)
-    from gluonft.datasets import list_images
-    from gluonft.datasets.folder import split_folders
-    from gluonft.predict import evaluate_folder
-    from gluonft.recipes import train_classifier
 
     names = [c.strip() for c in args.candidates.split(",") if c.strip()]
     unknown = [c for c in names if c not in CANDIDATES]

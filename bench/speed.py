@@ -52,6 +52,8 @@ from gluonft.results import atomic_write_text
 from gluonft.transforms import Augment, BatchTransform, sample_augment
 
 from .peer import PEER_MODELS, PEER_PYTHON, PEER_SIZES, PeerUnavailable, render_peer, run_peer
+from gluonft.results import environment
+from gluonft.datasets import cifar10
 
 __all__ = ["SpeedConfig", "main", "run", "TARGETS"]
 
@@ -149,7 +151,6 @@ def _parse(argv: Optional[Sequence[str]]) -> SpeedConfig:
 def _load_data(config: SpeedConfig) -> Tuple[ImageSet, ImageSet, str]:
     root = SHARED / "data" / "cifar-10-subset"
     if config.data == "auto" and root.is_dir():
-        from gluonft.datasets import cifar10
         train = cifar10(str(root.resolve()), train=True)
         test = cifar10(str(root.resolve()), train=False)
         pick = lambda s, n: s.take(np.random.RandomState(0).permutation(len(s))[:n])  # noqa
@@ -329,7 +330,6 @@ def _check(medians: Dict[str, float]) -> Dict[str, dict]:
 
 
 def _environment(ctx) -> dict:
-    from gluonft.results import environment
     return {**environment(devices=[ctx]),
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
             "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

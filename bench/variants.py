@@ -33,6 +33,10 @@ from typing import List, Optional
 
 from gluonft.argtypes import seed as _seed
 from gluonft.fileio import atomic_write_csv, atomic_write_text, finite_json
+from gluonft.heads import parse_head
+from gluonft.pipelines import Albumentations
+from gluonft.predict import evaluate_folder
+from gluonft.recipes import RECIPES, train_classifier
 
 __all__ = ["main", "COLUMNS", "practitioner_pipeline"]
 
@@ -91,10 +95,6 @@ def _feature_seconds(history: dict) -> Optional[float]:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
-    from gluonft.heads import parse_head
-    from gluonft.pipelines import Albumentations
-    from gluonft.predict import evaluate_folder
-    from gluonft.recipes import RECIPES, train_classifier
 
     models = args.model or [None]  # None: each recipe's backbone
     heads = args.head or [RECIPES["default"].head]

@@ -22,6 +22,18 @@ from typing import List, Optional
 
 from .argtypes import positive_int as _positive_int
 from .argtypes import seed as _seed
+from .backbones import UnknownBackbone
+from .datasets.folder import UnreadableImagesWarning
+from .distributed import Cluster, DistributedSetupError
+from .fileio import FolderBusy, check_writable_folder
+from .model_io import export_onnx, export_symbol, load_classifier
+from .pipelines import load_pipeline
+from .predict import evaluate_folder, predict_files
+from .recipes import train_classifier
+from .serve import DEFAULT_MAX_BYTES, DEFAULT_MAX_DECODE_BYTES, DEFAULT_MAX_PIXELS, \
+    create_app, serve
+from .submission import write_submission
+from .weights import WeightsMismatch, WeightsUnavailable
 
 __all__ = ["main", "build_parser"]
 
@@ -166,10 +178,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     except SystemExit as done:  # --help
         return int(done.code or 0)
-    from .backbones import UnknownBackbone
-    from .distributed import DistributedSetupError
-    from .fileio import FolderBusy
-    from .weights import WeightsMismatch, WeightsUnavailable
     with warnings.catch_warnings():
         # gluonft's own warnings (unreadable photos ...) as one line each; library chatter off.
         warnings.simplefilter("ignore")
@@ -189,20 +197,16 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def _gluonft_warnings():
-    from .datasets.folder import UnreadableImagesWarning
     return UnreadableImagesWarning
 
 
 def _train(args) -> int:
-    from .distributed import Cluster
-    from .recipes import train_classifier
     weights = None if args.weights.lower() == "none" else args.weights
     where = (args.data_dir,) if args.labels is None else (args.labels, args.data_dir)
     augment = args.augment
     if args.albumentations is not None:
         if augment is not None:
             raise ValueError("--augment and --albumentations exclude each other")
-        from .pipelines import load_pipeline
         augment = load_pipeline(args.albumentations)
     clf = train_classifier(*where, model=args.model, weights=weights,
                            fast_train=args.fast, recipe=args.recipe,
@@ -228,8 +232,6 @@ def _train(args) -> int:
 
 
 def _predict(args) -> int:
-    from .predict import predict_files
-    from .model_io import load_classifier
     if (args.submission is None) != (args.out is None):
         raise ValueError("--submission SAMPLE.csv and --out SUBMISSION.csv go together")
     if args.submission is not None and len(args.images) != 1:
@@ -237,7 +239,6 @@ def _predict(args) -> int:
                          f"{', '.join(args.images)}")
     clf = load_classifier(args.model_dir)
     if args.submission is not None:
-        from .submission import write_submission
         written = write_submission(clf, args.images[0], args.submission, args.out,
                                    tta=args.tta)
         print(f"wrote {written['path']}: {written['rows']} rows in the order of "
@@ -256,8 +257,6 @@ def _predict(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from .predict import evaluate_folder
-    from .model_io import load_classifier
     score = evaluate_folder(load_classifier(args.model_dir), args.data_dir, split=args.split,
                             tta=args.tta)
     print(f"accuracy: {score['accuracy']:.4f} on {score['count']} images "
@@ -266,8 +265,6 @@ def _evaluate(args) -> int:
 
 
 def _export(args) -> int:
-    from .fileio import check_writable_folder
-    from .model_io import export_onnx, export_symbol, load_classifier
     clf = load_classifier(args.model_dir)
     out = Path(args.out) if args.out else Path(args.model_dir) / "export"
     check_writable_folder(out, what="--out")
@@ -281,9 +278,6 @@ def _export(args) -> int:
 
 
 def _serve(args) -> int:
-    from .model_io import load_classifier
-    from .serve import DEFAULT_MAX_BYTES, DEFAULT_MAX_DECODE_BYTES, DEFAULT_MAX_PIXELS, \
-        create_app, serve
     if not 0 <= args.port <= 65535:
         raise ValueError(f"--port must be in 0..65535, got {args.port}")
     clf = load_classifier(args.model_dir)

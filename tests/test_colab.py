@@ -12,8 +12,9 @@ from .notebooks import ROOT, nbformat
 
 COLAB_PYTHON = str(ROOT / os.environ["GLUONFT_COLAB_PYTHON"]) if os.environ.get(
     "GLUONFT_COLAB_PYTHON") else ""  # relative to the project folder, or absolute
-pytestmark = pytest.mark.skipif(not Path(COLAB_PYTHON).is_file(), reason="no Colab-like Python: "
-                                "GLUONFT_COLAB_PYTHON=PATH (.ci/run makes one with numpy 2 and torch)")
+pytestmark = pytest.mark.skipif(
+    not Path(COLAB_PYTHON).is_file(), reason="no Colab-like Python: GLUONFT_COLAB_PYTHON=PATH "
+    "(.ci/run makes one with numpy 2 and torch)")
 
 VERSIONS = ("import json, numpy, torch, importlib.util; print(json.dumps({'numpy': "
             "numpy.__version__, 'torch': torch.__version__, "

@@ -19,6 +19,12 @@ from gluonft import compat
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _fresh_python(code: str, **env) -> subprocess.CompletedProcess:
+    """``code`` run by this interpreter in a new process, from the project folder."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=600, cwd=ROOT, env={**os.environ, **env})
+
+
 def _numpy_names_used(package: str):
     """{name: first file} of every ``numpy.<name>`` a package's sources read (AST, by alias)."""
     root = Path(importlib.util.find_spec(package).origin).parent
@@ -76,8 +82,7 @@ def test_the_shims_replace_nothing_numpy_has():
             "changed = [n for n, v in before.items() if vars(np).get(n, missing) is not v]\n"
             "added = sorted(n for n in names if n not in before)\n"
             "print(changed, added == sorted(gluonft.compat.APPLIED['numpy']), added)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=300, cwd=ROOT)
+    out = _fresh_python(code)
     assert out.returncode == 0, out.stderr
     changed, agrees, _ = out.stdout.strip().splitlines()[-1].split(" ", 2)
     assert changed == "[]" and agrees == "True", out.stdout
@@ -107,7 +112,8 @@ def test_mxnet_numpy_fallbacks_that_read_removed_names_work():
     x = mx.np.array([1.0, 2.0, 3.0])
     assert float(mx.np.fallback.trapz(x.asnumpy())) == 4.0
     assert mx.numpy.PINF == float("inf") and mx.numpy.NZERO == 0.0
-    padded = mx.nd.pad(mx.nd.ones((1, 1, 2, 2)), mode="constant", pad_width=(0, 0, 0, 0, 1, 1, 1, 1))
+    padded = mx.nd.pad(mx.nd.ones((1, 1, 2, 2)), mode="constant",
+                       pad_width=(0, 0, 0, 0, 1, 1, 1, 1))
     assert padded.shape == (1, 1, 4, 4) and padded.sum().asscalar() == 4.0
 
 
@@ -156,13 +162,11 @@ def test_mxnet_or_gluoncv_imported_before_gluonft_load_through_the_startup_hook(
             "print(mx.nd.ones((2, 3)).sum().asscalar(),"
             " gluonft.compat is sys.modules['gluonft.compat'],"
             " 'numpy' in gluonft.compat.APPLIED)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=300, cwd=ROOT)
+    out = _fresh_python(code)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.split()[-3:] == ["6.0", "True", "True"]
     if compat.APPLIED["numpy"]:  # here MXNet could not load at all without the hook
-        off = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                             timeout=300, cwd=ROOT, env={**os.environ, "GLUONFT_NO_HOOK": "1"})
+        off = _fresh_python(code, GLUONFT_NO_HOOK="1")
         assert off.returncode != 0 and "numpy" in off.stderr.lower()
 
 
@@ -180,7 +184,8 @@ def test_torch_before_or_after_gluonft_trains_as_without_it(shared):
     fit = ("import mxnet as mx, json\n"
            "from gluonft.datasets import image_folder\n"
            f"train = image_folder({str(shared / 'data' / 'dogcat')!r}, image_size=96).train\n"
-           f"net = gluonft.load_backbone('mobilenet0.75', classes=2, seed=0, weights={weights!r})\n"
+           "net = gluonft.load_backbone('mobilenet0.75', classes=2, seed=0,"
+           f" weights={weights!r})\n"
            "gluonft.apply_regime(net, 'head')\n"
            "h = gluonft.fit(net, train, epochs=3, batch_size=8, lr=0.001, image_size=96, seed=0,"
            " progress=False)\n")
@@ -192,8 +197,7 @@ def test_torch_before_or_after_gluonft_trains_as_without_it(shared):
                         ("after", "import gluonft, torch\n")):
         code = head + fit + "print(json.dumps({'loss': h['train_loss']}))\n" \
             + (use_torch if order != "none" else "")
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                             timeout=600, cwd=ROOT)
+        out = _fresh_python(code)
         assert out.returncode == 0, out.stderr[-3000:]
         lines = [json.loads(line) for line in out.stdout.strip().splitlines()[-2:]
                  if line.startswith("{")]
@@ -227,14 +231,18 @@ def test_every_library_libmxnet_needs_comes_from_the_gpu_extra_but_the_driver():
     paths it computes load with dlopen, and with them ldd finds all of libmxnet.so's CUDA
     libraries; only the driver's libcuda.so.1 is left (and the system's libc, libstdc++...)."""
     code = ("import importlib.util, ctypes, os, json, subprocess\n"
-            f"spec = importlib.util.spec_from_file_location('cuda', {str(ROOT / 'gluonft' / 'cuda.py')!r})\n"
+            "spec = importlib.util.spec_from_file_location('cuda',"
+            f" {str(ROOT / 'gluonft' / 'cuda.py')!r})\n"
             "cuda = importlib.util.module_from_spec(spec); spec.loader.exec_module(cuda)\n"
             "paths = cuda.library_paths()\n"
             "for p in paths.values(): ctypes.CDLL(p, mode=os.RTLD_GLOBAL)\n"
-            "lib = os.path.join(os.path.dirname(importlib.util.find_spec('mxnet').origin), 'libmxnet.so')\n"
+            "lib = os.path.join(os.path.dirname(importlib.util.find_spec('mxnet').origin),"
+            " 'libmxnet.so')\n"
             "dirs = sorted({os.path.dirname(p) for p in paths.values()})\n"
-            "ldd = subprocess.run(['ldd', lib], capture_output=True, text=True, env={'LD_LIBRARY_PATH': ':'.join(dirs)}).stdout\n"
-            "print(json.dumps({'build': cuda.mxnet_is_cuda_build(), 'paths': paths, 'ldd': ldd}))\n")
+            "ldd = subprocess.run(['ldd', lib], capture_output=True, text=True,"
+            " env={'LD_LIBRARY_PATH': ':'.join(dirs)}).stdout\n"
+            "print(json.dumps({'build': cuda.mxnet_is_cuda_build(), 'paths': paths,"
+            " 'ldd': ldd}))\n")
     out = _in_gpu_venv(code)
     assert out.returncode == 0, out.stderr[-3000:]
     found = json.loads(out.stdout.strip().splitlines()[-1])
@@ -245,7 +253,8 @@ def test_every_library_libmxnet_needs_comes_from_the_gpu_extra_but_the_driver():
     cuda_names = [name for name in rows if name.startswith(("libcu", "libnv", "libnccl"))]
     assert sorted(name for name, where in rows.items() if "not found" in where) == ["libcuda.so.1"]
     wheel_dir = str(Path(found["paths"]["libcudart.so.11.0"]).parents[2])
-    assert all(rows[name].startswith(wheel_dir) for name in cuda_names if name != "libcuda.so.1"), \
+    assert all(rows[name].startswith(wheel_dir)
+               for name in cuda_names if name != "libcuda.so.1"), \
         rows
     assert len(cuda_names) >= 10  # cudart cublas cublasLt cudnn cufft curand cusolver nvrtc ...
 

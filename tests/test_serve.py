@@ -26,11 +26,10 @@ def clf(shared):
     return clothing.classifier(shared)
 
 
-@pytest.fixture(scope="module")
-def server(clf):
-    """The app on a free port in a background thread; shut down after the module's tests."""
+def _serving(app):
+    """``app`` on a free port in a background thread: yields its URL, then shuts it down."""
     from werkzeug.serving import make_server
-    httpd = make_server("127.0.0.1", 0, create_app(clf, max_bytes=MAX_BYTES), threaded=True)
+    httpd = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:
@@ -40,6 +39,12 @@ def server(clf):
         httpd.server_close()
         thread.join(timeout=10)
         assert not thread.is_alive()
+
+
+@pytest.fixture(scope="module")
+def server(clf):
+    """The app with a small upload limit; shut down after the module's tests."""
+    yield from _serving(create_app(clf, max_bytes=MAX_BYTES))
 
 
 def request(url, *, data=None, headers=None, method=None):
@@ -213,16 +218,7 @@ def png_of_zeros(width: int, height: int, *, bit_depth: int = 8, color_type: int
 @pytest.fixture(scope="module")
 def default_server(clf):
     """The app with its default limits."""
-    from werkzeug.serving import make_server
-    httpd = make_server("127.0.0.1", 0, create_app(clf), threaded=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_port}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=10)
+    yield from _serving(create_app(clf))
 
 
 def test_a_decompression_bomb_is_refused_before_it_is_decoded(default_server):

@@ -56,7 +56,8 @@ class Payload:
 
 def test_the_real_wheel_file_reads_as_tensors(real_pth):
     weights = read_state_dict(real_pth)
-    assert weights["_fc.weight"].shape == (1000, 1280) and weights["_fc.weight"].dtype == np.float32
+    head = weights["_fc.weight"]
+    assert head.shape == (1000, 1280) and head.dtype == np.float32
     assert len(weights) > 100 and all(np.isfinite(w).all() for w in weights.values()
                                       if w.dtype.kind == "f")
 
@@ -71,7 +72,7 @@ def test_a_code_running_pickle_in_any_position_is_refused_before_it_runs(real_pt
     start, end = spans[position]
     crafted = tmp_path / "crafted.pth"
     crafted.write_bytes(data[:start] + pickle.dumps(Payload(str(marker)), protocol=2) + data[end:])
-    with pytest.raises(TorchFileError, match=r"unexpected object posix\.mkdir|unexpected object os"):
+    with pytest.raises(TorchFileError, match=r"unexpected object (posix|os)\.mkdir"):
         read_state_dict(str(crafted))
     assert not marker.exists()  # nothing ran
 
