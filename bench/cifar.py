@@ -270,7 +270,6 @@ def _parse_weights(values: Optional[Sequence[str]]) -> Dict[str, str]:
 
 
 def _parse_ctx(text: Optional[str]) -> Tuple[str, ...]:
-
     try:
         gpus = mx.context.num_gpus()
     except mx.MXNetError:
@@ -304,7 +303,6 @@ def _parse_ctx(text: Optional[str]) -> Tuple[str, ...]:
 
 
 def _contexts(names: Sequence[str]) -> list:
-
     return [mx.cpu(int(c[4:-1])) if c.startswith("cpu") else mx.gpu(int(c[4:-1]))
             for c in names]
 
@@ -406,7 +404,6 @@ def _training(args, preset: TrainSettings) -> TrainSettings:
 
 
 def _parse_regimes(text: Optional[str]) -> Tuple[str, ...]:
-
     if text is None:
         return DEFAULT_REGIMES
     labels = []
@@ -434,7 +431,6 @@ def _parse_seeds(text: Optional[str]) -> Tuple[int, ...]:
 # --- config -> checked against the zoo and the file system ------------------------------------
 
 def _check_model(name: str) -> None:
-
     if name == BASELINE_MODEL:
         raise UsageError(f"--models {name}: {name} is the lab-1 baseline; it runs in every grid "
                          f"unless --no-baseline or --baseline-acc is given")
@@ -459,9 +455,6 @@ def check_config(config: CifarConfig) -> None:
     Raises:
         UsageError: the first problem found, in one line.
     """
-
-
-
     for name in config.models:
         _check_model(name)
     for name, path in config.weights.items():
@@ -507,8 +500,6 @@ def load_data(config: CifarConfig):
     Raises:
         UsageError: no CIFAR-10 where it was looked for (one line saying where and what).
     """
-
-
     root = config.data_root
     # An explicit folder must hold the files unless --download; the default one is filled.
     download = config.download or root is None
@@ -555,8 +546,6 @@ def plan_experiments(config: CifarConfig, data) -> list:
         >>> [e.id for e in plan_experiments(config, data)]
         ['lab1_cnn-scratch-s0', 'mobilenet0.75-head-s0', 'mobilenet0.75-full-s0']
     """
-
-
     common = dict(classes=len(data.test.classes), data=data.description,
                   kvstore=config.kvstore, workers=_workers(config))
     out = []
@@ -638,6 +627,9 @@ def _card_lines(card: dict) -> List[str]:
                           f"{100 * card['test_interval'][1]:.1f}%" if card.get("test_interval")
                           else "") + ")",
     ]
+    if card.get("chosen_on"):
+        lines.append(f"  chosen on        {card['chosen_on']} accuracy: "
+                     f"{card.get('chosen_note', '')}")
     if card.get("repeats"):
         r = card["repeats"]
         spread = f" ± {100 * r['std']:.2f}" if r.get("std") is not None else ""
@@ -648,8 +640,6 @@ def _card_lines(card: dict) -> List[str]:
 
 
 def _write_report(out_dir: str, log) -> None:
-
-
     try:
         log(f"report: {write_report(out_dir)}")
     except Exception as error:  # results are written already; a report must not lose them
@@ -680,7 +670,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _main(argv: Optional[Sequence[str]]) -> int:
-
     try:
         config = parse_config(argv)
         check_config(config)
@@ -710,8 +699,6 @@ def _main(argv: Optional[Sequence[str]]) -> int:
 def _run_locked(config: CifarConfig, data, argv, lock) -> int:
     """The grid, with ``config.out`` locked by this process (``lock`` None: a worker of a
     distributed job other than worker 0, which writes nothing)."""
-
-
     def log(line: str = "") -> None:
         print(line, flush=True)
 

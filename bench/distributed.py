@@ -48,7 +48,6 @@ def measure(regime: str, kvstore: str, batch: int, size: int, images: int,
             epochs: int) -> Dict[str, float]:
     """One process's (or worker's) figures; run as its own process (under the launcher for a
     distributed kvstore)."""
-
     train = gluonft.datasets.cifar10(SHARED / "data" / "cifar-10-subset", train=True,
                                      download=False)
     train = train.take(range(images))

@@ -65,7 +65,6 @@ GROWTH_LIMIT_MB = 50.0
 
 def _install_killer() -> None:
     """Wrap gluonft's one file writer: count the writes, and die half way through the n-th."""
-
     real = fileio.atomic_write
     kill_at = int(os.environ.get(KILL_AT, "0"))
     count_file = os.environ.get(COUNT_TO)
@@ -282,7 +281,6 @@ def _payloads(photos: List[Path]) -> List[bytes]:
 
 
 def _model_folder(work: Path, log) -> Path:
-
     folder = work / "model"
     begin = time.perf_counter()
     gluonft.train_classifier(str(SHARED / "data" / "clothing-small"), fast_train=True,

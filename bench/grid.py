@@ -433,7 +433,6 @@ def _update_best(paths: OutputPaths, records: Sequence[ExperimentRecord],
                  log: Log) -> Optional[dict]:
     """best.json (and best.params when ``just_run`` is the best and ``save_params`` writes its
     parameters to a path) for ``records``; returns the card written (None: no best)."""
-
     best = best_record(records)
     current = None
     if os.path.exists(paths.best_json):

@@ -67,9 +67,10 @@ try:
 except ModuleNotFoundError as _error:  # pragma: no cover - depends on the install
     if _error.name != "mxnet":
         raise
-    raise ImportError("gluonft needs MXNet 1.9.1: install gluonft with its 'cpu' extra (the "
-                      "CPU build) or its 'gpu' extra (mxnet-cu112 and its CUDA 11 libraries); "
-                      "README.md says how") from None
+    raise ImportError("gluonft needs MXNet 1.9.1, installed without its dependencies (its "
+                      "wheel's numpy<2 is false here): pip install --no-deps mxnet==1.9.1, or "
+                      "mxnet-cu112==1.9.1 with gluonft's 'gpu' extra; README.md says more") \
+        from None
 
 from . import (baseline, callbacks, datasets, distributed, efficientnet, heads, predict, recipes,
                submission)

@@ -6,8 +6,8 @@ upstream will make them work on the interpreters and numpy releases users have n
 Python 3.12 with numpy 2 and PyTorch; Ubuntu 24.04: 3.12; Debian 13: 3.13). Their C libraries
 reach numpy through ctypes only, so there is no binary obstacle: what breaks is Python code
 that names things numpy has since removed, GluonCV's refusal to load beside PyTorch >= 2, and
-``distutils`` leaving the standard library in 3.12. `apply` (run by ``gluonft/__init__`` before
-MXNet loads) repairs exactly that:
+``distutils`` leaving the standard library in 3.12 (setuptools, a dependency there, brings it
+back). `apply` (run by ``gluonft/__init__`` before MXNet loads) repairs the rest:
 
 - each removed numpy name MXNet or GluonCV uses is put back (`NUMPY_SHIMS`: what it was, the
   numpy release that removed it, who uses it), only where numpy lacks it: nothing numpy has is
@@ -43,9 +43,9 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Tuple
 
-__all__ = ["APPLIED", "DECODE_MAX_PIXELS", "NUMPY_SHIMS", "Shim", "UntestedVersionWarning", "SUPPORTED_PYTHON",
-           "TESTED_PYTHON", "SUPPORTED_NUMPY", "TESTED_NUMPY", "apply", "prepare",
-           "check_versions", "missing_numpy_names", "numpy_has", "onnx_for_mxnet"]
+__all__ = ["APPLIED", "DECODE_MAX_PIXELS", "NUMPY_SHIMS", "Shim", "UntestedVersionWarning",
+           "SUPPORTED_PYTHON", "TESTED_PYTHON", "SUPPORTED_NUMPY", "TESTED_NUMPY", "apply",
+           "prepare", "check_versions", "missing_numpy_names", "numpy_has", "onnx_for_mxnet"]
 
 # The oldest release supported, and the newest one CI runs (major, minor). Older: an error;
 # newer: a warning (it may well work, but nothing here has checked it).

@@ -92,7 +92,8 @@ def preload() -> List[str]:
     except OSError:
         raise MissingDriver(f"the CUDA build of MXNet (gluonft[gpu]) needs the NVIDIA driver "
                             f"({DRIVER}), which this machine does not have: install a driver, "
-                            f"or the CPU build instead (the 'cpu' extra)") from None
+                            f"or the CPU build instead: pip uninstall mxnet-cu112 && pip "
+                            f"install --no-deps mxnet==1.9.1") from None
     loaded = []
     for soname, path in library_paths().items():
         if path is None:

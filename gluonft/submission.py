@@ -54,7 +54,6 @@ def write_submission(model, images: PathLike, sample: PathLike, out: PathLike, *
         ...                  "sample-submission.csv", "submission.csv")  # doctest: +SKIP
         {'path': 'submission.csv', 'rows': 1000, 'unlisted_files': []}
     """
-
     sample, images, out = Path(sample).expanduser(), Path(images).expanduser(), Path(out)
     if not sample.is_file():
         raise FileNotFoundError(f"sample submission {sample} does not exist; expected the "
