@@ -87,7 +87,7 @@ def test_mixup_over_two_devices_differs_from_one_as_the_docstring_says(shared, c
                               ctx=ctx, seed=0, mix=Mix("mixup", alpha=1.0), progress=False)
         losses.append(history["train_loss"][0])
     assert abs(losses[0] - losses[1]) > 1e-3, losses
-    doc = gluonft.train.__doc__
+    doc = " ".join(gluonft.train.__doc__.split())
     assert "does not depend on the number of devices" not in doc
     assert "mixup/cutmix mix images within a share" in doc
 
