@@ -440,8 +440,8 @@ def _update_best(paths: OutputPaths, records: Sequence[ExperimentRecord],
             current = json.load(f)
     if best is None:
         return None
-    chosen_on = {"chosen_on": selection_basis(records),
-                 "chosen_note": SELECTION_NOTES[selection_basis(records)]}
+    basis = selection_basis(records)
+    chosen_on = {"chosen_on": basis, "chosen_note": SELECTION_NOTES[basis]}
     if just_run is not None and save_params is not None and best.id == just_run.id:
         atomic_write(paths.best_params, save_params)
         card = {**model_card(best, repeats=records), **chosen_on}

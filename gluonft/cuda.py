@@ -15,6 +15,7 @@ environment where MXNet cannot load yet.
 from __future__ import annotations
 
 import ctypes
+import functools
 import importlib.metadata
 import importlib.util
 import os
@@ -54,8 +55,11 @@ class MissingDriver(ImportError):
     """The CUDA build of MXNet is installed but this machine has no NVIDIA driver."""
 
 
+@functools.lru_cache(maxsize=None)
 def mxnet_is_cuda_build() -> bool:
-    """Whether the installed ``mxnet`` module comes from a CUDA build (mxnet-cuNNN)."""
+    """Whether the installed ``mxnet`` module comes from a CUDA build (mxnet-cuNNN). Read once
+    per process: it scans every installed distribution (~0.2 s), and `preload` runs twice
+    when gluonft is imported (by the package, then by the startup hook as MXNet loads)."""
     providers = importlib.metadata.packages_distributions().get("mxnet", [])
     return any(name.lower().replace("_", "-").startswith("mxnet-cu") for name in providers)
 

@@ -500,10 +500,10 @@ class _Run:
         """One epoch of steps; the logged training numbers."""
         a, trainer = self.a, self.trainer
         begin = time.perf_counter()
-        rng = np.random.RandomState((a["seed"] * 100003 + epoch) % (2 ** 32))
-        # MXNet's own generator (dropout masks) too: drawn from (seed, epoch) like every other
-        # draw, so that a run resumed at this epoch trains exactly as an uninterrupted one
-        mx.random.seed((a["seed"] * 100003 + epoch) % (2 ** 31), ctx="all")
+        epoch_seed = a["seed"] * 100003 + epoch
+        rng = np.random.RandomState(epoch_seed % (2 ** 32))
+        # MXNet's generator (dropout) too, so that a resumed run equals an uninterrupted one
+        mx.random.seed(epoch_seed % (2 ** 31), ctx="all")
         meter = _Meter()
         bar = _progress(a["progress"], self.per_epoch, f"epoch {epoch + 1}/{a['epochs']}")
         pending = []

@@ -19,10 +19,12 @@ from gluonft import compat
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _fresh_python(code: str, **env) -> subprocess.CompletedProcess:
-    """``code`` run by this interpreter in a new process, from the project folder."""
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=600, cwd=ROOT, env={**os.environ, **env})
+def _fresh_python(code: str, *, python: str = sys.executable, timeout: int = 600,
+                  **env) -> subprocess.CompletedProcess:
+    """``code`` run in a new process of ``python`` (this interpreter by default), from the
+    project folder, with ``env`` added to this process's environment."""
+    return subprocess.run([python, "-c", code], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT, env={**os.environ, **env})
 
 
 def _numpy_names_used(package: str):
@@ -215,11 +217,6 @@ GPU_PYTHON = str(ROOT / os.environ["GLUONFT_GPU_PYTHON"]) if os.environ.get(
     "GLUONFT_GPU_PYTHON") else ""  # relative to the project folder, or absolute
 
 
-def _in_gpu_venv(code: str) -> subprocess.CompletedProcess:
-    return subprocess.run([GPU_PYTHON, "-c", code], capture_output=True, text=True,
-                          timeout=300, cwd=ROOT, env={**os.environ, "LD_LIBRARY_PATH": ""})
-
-
 needs_gpu_venv = pytest.mark.skipif(not Path(GPU_PYTHON).is_file(), reason="no venv with the "
                                     "gpu extra: GLUONFT_GPU_PYTHON=.venv-gpu/bin/python after "
                                     "`make install VENV=.venv-gpu EXTRAS=gpu`")
@@ -227,7 +224,7 @@ needs_gpu_venv = pytest.mark.skipif(not Path(GPU_PYTHON).is_file(), reason="no v
 
 @needs_gpu_venv
 def test_every_library_libmxnet_needs_comes_from_the_gpu_extra_but_the_driver():
-    """gluon/cuda.py is loaded on its own (the package cannot load without a driver): the
+    """gluonft/cuda.py is loaded on its own (the package cannot load without a driver): the
     paths it computes load with dlopen, and with them ldd finds all of libmxnet.so's CUDA
     libraries; only the driver's libcuda.so.1 is left (and the system's libc, libstdc++...)."""
     code = ("import importlib.util, ctypes, os, json, subprocess\n"
@@ -243,7 +240,7 @@ def test_every_library_libmxnet_needs_comes_from_the_gpu_extra_but_the_driver():
             " env={'LD_LIBRARY_PATH': ':'.join(dirs)}).stdout\n"
             "print(json.dumps({'build': cuda.mxnet_is_cuda_build(), 'paths': paths,"
             " 'ldd': ldd}))\n")
-    out = _in_gpu_venv(code)
+    out = _fresh_python(code, python=GPU_PYTHON, timeout=300, LD_LIBRARY_PATH="")
     assert out.returncode == 0, out.stderr[-3000:]
     found = json.loads(out.stdout.strip().splitlines()[-1])
     assert found["build"] is True
@@ -263,7 +260,8 @@ def test_every_library_libmxnet_needs_comes_from_the_gpu_extra_but_the_driver():
 def test_without_a_driver_the_cuda_build_says_so_in_one_line():
     if Path("/usr/lib/x86_64-linux-gnu/libcuda.so.1").exists():
         pytest.skip("this machine has an NVIDIA driver")
-    out = _in_gpu_venv("import gluonft")
+    out = _fresh_python("import gluonft", python=GPU_PYTHON, timeout=300,
+                        LD_LIBRARY_PATH="")
     assert out.returncode != 0
     last = out.stderr.strip().splitlines()[-1]
     assert last.startswith("gluonft.cuda.MissingDriver: ") and "libcuda.so.1" in last \
