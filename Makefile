@@ -29,7 +29,7 @@ PORTABLE_TESTS := tests/test_compat.py tests/test_threads.py \
   tests/test_efficientnet.py::test_export_to_symbol_and_onnx_gives_the_same_logits \
   tests/test_model_io.py tests/test_serve.py tests/test_mixing.py
 
-.PHONY: install bench test test-portable clean torch same-python
+.PHONY: install bench lint test test-portable clean torch same-python
 
 # A venv made by another interpreter is not silently reused: say so instead.
 same-python:
@@ -53,7 +53,11 @@ install: same-python $(BIN)/.installed
 bench: install
 	$(BIN)/python -m bench.cifar $(ARGS)
 
-test: install
+# ruff as pyproject.toml configures it (pyflakes, pycodestyle, import order), before the tests
+lint: install
+	$(BIN)/ruff check gluonft bench tests tools startup
+
+test: install lint
 	$(BIN)/python -m pytest -q $(ARGS)
 
 test-portable: install

@@ -32,8 +32,10 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Dict, List
-import gluonft
+
 import mxnet as mx
+
+import gluonft
 from gluonft.fileio import atomic_write_json
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -45,12 +45,14 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
-import gluonft
+
 import mxnet as mx
+
+import gluonft
+from bench import cifar
 from gluonft import fileio
 from gluonft.baseline import lab1_cnn
 from gluonft.datasets import cifar10
-from bench import cifar
 from gluonft.fileio import TMP_SUFFIX, atomic_write_json, library_versions
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -6,7 +6,7 @@ An `Experiment` is one (model, regime, seed) with every setting that affects its
 records it, and rewrites the output files after each one, so a run can be killed at any point
 and resumed by running the same command again.
 
-Output files, relative to the output folder (see `OutputPaths`):
+Output files, relative to the output folder (see `bench.outputs.OutputPaths`):
     results.json, results.csv        one record per experiment (gluonft.results)
     accuracy.png, accuracy.svg       the bar chart; accuracy.json: the data of its bars
     curves/<id>.png                  train/val accuracy and loss per epoch
@@ -20,7 +20,6 @@ import gc
 import json
 import math
 import os
-import shutil
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
@@ -28,20 +27,29 @@ from datetime import datetime
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import gluonft
-from gluonft.baseline import lab1_cnn
-from gluonft.checkpoint import checkpoint_files, read_checkpoint, remove_checkpoint
-from gluonft.distributed import DIST_KVSTORES, Cluster
-from gluonft.results import (SELECTION_NOTES, ExperimentRecord, accuracy_bars, atomic_write_json,
-                             best_record, environment, model_card, one_line, pretraining_title,
-                             read_results, regime_title, selection_basis, write_results)
-from gluonft.train import MOMENTUM_OPTIMIZERS, TrainSettings
-
-from .presets import BASELINE_MODEL, TrainingFields
 from gluonft import plots
-from gluonft.fileio import atomic_write
-from gluonft.weights import sha1_of
+from gluonft.baseline import lab1_cnn
+from gluonft.batches import training_batch
+from gluonft.checkpoint import remove_checkpoint
+from gluonft.distributed import DIST_KVSTORES, Cluster
+from gluonft.errors import one_line
+from gluonft.fileio import atomic_write_json
+from gluonft.regimes import regime_title
+from gluonft.results import ExperimentRecord, environment, pretraining_title
+from gluonft.settings import MOMENTUM_OPTIMIZERS, TrainSettings
 
-__all__ = ["Experiment", "Data", "OutputPaths", "GridResult", "experiment_id",
+from .outputs import (
+    OutputPaths,
+    finish_experiment,
+    read_previous,
+    restore_best,
+    supersede,
+    update_best,
+    write_outputs,
+)
+from .presets import BASELINE_MODEL, TrainingFields
+
+__all__ = ["Experiment", "Data", "GridResult", "experiment_id",
            "effective_image_size", "run_grid", "run_experiment", "build_net"]
 
 Log = Callable[[str], None]
@@ -138,49 +146,6 @@ class Experiment(TrainingFields):
         return config
 
 
-@dataclass(frozen=True)
-class OutputPaths:
-    """Where a grid writes, under one folder."""
-    root: str
-
-    @property
-    def config(self) -> str:
-        return os.path.join(self.root, "config.json")
-
-    @property
-    def results_json(self) -> str:
-        return os.path.join(self.root, "results.json")
-
-    @property
-    def results_csv(self) -> str:
-        return os.path.join(self.root, "results.csv")
-
-    @property
-    def superseded(self) -> str:
-        return os.path.join(self.root, "superseded.json")
-
-    @property
-    def best_json(self) -> str:
-        return os.path.join(self.root, "best.json")
-
-    @property
-    def best_params(self) -> str:
-        return os.path.join(self.root, "best.params")
-
-    @property
-    def augmentation(self) -> str:
-        return os.path.join(self.root, "augmentation.png")
-
-    def chart(self, ext: str) -> str:
-        return os.path.join(self.root, f"accuracy.{ext}")
-
-    def curves(self, experiment: str) -> str:
-        return os.path.join(self.root, "curves", f"{experiment}.png")
-
-    def checkpoint(self, experiment: str) -> str:
-        return os.path.join(self.root, "checkpoints", experiment)
-
-
 # --- one experiment ---------------------------------------------------------------------------
 
 def build_net(experiment: Experiment, *, ctx):
@@ -192,12 +157,6 @@ def build_net(experiment: Experiment, *, ctx):
     return gluonft.load_backbone(experiment.model, classes=experiment.classes,
                                  weights=experiment.weights, ctx=ctx, seed=experiment.seed,
                                  head=experiment.head, dropout=experiment.dropout)
-
-
-def _head_args(card: dict) -> str:
-    if card.get("head", "linear") == "linear":
-        return ""
-    return f", head={card['head']!r}, dropout={card['dropout']!r}"
 
 
 def _pretrained_on(net, plan) -> str:
@@ -396,119 +355,6 @@ def _throughput(history) -> Dict[str, Optional[float]]:
 
 # --- the grid ---------------------------------------------------------------------------------
 
-def _read_previous(paths: OutputPaths) -> List[ExperimentRecord]:
-    if not os.path.exists(paths.results_json):
-        return []
-    return read_results(paths.results_json)
-
-
-def _supersede(paths: OutputPaths, records: Sequence[ExperimentRecord]) -> None:
-    if not records:
-        return
-    old = []
-    if os.path.exists(paths.superseded):
-        with open(paths.superseded) as f:
-            old = json.load(f).get("records", [])
-    atomic_write_json(paths.superseded, {"records": old + [r.to_dict() for r in records]})
-
-
-def _write_outputs(paths: OutputPaths, records: Sequence[ExperimentRecord], *, title: str,
-                   log: Log) -> None:
-
-    write_results(records, json_path=paths.results_json, csv_path=paths.results_csv)
-    if not records:
-        return
-    bars = accuracy_bars(records)
-    atomic_write_json(os.path.join(paths.root, "accuracy.json"), {"bars": bars})
-    try:
-        figure = plots.accuracy_chart(bars, title=title)
-        for ext in ("png", "svg"):
-            plots.save_figure(figure, paths.chart(ext))
-    except Exception as error:  # a chart must not cost the results: they are written already
-        log(f"warning: the accuracy chart could not be drawn: {one_line(error)}")
-
-
-def _update_best(paths: OutputPaths, records: Sequence[ExperimentRecord],
-                 just_run: Optional[ExperimentRecord], save_params, *,
-                 log: Log) -> Optional[dict]:
-    """best.json (and best.params when ``just_run`` is the best and ``save_params`` writes its
-    parameters to a path) for ``records``; returns the card written (None: no best)."""
-    best = best_record(records)
-    current = None
-    if os.path.exists(paths.best_json):
-        with open(paths.best_json) as f:
-            current = json.load(f)
-    if best is None:
-        return None
-    basis = selection_basis(records)
-    chosen_on = {"chosen_on": basis, "chosen_note": SELECTION_NOTES[basis]}
-    if just_run is not None and save_params is not None and best.id == just_run.id:
-        atomic_write(paths.best_params, save_params)
-        card = {**model_card(best, repeats=records), **chosen_on}
-        card["params_file"] = os.path.basename(paths.best_params)
-        card["params_sha1"] = sha1_of(paths.best_params)
-        card["load_with"] = (f"gluonft.baseline.lab1_cnn(classes={card['classes']})"
-                             f".load_parameters('best.params')" if best.model == BASELINE_MODEL
-                             else f"gluonft.load_backbone({best.model!r}, classes="
-                                  f"{card['classes']}, weights='best.params'"
-                                  + _head_args(card) + ")")
-        atomic_write_json(paths.best_json, card)
-        log(f"new best model (on {card['chosen_on']}): {best.id} (test "
-            f"{100 * best.test_accuracy:.2f}%): best.json, best.params")
-        return card
-    elif current is None or current.get("id") != best.id \
-            or current.get("test_accuracy") != best.test_accuracy \
-            or current.get("chosen_on") != chosen_on["chosen_on"]:
-        # The best is an experiment of an earlier run whose parameters were not kept here.
-        card = {**model_card(best, repeats=records), **chosen_on}
-        card["params_file"] = None
-        card["note"] = "parameters not kept: the experiment finished in an earlier run"
-        if os.path.exists(paths.best_params):
-            os.remove(paths.best_params)
-        atomic_write_json(paths.best_json, card)
-        return card
-    else:  # same best as on disk; refresh its card (repeats may have changed)
-        card = dict(current)
-        card.update({k: v for k, v in model_card(best, repeats=records).items()
-                     if k in ("repeats",)})
-        card.update(chosen_on)
-        atomic_write_json(paths.best_json, card)
-        return card
-
-
-def _restore_best(paths: OutputPaths, records: Sequence[ExperimentRecord],
-                  finished: ExperimentRecord, *, log: Log) -> None:
-    """best.json/best.params for a finished experiment whose run was killed before writing
-    them: its last epoch checkpoint still holds the trained parameters."""
-    best = best_record(records)
-    if best is None or best.id != finished.id:
-        return
-    if os.path.exists(paths.best_json):
-        with open(paths.best_json) as f:
-            if json.load(f).get("id") == best.id:
-                return
-    manifest = read_checkpoint(paths.checkpoint(best.id))
-    if manifest is None or len(manifest.get("epochs", ())) != len(best.history):
-        _update_best(paths, records, None, None, log=log)
-        return
-    params = checkpoint_files(paths.checkpoint(best.id), manifest)["params"]
-    _update_best(paths, records, best, lambda tmp: shutil.copyfile(params, tmp), log=log)
-
-
-def _finish(paths: OutputPaths, record: ExperimentRecord, *, keep_checkpoints: bool,
-            only_missing: bool = False) -> None:
-    """After a finished experiment: its curves drawn, its checkpoint removed (unless kept)."""
-    if not record.ok:
-        return
-
-    curves = paths.curves(record.id)
-    if record.history and not (only_missing and os.path.exists(curves)):
-        plots.save_figure(plots.curves_figure(record.history, title=record.id,
-                                              test_accuracy=record.test_accuracy), curves)
-    if not keep_checkpoints:
-        remove_checkpoint(paths.checkpoint(record.id))
-
-
 @dataclass(frozen=True)
 class GridResult:
     """What `run_grid` produced: the records in grid order and the best model's card."""
@@ -516,7 +362,7 @@ class GridResult:
     best_card: Optional[dict]
 
 
-def _write_training_strip(paths: "OutputPaths", experiments: Sequence[Experiment], data: Data,
+def _write_training_strip(paths: OutputPaths, experiments: Sequence[Experiment], data: Data,
                           *, log: Log) -> None:
     """augmentation.png: eight training images as the transfer experiments' nets see them."""
     transfer = [e for e in experiments if e.kind == "transfer"]
@@ -524,7 +370,7 @@ def _write_training_strip(paths: "OutputPaths", experiments: Sequence[Experiment
         return
     first = transfer[0]
     family = gluonft.backbones.family_of(first.model)
-    images, captions = gluonft.train.training_batch(
+    images, captions = training_batch(
         data.train, augment=gluonft.Augment(), mix=first.training.mix_obj,
         image_size=first.image_size, mean=family.mean, std=family.std, seed=first.seed)
     mix = first.training.mix_obj
@@ -569,19 +415,19 @@ def run_grid(experiments: Sequence[Experiment], *, data: Data, out_dir: str, ctx
     ids = [e.id for e in experiments]
     if len(set(ids)) != len(ids):
         raise ValueError(f"experiment ids repeat: {ids}")
-    previous = {r.id: r for r in _read_previous(paths)}
+    previous = {r.id: r for r in read_previous(paths)}
     gone = [r for i, r in previous.items() if i not in ids]
     if gone and writer:
         log(f"{len(gone)} earlier records are not in this grid; moved to superseded.json: "
             + ", ".join(r.id for r in gone))
-        _supersede(paths, gone)
+        supersede(paths, gone)
     current: Dict[str, ExperimentRecord] = {i: r for i, r in previous.items() if i in ids}
 
     def ordered():
         return [current[i] for i in ids if i in current]
 
     if writer:
-        _write_outputs(paths, ordered(), title=title, log=log)
+        write_outputs(paths, ordered(), title=title, log=log)
         _write_training_strip(paths, experiments, data, log=log)
     for number, experiment in enumerate(experiments, 1):
         log("")
@@ -596,8 +442,8 @@ def run_grid(experiments: Sequence[Experiment], *, data: Data, out_dir: str, ctx
             # A run killed between recording an experiment and tidying up after it left
             # these undone: do them now (the best model's files from its last checkpoint).
             if writer:
-                _restore_best(paths, ordered(), old, log=log)
-                _finish(paths, old, keep_checkpoints=keep_checkpoints, only_missing=True)
+                restore_best(paths, ordered(), old, log=log)
+                finish_experiment(paths, old, keep_checkpoints=keep_checkpoints, only_missing=True)
             continue
         record, net = run_experiment(experiment, data=data, ctx=ctx,
                                      checkpoint=paths.checkpoint(experiment.id),
@@ -606,13 +452,13 @@ def run_grid(experiments: Sequence[Experiment], *, data: Data, out_dir: str, ctx
         current[experiment.id] = record
         if writer:
             if old is not None:
-                _supersede(paths, [old])
-            _write_outputs(paths, ordered(), title=title, log=log)
+                supersede(paths, [old])
+            write_outputs(paths, ordered(), title=title, log=log)
             # The best model's parameters are saved before its checkpoint is removed, so that
-            # a kill in between leaves them recoverable (`_restore_best`).
-            _update_best(paths, ordered(), record,
+            # a kill in between leaves them recoverable (`restore_best`).
+            update_best(paths, ordered(), record,
                          net.save_parameters if net is not None else None, log=log)
-            _finish(paths, record, keep_checkpoints=keep_checkpoints)
+            finish_experiment(paths, record, keep_checkpoints=keep_checkpoints)
         del net
         gc.collect()
         if record.status == "failed" and experiment.kvstore in DIST_KVSTORES:
@@ -620,5 +466,5 @@ def run_grid(experiments: Sequence[Experiment], *, data: Data, out_dir: str, ctx
             # the grid ends (exit 1) and the launcher stops them; a rerun retries it.
             log("a failed experiment ends a distributed grid; run the job again to retry it")
             break
-    return GridResult(ordered(), _update_best(paths, ordered(), None, None, log=log)
+    return GridResult(ordered(), update_best(paths, ordered(), None, None, log=log)
                       if writer else None)

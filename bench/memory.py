@@ -31,12 +31,14 @@ import time
 from pathlib import Path
 from typing import Dict, List
 
-from .photos import SHARED, cifar10_jpg, link_photos
-import gluonft
 import mxnet as mx
+
+import gluonft
 from gluonft.datasets import image_folder
 from gluonft.datasets.store import is_on_disk
 from gluonft.fileio import atomic_write_csv, atomic_write_json
+
+from .photos import SHARED, cifar10_jpg, link_photos
 
 WEIGHTS = SHARED / "weights" / "cifar_resnet20_v1-cifar10.params"
 MODES = ("memory", "disk")

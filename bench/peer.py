@@ -41,8 +41,8 @@ import gluonft
 from gluonft.backbones import count_params
 from gluonft.datasets import ImageSet
 from gluonft.inference import fusion_available, inference_forward
-from gluonft.transforms import Augment
 from gluonft.results import environment
+from gluonft.transforms import Augment
 
 __all__ = ["PEER_MODELS", "PEER_SIZES", "PEER_PYTHON", "TorchPeer", "run_peer", "render_peer"]
 

@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Dict, Optional, Tuple
 
 from gluonft.regimes import REGIME_INFO
-from gluonft.train import TrainSettings
+from gluonft.settings import TrainSettings
 
 __all__ = ["Preset", "PRESETS", "preset_for_devices", "DEFAULT_MODELS", "CPU_MODELS",
            "DEFAULT_REGIMES",

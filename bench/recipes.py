@@ -34,18 +34,17 @@ import statistics
 import sys
 import tempfile
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Sequence
 
 import gluonft  # noqa: F401  (first: OMP_NUM_THREADS before MXNet loads)
-from gluonft.fileio import atomic_write_csv, atomic_write_json, finite_json
-from gluonft.recipes import Recipe
-
-from .photos import SHARED, cifar10_jpg, link_photos
 from gluonft import plots
 from gluonft.datasets import list_images
 from gluonft.datasets.folder import split_folders
+from gluonft.fileio import atomic_write_csv, atomic_write_json, finite_json
 from gluonft.predict import evaluate_folder
-from gluonft.recipes import train_classifier
+from gluonft.recipes import Recipe, train_classifier
+
+from .photos import SHARED, cifar10_jpg, link_photos
 
 MOBILENET_WEIGHTS = SHARED / "weights" / "mobilenet0.75-imagenet.params"
 STAGED = (("head", 4), ("last_k:2", 3), ("last_k:4", 3))
@@ -188,7 +187,11 @@ def _chart(summary: List[dict], dataset: str, path_stem: str) -> None:
         plots.save_figure(figure, f"{path_stem}.{ext}")
 
 
-def main(argv=None) -> int:
+class _Usage(ValueError):
+    """Bad command-line input: one line on stderr, exit code 2."""
+
+
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.recipes",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--candidates", default=",".join(CANDIDATES),
@@ -199,18 +202,14 @@ def main(argv=None) -> int:
     p.add_argument("--work", help="where the CIFAR-10 photos are extracted (default: the "
                    "system's temporary folder, kept for reruns)")
     p.add_argument("--out", default="runs/recipes")
-    args = p.parse_args(argv)
+    return p
 
-    names = [c.strip() for c in args.candidates.split(",") if c.strip()]
-    unknown = [c for c in names if c not in CANDIDATES]
-    if unknown:
-        print(f"bench.recipes: unknown candidate(s) {unknown}: expected {list(CANDIDATES)}",
-              file=sys.stderr)
-        return 2
-    work = Path(args.work or Path(tempfile.gettempdir()) / "gluonft-bench-recipes")
-    folders = {"clothing": SHARED / "data" / "clothing-small"}
-    wanted = []
-    for item in (d.strip() for d in args.datasets.split(",") if d.strip()):
+
+def _dataset_folders(datasets: str, work: Path) -> Dict[str, Path]:
+    """{dataset name: its folder} in the order asked, or `_Usage`."""
+    known = {"clothing": SHARED / "data" / "clothing-small"}
+    folders = {}
+    for item in (d.strip() for d in datasets.split(",") if d.strip()):
         name, _, folder = item.partition("=")
         if folder:  # a photo set of one's own: NAME=FOLDER
             # the splits as image_folder finds them (validation/ also as val/ or valid/)
@@ -221,61 +220,57 @@ def main(argv=None) -> int:
                 splits = None
                 print(f"bench.recipes: {error}", file=sys.stderr)
             if not splits or set(splits) != {"train", "validation", "test"}:
-                print(f"bench.recipes: dataset {item!r}: expected a folder holding train/, "
-                      f"validation/ and test/ class folders", file=sys.stderr)
-                return 2
+                raise _Usage(f"dataset {item!r}: expected a folder holding train/, "
+                             f"validation/ and test/ class folders")
             folders[name] = root
-        elif name not in ("clothing", "cifar"):
-            print(f"bench.recipes: unknown dataset {name!r}: expected clothing, cifar or "
-                  f"NAME=FOLDER", file=sys.stderr)
-            return 2
-        wanted.append(name)
-    if "cifar" in wanted:
+        elif name == "cifar":
+            folders[name] = None  # extracted below, once every name is known to be valid
+        elif name in known:
+            folders[name] = known[name]
+        else:
+            raise _Usage(f"unknown dataset {name!r}: expected clothing, cifar or NAME=FOLDER")
+    if "cifar" in folders:
         folders["cifar"] = _cifar_sample(work)
-    seeds = [int(s) for s in args.seeds.split(",")]
-    all_rows: List[dict] = []
-    for dataset in wanted:
-        folder_out = Path(args.out) / dataset
-        folder_out.mkdir(parents=True, exist_ok=True)
-        path = folder_out / "recipes.json"
-        rows = json.loads(path.read_text())["rows"] if path.exists() else []
-        photos = len(list_images(folders[dataset]))  # every split: all are decoded
-        for r in rows:
-            r.update(photos=photos, minutes_per_1000=r["minutes"] / photos * 1000)
-        done = {(r["candidate"], r["seed"], json.dumps(r["recipe"], sort_keys=True))
-                for r in rows}
-        for name in names:
-            recipe = CANDIDATES[name]
-            for seed in seeds:
-                if (name, seed, json.dumps(_describe(recipe), sort_keys=True)) in done:
-                    continue
-                weights = (str(MOBILENET_WEIGHTS) if recipe.model == "mobilenet0.75"
-                           else "default")
-                clf = train_classifier(folders[dataset], recipe=recipe, weights=weights,
-                                       seed=seed, progress=True)
-                test = evaluate_folder(clf, folders[dataset], split="test")
-                minutes = clf.meta["train_seconds"] / 60
-                row = {"dataset": dataset, "candidate": name, "seed": seed,
-                       "model": recipe.model, "val_accuracy": clf.meta["val_accuracy"],
-                       "test_accuracy": test["accuracy"], "test_loss": test["loss"],
-                       "minutes": minutes, "minutes_per_1000": minutes / photos * 1000,
-                       "photos": photos, "train_images": clf.meta["train_images"],
-                       "recipe": _describe(recipe), "stages": clf.meta["recipe"]}
-                rows.append(row)
-                print(f"{dataset:9s} {name:17s} seed {seed}: val {row['val_accuracy']:.4f} "
-                      f"test {row['test_accuracy']:.4f} loss {row['test_loss']:.3f} "
-                      f"{minutes:.1f} min", flush=True)
-                atomic_write_json(path, finite_json({"rows": rows}))
-                atomic_write_csv(folder_out / "recipes.csv", rows, COLUMNS)
-        all_rows += [r for r in rows if r["candidate"] in names]
-    summary = summarise(all_rows)
-    for dataset in wanted:
-        _chart(summary, dataset, str(Path(args.out) / dataset / "front"))
-    chosen = choose(summary)
-    atomic_write_json(Path(args.out) / "summary.json", finite_json(
-        {"summary": summary, "chosen": chosen,
-         "budgets_minutes_per_3000_photos": {"fast": FAST_MINUTES_PER_3000,
-                                             "default": DEFAULT_MINUTES_PER_3000}}))
+    return folders
+
+
+def _run_dataset(dataset: str, folder: Path, names: Sequence[str], seeds: Sequence[int],
+                 out: Path) -> List[dict]:
+    """Train and test every (candidate, seed) not done yet on one dataset; its rows (results
+    written after each run, so a killed run loses one)."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "recipes.json"
+    rows = json.loads(path.read_text())["rows"] if path.exists() else []
+    photos = len(list_images(folder))  # every split: all are decoded
+    for r in rows:
+        r.update(photos=photos, minutes_per_1000=r["minutes"] / photos * 1000)
+    done = {(r["candidate"], r["seed"], json.dumps(r["recipe"], sort_keys=True)) for r in rows}
+    for name in names:
+        recipe = CANDIDATES[name]
+        for seed in seeds:
+            if (name, seed, json.dumps(_describe(recipe), sort_keys=True)) in done:
+                continue
+            weights = str(MOBILENET_WEIGHTS) if recipe.model == "mobilenet0.75" else "default"
+            clf = train_classifier(folder, recipe=recipe, weights=weights, seed=seed,
+                                   progress=True)
+            test = evaluate_folder(clf, folder, split="test")
+            minutes = clf.meta["train_seconds"] / 60
+            row = {"dataset": dataset, "candidate": name, "seed": seed,
+                   "model": recipe.model, "val_accuracy": clf.meta["val_accuracy"],
+                   "test_accuracy": test["accuracy"], "test_loss": test["loss"],
+                   "minutes": minutes, "minutes_per_1000": minutes / photos * 1000,
+                   "photos": photos, "train_images": clf.meta["train_images"],
+                   "recipe": _describe(recipe), "stages": clf.meta["recipe"]}
+            rows.append(row)
+            print(f"{dataset:9s} {name:17s} seed {seed}: val {row['val_accuracy']:.4f} "
+                  f"test {row['test_accuracy']:.4f} loss {row['test_loss']:.3f} "
+                  f"{minutes:.1f} min", flush=True)
+            atomic_write_json(path, finite_json({"rows": rows}))
+            atomic_write_csv(out / "recipes.csv", rows, COLUMNS)
+    return [r for r in rows if r["candidate"] in names]
+
+
+def _print_summary(summary: List[dict], chosen: dict) -> None:
     print(f"\n{'dataset':9s} {'candidate':17s} {'val':>6s} {'test':>6s} {'+-':>5s} "
           f"{'min':>5s} {'min/1k':>6s}")
     for s in sorted(summary, key=lambda s: (s["dataset"], s["minutes"])):
@@ -284,6 +279,33 @@ def main(argv=None) -> int:
               f"{s['minutes_per_1000']:6.2f}")
     for budget, pick in chosen.items():
         print(f"best within the {budget} budget (by validation): {pick['candidate']}")
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    names = [c.strip() for c in args.candidates.split(",") if c.strip()]
+    unknown = [c for c in names if c not in CANDIDATES]
+    try:
+        if unknown:
+            raise _Usage(f"unknown candidate(s) {unknown}: expected {list(CANDIDATES)}")
+        folders = _dataset_folders(args.datasets, Path(args.work or Path(
+            tempfile.gettempdir()) / "gluonft-bench-recipes"))
+    except _Usage as error:
+        print(f"bench.recipes: {error}", file=sys.stderr)
+        return 2
+    seeds = [int(s) for s in args.seeds.split(",")]
+    all_rows: List[dict] = []
+    for dataset, folder in folders.items():
+        all_rows += _run_dataset(dataset, folder, names, seeds, Path(args.out) / dataset)
+    summary = summarise(all_rows)
+    for dataset in folders:
+        _chart(summary, dataset, str(Path(args.out) / dataset / "front"))
+    chosen = choose(summary)
+    atomic_write_json(Path(args.out) / "summary.json", finite_json(
+        {"summary": summary, "chosen": chosen,
+         "budgets_minutes_per_3000_photos": {"fast": FAST_MINUTES_PER_3000,
+                                             "default": DEFAULT_MINUTES_PER_3000}}))
+    _print_summary(summary, chosen)
     print(f"written: {os.path.abspath(args.out)}")
     return 0
 

@@ -46,14 +46,13 @@ import numpy as np
 from mxnet import autograd, gluon
 
 import gluonft
-from gluonft.datasets import ImageSet
+from gluonft.datasets import ImageSet, cifar10
 from gluonft.datasets.imageset import iterate_batches
-from gluonft.results import atomic_write_text
+from gluonft.fileio import atomic_write_text
+from gluonft.results import environment
 from gluonft.transforms import Augment, BatchTransform, sample_augment
 
 from .peer import PEER_MODELS, PEER_PYTHON, PEER_SIZES, PeerUnavailable, render_peer, run_peer
-from gluonft.results import environment
-from gluonft.datasets import cifar10
 
 __all__ = ["SpeedConfig", "main", "run", "TARGETS"]
 
@@ -369,7 +368,8 @@ def render(record: dict) -> str:
         cells = [fmt.format(row["median"][key]) for _, key, fmt in COLUMNS]
         lines.append(f"| {row['model']} | {row['size']} | " + " | ".join(cells) + " |")
     lines += ["", "s/ep: seconds of the training loop of one epoch (median of the timed "
-              "epochs after a compiling first one); 10 head ep: wall time of `fit` for 10 head-only epochs with "
+              "epochs after a compiling first one); 10 head ep: wall time of `fit` for 10 "
+              "head-only epochs with "
               f"{c['val_images']} validation images evaluated every epoch (cached: features of "
               "train and val computed once in the run, included; warm cache: features read "
               "from the `cache_dir` an earlier run wrote).", "", "Targets:"]

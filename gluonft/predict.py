@@ -41,7 +41,8 @@ from .transforms import BatchTransform, to_device
 
 __all__ = ["predict_proba", "predict_view", "evaluate", "scores", "predict_proba_tta",
            "evaluate_tta", "tta_views", "VIEW_NAMES", "VIEW_SETS", "Ensemble", "ensemble",
-           "classify", "predict_files", "predict_images", "predict_bytes", "evaluate_folder", "members_of"]
+           "classify", "predict_files", "predict_images", "predict_bytes", "evaluate_folder",
+           "members_of"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 

@@ -19,7 +19,6 @@ from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional, Tuple
 
 import mxnet as mx
-
 from mxnet.gluon import nn
 
 from .backbones import TransferNet, feature_blocks, is_running_stat
@@ -278,7 +277,8 @@ def apply_regime(net: TransferNet, regime, *, k: Optional[int] = None,
         raise ValueError(f"last_k with k={regime.k} is out of range for {net.backbone}: it has "
                          f"{n_blocks} blocks ({net.family.blocks_doc}); expected 1 <= k <= "
                          f"{n_blocks}")
-    n_trainable = {"head": 0, "last_k": regime.k, "full": n_blocks, "scratch": n_blocks}[regime.name]
+    n_trainable = {"head": 0, "last_k": regime.k, "full": n_blocks,
+                   "scratch": n_blocks}[regime.name]
     first_trainable = n_blocks - n_trainable
 
     steps = list(net.features._children.values())

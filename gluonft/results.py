@@ -18,25 +18,21 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import os
 import platform
 import socket
 from dataclasses import asdict, dataclass, field, fields
 from typing import Dict, List, Optional, Sequence, Tuple
 
-# Re-exported: results were the first home of these; gluonft.fileio is the one now.
-from .errors import one_line
+from .fileio import atomic_write_json, atomic_write_text, library_versions
+from .intervals import mean_interval, mean_std, wilson_interval
 from .regimes import regime_title
-from .fileio import atomic_write, atomic_write_json, atomic_write_text, library_versions
 
 __all__ = ["ExperimentRecord", "STATUSES", "KINDS", "CSV_COLUMNS", "environment",
-           "library_versions", "atomic_write", "atomic_write_json", "atomic_write_text",
            "write_results", "read_results", "records_to_csv", "best_record", "model_card",
            "selection_basis", "validation_accuracy", "SELECTION_NOTES",
-           "accuracy_bars", "indistinguishable", "wilson_interval", "mean_interval",
-           "pretraining_title",
-           "PRETRAINING_TITLES", "results_table", "regime_title", "one_line"]
+           "accuracy_bars", "indistinguishable", "pretraining_title", "PRETRAINING_TITLES",
+           "results_table"]
 
 STATUSES = ("ok", "failed", "recorded")
 KINDS = ("transfer", "baseline")
@@ -331,29 +327,6 @@ def best_record(records: Sequence[ExperimentRecord]) -> Optional[ExperimentRecor
     return best
 
 
-Z95 = 1.959964  # the two-sided 95 % quantile of the normal distribution
-
-
-def wilson_interval(accuracy: float, count: int, *, z: float = Z95) -> Tuple[float, float]:
-    """The Wilson score interval (95 % by default) of an accuracy measured on ``count`` images.
-
-    A test accuracy is a binomial proportion: on 50 images a 2-point difference is one image.
-    Wilson's interval stays inside [0, 1] and is right near 0 and 1, where the normal
-    approximation is not.
-
-    Example:
-        >>> [round(x, 3) for x in wilson_interval(0.8, 50)]
-        [0.670, 0.888]
-    """
-    if count <= 0:
-        raise ValueError(f"count must be a positive number of test images, got {count!r}")
-    p, n = float(accuracy), float(count)
-    denominator = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denominator
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 PRETRAINING_TITLES = {"imagenet": "ImageNet", "cifar10": "CIFAR-10 (same task, not transfer)",
                       "random": "random"}
 
@@ -364,45 +337,6 @@ def pretraining_title(pretrained_on: Optional[str]) -> str:
     if not pretrained_on:
         return "-"
     return PRETRAINING_TITLES.get(pretrained_on, str(pretrained_on))
-
-
-def _mean_std(values: Sequence[float]) -> Tuple[Optional[float], Optional[float]]:
-    if not values:
-        return None, None
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, None
-    # Sample standard deviation: the repeats estimate the spread of one configuration.
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-
-
-# Student's t, 97.5 % quantile, by degrees of freedom (seeds - 1): with a few seeds their
-# spread is itself uncertain, and the normal 1.96 would claim more than they show.
-_T975 = ((1, 12.706), (2, 4.303), (3, 3.182), (4, 2.776), (5, 2.571), (6, 2.447), (7, 2.365),
-         (8, 2.306), (9, 2.262), (10, 2.228), (15, 2.131), (20, 2.086), (30, 2.042))
-
-
-def _t975(dof: int) -> float:
-    return next((t for d, t in _T975 if dof <= d), Z95)
-
-
-def mean_interval(accuracies: Sequence[float], test_count: Optional[int]
-                  ) -> Tuple[float, float]:
-    """A 95 % interval of the mean test accuracy of several seeds that combines both sources
-    of uncertainty: the spread over seeds (a t interval of their mean) and the test set's
-    sampling noise (binomial on ``test_count`` images, which the seeds share: more seeds do
-    not shrink it). The two half-widths add in quadrature.
-
-    Example:
-        >>> [round(x, 3) for x in mean_interval([0.700, 0.701, 0.702], 300)]
-        [0.649, 0.753]
-    """
-    n = len(accuracies)
-    mean, std = _mean_std(accuracies)
-    seeds = _t975(n - 1) * std / math.sqrt(n) if std is not None else 0.0
-    test = Z95 * math.sqrt(mean * (1 - mean) / test_count) if test_count else 0.0
-    half = math.hypot(seeds, test)
-    return max(0.0, mean - half), min(1.0, mean + half)
 
 
 def accuracy_bars(records: Sequence[ExperimentRecord]) -> List[Dict[str, object]]:
@@ -428,7 +362,7 @@ def accuracy_bars(records: Sequence[ExperimentRecord]) -> List[Dict[str, object]
         failed = [r for r in members if r.status == "failed"]
         first = (good or members)[0]
         accuracies = [float(r.test_accuracy) for r in good]
-        mean, std = _mean_std(accuracies)
+        mean, std = mean_std(accuracies)
         status = ("recorded" if good and all(r.status == "recorded" for r in good)
                   else "ok" if good else "failed")
         low = high = None
@@ -521,7 +455,7 @@ def model_card(record: ExperimentRecord, *,
             "is not transfer learning, and it is not comparable with the ImageNet backbones")
     same = [r for r in (repeats or ()) if r.group == record.group and r.ok]
     if len(same) > 1:
-        mean, std = _mean_std([r.test_accuracy for r in same])
+        mean, std = mean_std([r.test_accuracy for r in same])
         card["repeats"] = {"n": len(same), "mean": mean, "std": std,
                            "seeds": [r.seed for r in same]}
     return card

@@ -16,8 +16,7 @@ import warnings
 from pathlib import Path
 from typing import Dict, Union
 
-from .datasets.table import (FILE_COLUMNS, LABEL_COLUMNS, TableWarning, find_column,
-                             match_files)
+from .datasets.table import FILE_COLUMNS, LABEL_COLUMNS, TableWarning, find_column, match_files
 from .errors import short_list
 from .fileio import atomic_write_text
 from .predict import predict_files

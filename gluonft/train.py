@@ -1,5 +1,6 @@
-"""`fit`: one plain training loop for every regime, device and script, and the vocabulary of
-training settings (`TrainSettings`, `OPTIMIZERS`) that presets, the bench and recipes share.
+"""`fit`: one plain training loop for every regime, device and script. Its settings'
+vocabulary is `gluonft.settings`; what each batch becomes (inputs, step, loss) is
+`gluonft.batches`.
 
 Per batch: uint8 images go to each device, are augmented and normalised there, the frozen
 prefix of the backbone runs outside ``autograd.record()`` (no graph, no backward through it),
@@ -28,138 +29,48 @@ from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import mxnet as mx
 import numpy as np
-from mxnet import autograd, gluon
+from mxnet import gluon
 
+from .amp import start_amp
 from .backbones import MAX_IMAGE_SIZE, TransferNet, check_image_size
+from .batches import (
+    LossMeter,
+    augmented_batch,
+    cache_plan,
+    cached_inputs,
+    check_shares,
+    check_views,
+    describe_augment,
+    drops_last_batch,
+    evaluate_parts,
+    frozen_features,
+    image_inputs,
+    train_step,
+    val_share,
+)
 from .callbacks import StopTraining, as_callback
 from .checkpoint import checkpoint_files, read_checkpoint, save_checkpoint
 from .datasets.imageset import ImageSet
-from .devices import as_contexts, contexts_of, read_in_flight, split_batch
-from .features import Features, batch_indices, cached_features, feature_key, weights_digest
-from .inference import inference_forward
-from .predict import evaluate, predict_proba, scores
-from .amp import start_amp
-from .regimes import NetParts, batchnorms_learning, split_net
-from .schedules import SCHEDULES, Schedule
-from .mixing import MIX_KINDS, Mix, draw_mix, mix_images
-from .pipelines import Albumentations
+from .devices import as_contexts, contexts_of
 from .distributed import DIST_KVSTORES, Cluster, check_kvstore
-from .quantize import (CALIBRATION_IMAGES, calibration_indices, check_feature_dtype, int8_block,
-                       int8_unavailable)
+from .features import Features, batch_indices, weights_digest
+from .mixing import Mix
+from .pipelines import Albumentations
+from .predict import evaluate, predict_proba
+from .quantize import (
+    CALIBRATION_IMAGES,
+    calibration_indices,
+    check_feature_dtype,
+    int8_block,
+    int8_unavailable,
+)
+from .regimes import split_net
+from .schedules import Schedule
+from .settings import check_training, optimizer_params
 from .transforms import Augment, BatchTransform, sample_augment, to_device
 
-__all__ = ["fit", "evaluate", "History", "StopTraining", "TrainingDiverged", "OPTIMIZERS",
-           "optimizer_params", "TrainSettings", "predict_proba", "MAX_IMAGE_SIZE"]
-
-
-# --- the settings vocabulary -------------------------------------------------------------------
-
-OPTIMIZERS = ("sgd", "nag", "adam")
-MOMENTUM_OPTIMIZERS = ("sgd", "nag")  # the optimizers that take ``momentum``
-
-
-def optimizer_params(optimizer: str, lr: float, momentum: float, wd: float) -> dict:
-    """The Trainer's ``optimizer_params`` (and what records show): momentum only where used."""
-    params = {"learning_rate": lr, "wd": wd}
-    if optimizer in MOMENTUM_OPTIMIZERS:
-        params["momentum"] = momentum
-    return params
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-
-
-def check_optimizer(optimizer, lr, momentum, wd) -> None:
-    """Raise ValueError naming the value when an optimizer setting is invalid."""
-    if not (_is_number(lr) and 0 < lr < math.inf):
-        raise ValueError(f"lr must be a positive number (and finite), got {lr!r}")
-    if not (_is_number(momentum) and 0 <= momentum < 1):
-        raise ValueError(f"momentum must be a number in [0, 1), got {momentum!r}")
-    if not (_is_number(wd) and 0 <= wd < math.inf):
-        raise ValueError(f"wd (weight decay) must be a finite number >= 0, got {wd!r}")
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {optimizer!r}: expected one of "
-                         f"{', '.join(OPTIMIZERS)}")
-
-
-def check_training(*, epochs, batch_size, optimizer, lr, momentum, wd, label_smoothing) -> None:
-    """Raise ValueError naming the value when a training setting is invalid (what `fit` and
-    `TrainSettings` both accept)."""
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
-    check_optimizer(optimizer, lr, momentum, wd)
-    if not (_is_number(label_smoothing) and 0 <= label_smoothing < 1):
-        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
-
-
-def _flag(help: str, **more) -> dict:
-    return {"help": help, **more}
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """How a run trains, apart from what differs per experiment (learning rate, input size).
-
-    The one vocabulary of training settings: bench presets hold one, the bench config and
-    each experiment carry one, `fit_kwargs` passes it to `fit`, and `fit` records the same
-    names in ``History.settings``. Each field's metadata holds its command-line help, so a
-    new option is one field here (plus its use in `fit`), and ``python -m bench.cifar`` gains
-    the flag ``--<field-name>``.
-
-    Example:
-        >>> s = TrainSettings(epochs=3, optimizer="adam")
-        >>> s.fit_kwargs()["schedule"]
-        Schedule(name='cosine', warmup_epochs=0.0, steps=(), factor=0.1)
-    """
-    epochs: int = field(default=1, metadata=_flag("epochs of every transfer experiment"))
-    batch_size: int = field(default=64, metadata=_flag("images per step (split over devices)"))
-    optimizer: str = field(default="sgd", metadata=_flag("optimizer", choices=OPTIMIZERS))
-    momentum: float = field(default=0.9, metadata=_flag("momentum of sgd and nag, in [0, 1)"))
-    wd: float = field(default=1e-4, metadata=_flag("weight decay"))
-    schedule: str = field(default="cosine", metadata=_flag(
-        "learning-rate schedule", choices=tuple(s for s in SCHEDULES if s != "step")))
-    warmup_epochs: float = field(default=0.0, metadata=_flag("linear warm-up, in epochs"))
-    label_smoothing: float = field(default=0.0, metadata=_flag("label smoothing, in [0, 1)"))
-    mix: str = field(default="none", metadata=_flag(
-        "mix pairs of training images (gluonft.mixing)", choices=MIX_KINDS))
-    mix_alpha: float = field(default=0.0, metadata=_flag(
-        "Beta(alpha, alpha) of --mix; 0: mixup 0.4, cutmix 1.0"))
-    mix_prob: float = field(default=1.0, metadata=_flag(
-        "share of the batches that --mix mixes, in (0, 1]"))
-    amp: bool = field(default=False, metadata=_flag(
-        "float16 mixed-precision training (MXNet AMP); GPUs only"))
-
-    def __post_init__(self):
-        # lr is per experiment, not a setting here: any valid one stands in for the check.
-        check_training(epochs=self.epochs, batch_size=self.batch_size, optimizer=self.optimizer,
-                       lr=1.0, momentum=self.momentum, wd=self.wd,
-                       label_smoothing=self.label_smoothing)
-        Schedule(self.schedule, warmup_epochs=self.warmup_epochs)  # validates both
-        self.mix_obj  # Mix validates the kind, alpha and prob
-        if not isinstance(self.amp, bool):
-            raise ValueError(f"amp must be True or False, got {self.amp!r}")
-
-    @property
-    def schedule_obj(self) -> Schedule:
-        return Schedule(self.schedule, warmup_epochs=self.warmup_epochs)
-
-    @property
-    def mix_obj(self) -> Optional[Mix]:
-        if self.mix == "none":
-            return None
-        return Mix(self.mix, self.mix_alpha, self.mix_prob)
-
-    def fit_kwargs(self) -> dict:
-        """The `fit` arguments these settings stand for."""
-        return {"epochs": self.epochs, "batch_size": self.batch_size,
-                "optimizer": self.optimizer, "momentum": self.momentum, "wd": self.wd,
-                "schedule": self.schedule_obj, "label_smoothing": self.label_smoothing,
-                "amp": self.amp, "mix": self.mix_obj}
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+__all__ = ["fit", "evaluate", "History", "StopTraining", "TrainingDiverged", "predict_proba",
+           "MAX_IMAGE_SIZE"]
 
 
 # --- the record of a run -----------------------------------------------------------------------
@@ -191,9 +102,6 @@ class History:
                    stopped_early=bool(data.get("stopped_early", False)))
 
 
-# The largest feature cache `fit` builds on its own (cache_features=None), over train and val
-# together; above it the frozen prefix runs every epoch. cache_features=True has no limit.
-AUTO_CACHE_MAX_BYTES = 2 * 1024 ** 3
 # An epoch whose mean training loss exceeds this many times ln(classes) (the loss of a
 # uniform guess) has diverged: no run that learns comes near it.
 EXPLODED_LOSS_FACTOR = 1000
@@ -202,42 +110,41 @@ EXPLODED_LOSS_FACTOR = 1000
 _REPORT_EVERY = 25
 
 
-def fit(net: TransferNet, train: ImageSet, val: Optional[ImageSet] = None, *, epochs: int,
-        batch_size: int, lr: float, optimizer: str = "sgd", momentum: float = 0.9,
-        wd: float = 1e-4, schedule: Schedule = Schedule(), label_smoothing: float = 0.0,
-        augment: Augment = Augment(), image_size: Optional[int] = None, ctx=None, seed: int = 0,
+def fit(net: TransferNet, train: ImageSet, val: Optional[ImageSet] = None, *,
+        # what the optimiser does (the fields of TrainSettings; `settings.fit_kwargs()`)
+        epochs: int, lr: float, batch_size: int = 64, optimizer: str = "sgd",
+        momentum: float = 0.9, wd: float = 1e-4, schedule: Schedule = Schedule(),
+        label_smoothing: float = 0.0, mix: Optional[Mix] = None, amp: Union[bool, str] = False,
+        # what the net sees: augmentation, input size, the frozen prefix's feature cache
+        augment: Augment = Augment(), image_size: Optional[int] = None,
+        cache_features: Optional[bool] = None, cache_dir: Optional[str] = None,
+        feature_views: Optional[int] = None, feature_dtype: str = "float32",
+        # where and how the loop runs, and what it leaves behind
+        ctx=None, kvstore: Optional[str] = None, seed: int = 0, hybridize: bool = True,
         callbacks: Sequence[Callable] = (), checkpoint: Optional[str] = None,
-        progress: bool = True, hybridize: bool = True, cache_features: Optional[bool] = None,
-        cache_dir: Optional[str] = None, feature_views: Optional[int] = None,
-        amp: Union[bool, str] = False, mix: Optional[Mix] = None,
-        feature_dtype: str = "float32", kvstore: Optional[str] = None) -> History:
+        progress: bool = True) -> History:
     """Train ``net`` (as set up by `apply_regime`) on ``train``; evaluate on ``val`` each epoch.
 
     Args:
         net: a `TransferNet`; its parameters with ``grad_req != 'null'`` are trained.
         train, val: `ImageSet`s (uint8 images; resized, augmented and normalised on the device).
-        epochs, batch_size, lr: the usual; ``batch_size`` is split over the contexts.
+
+    What the optimiser does (`TrainSettings.fit_kwargs()` gives these from one object):
+        epochs, batch_size, lr: the usual; ``batch_size`` (default 64) is split over the
+            contexts.
         optimizer: ``sgd`` (with ``momentum``), ``nag`` or ``adam``; ``wd``: weight decay.
         schedule: a `Schedule` (cosine by default; step, constant, onecycle; warm-up).
         label_smoothing: in [0, 1).
-        augment: training augmentation: an `Augment` (on the device; ``Augment.none()``
-            disables it) or a `gluonft.pipelines.Albumentations` pipeline (on the host).
         mix: mixup or cutmix of training batches (`gluonft.mixing.Mix`), or None.
-        image_size: input side (default: the backbone's pretrained size).
-        ctx: a context or a list (each batch is split across them); default `devices()`.
-        seed: seeds shuffling, augmentation and MXNet's generator.
-        callbacks: `gluonft.callbacks.Callback` objects (hooks before and after each step and
-            after each epoch, given the Trainer) or functions ``(epoch, logs)`` run after each
-            epoch; raise `StopTraining` to end (see `gluonft.callbacks`).
-        checkpoint: a file path; after each epoch the parameters, optimizer state and history
-            are saved there (atomically), and a run started with an existing checkpoint of the
-            same settings resumes after its last epoch.
-        progress: show a tqdm bar per epoch.
-        hybridize: compile the net (static memory) for speed.
         amp: mixed precision with MXNet AMP: ``True`` or ``"float16"`` on GPU contexts only
             (on CPU training stays float32: a clear error), ``"bfloat16"`` on CPUs with
             AVX512-BF16. MXNet's AMP patches its operators for the whole process, so once
             on it stays on, and a second fit cannot ask for the other type.
+
+    What the net sees:
+        augment: training augmentation: an `Augment` (on the device; ``Augment.none()``
+            disables it) or a `gluonft.pipelines.Albumentations` pipeline (on the host).
+        image_size: input side (default: the backbone's pretrained size).
         cache_features: compute the frozen prefix's features of ``train`` and ``val`` once and
             train the rest on them (`gluonft.features`); the result equals the uncached run
             within float tolerance. ``None`` (default): cache when the regime leaves a frozen
@@ -254,12 +161,24 @@ def fit(net: TransferNet, train: ImageSet, val: Optional[ImageSet] = None, *, ep
         feature_dtype: ``"int8"`` computes the cached features through an int8 copy of the
             frozen prefix calibrated on training images (`gluonft.quantize`; one CPU
             context, needs the cache); ``"float32"`` (default) through the float net.
+
+    Where and how the loop runs, and what it leaves behind:
+        ctx: a context or a list (each batch is split across them); default `devices()`.
         kvstore: how gradients are combined: None (MXNet's choice for the contexts of this
             process), ``"device"``, ``"local"``, or a distributed kvstore (``"dist_sync"``,
             ``"dist_device_sync"``, ``"dist_async"``) when this process is one worker of a job
             started by `python -m gluonft.launch` (`gluonft.distributed`): ``batch_size`` is
             then per worker, each global batch of ``batch_size x workers`` images is shared
             out, every worker logs the same numbers, and only worker 0 writes checkpoints.
+        seed: seeds shuffling, augmentation and MXNet's generator.
+        hybridize: compile the net (static memory) for speed.
+        callbacks: `gluonft.callbacks.Callback` objects (hooks before and after each step and
+            after each epoch, given the Trainer) or functions ``(epoch, logs)`` run after each
+            epoch; raise `StopTraining` to end (see `gluonft.callbacks`).
+        checkpoint: a file path; after each epoch the parameters, optimizer state and history
+            are saved there (atomically), and a run started with an existing checkpoint of the
+            same settings resumes after its last epoch.
+        progress: show a tqdm bar per epoch.
 
     Returns:
         A `History`.
@@ -289,19 +208,6 @@ def fit(net: TransferNet, train: ImageSet, val: Optional[ImageSet] = None, *, ep
     except StopTraining:
         run.history.stopped_early = True
     return run.history
-
-
-def _drops_last_batch(count: int, batch: int, devices: int, net) -> int:
-    """The images of the last training batch when it is dropped, else 0. The rule: the last
-    batch of an epoch is dropped in training (never in evaluation) when some device would get
-    fewer than 2 of its images and the net has a BatchNorm layer that learns from batch
-    statistics (`batchnorms_learning`): on 1 image its output is its bias alone, no gradient
-    flows through it and its running variance shrinks. The images are shuffled anew each
-    epoch, so no image is left out for good."""
-    last = count % batch
-    if last == 0 or last // devices >= 2 or not batchnorms_learning(net):
-        return 0
-    return last
 
 
 def _check_data(net, train, val) -> None:
@@ -365,7 +271,7 @@ class _Run:
         run.cluster = (Cluster.join(a["kvstore"]) if a["kvstore"] in DIST_KVSTORES else None)
         run.workers = run.cluster.workers if run.cluster else 1
         run.global_batch = a["batch_size"] * run.workers
-        _check_shares(len(train), run.global_batch, run.workers, a["batch_size"])
+        check_shares(len(train), run.global_batch, run.workers, a["batch_size"])
         if run.cluster:  # workers update alike from the summed gradients (async: on servers)
             run.trainer = gluon.Trainer(trainable, a["optimizer"], params,
                                         kvstore=run.cluster.trainer_kvstore(len(trainable)),
@@ -384,14 +290,14 @@ class _Run:
         if run.amp_dtype:
             from mxnet.contrib import amp as mx_amp
             mx_amp.init_trainer(run.trainer)  # dynamic loss scaling; overflows are skipped
-        run.views = _check_views(a["feature_views"], a["augment"])
+        run.views = check_views(a["feature_views"], a["augment"])
         run.history = History(settings=run._settings(params, trainable))
         run.parts = split_net(net, hybridize=a["hybridize"], images=len(train))
         run.transform = BatchTransform(run.image_size, net.family.mean, net.family.std)
         run.start_epoch = _resume(a["checkpoint"], net, run.trainer, run.history,
                                   run.history.settings)
         run.per_epoch = -(-len(train) // run.global_batch)
-        run.drop_last = _drops_last_batch(len(train), run.global_batch,
+        run.drop_last = drops_last_batch(len(train), run.global_batch,
                                           run.workers * len(run.contexts), net)
         if run.drop_last:
             run.history.settings["dropped_last_batch"] = run.drop_last
@@ -429,7 +335,7 @@ class _Run:
     def _prepare_features(self) -> None:
         """The frozen prefix's features, computed once, when the cache applies."""
         a, train, val = self.a, self.train, self.val
-        use, why = _cache_plan(a["cache_features"], self.parts, a["augment"], self.views,
+        use, why = cache_plan(a["cache_features"], self.parts, a["augment"], self.views,
                                self.image_size, len(train) * max(self.views, 1)
                                + (len(val) if val is not None else 0), mix=a["mix"])
         # Each view draws one augmentation per image, from its own seeded generator.
@@ -443,7 +349,7 @@ class _Run:
             weights = weights_digest(self.parts.frozen)
             if prefix is not self.parts.frozen:  # int8: other features, another key
                 weights += f":int8:naive:{CALIBRATION_IMAGES}:{a['seed']}"
-            make = lambda data, rows=None: _frozen_features(  # noqa: E731
+            make = lambda data, rows=None: frozen_features(  # noqa: E731
                 self.parts, data, self.net, self.image_size, self.transform, self.contexts,
                 a["batch_size"], a["cache_dir"], weights, rows, prefix=prefix,
                 cluster=self.cluster)
@@ -458,7 +364,7 @@ class _Run:
             "val": self.val_features.info() if self.val_features is not None else None}
         if self.views and self.train_features:
             settings["feature_cache"]["train_views"] = [f.info() for f in self.train_features]
-        self.val_share = (_val_share(self.cluster, val, self.val_features)
+        self.val_share = (val_share(self.cluster, val, self.val_features)
                           if self.cluster and val is not None else None)
 
     def _feature_prefix(self, use: bool, why: str):
@@ -486,14 +392,14 @@ class _Run:
         a = self.a
         share = self.cluster.share(np.arange(len(idx))) if self.cluster else slice(None)
         if self.train_features:
-            return _cached_inputs(self.train_features[epoch % len(self.train_features)],
+            return cached_inputs(self.train_features[epoch % len(self.train_features)],
                                   idx[share], self.contexts)
         if self.views:
             images = self.train.images[idx[share]]
             affine = self.view_rows[epoch % self.views][idx[share]]
         else:
-            images, affine = _augmented(self.train.images[idx], a["augment"], rng, share)
-        return _image_inputs(self.parts, self.transform, images, self.train.labels[idx[share]],
+            images, affine = augmented_batch(self.train.images[idx], a["augment"], rng, share)
+        return image_inputs(self.parts, self.transform, images, self.train.labels[idx[share]],
                              affine, self.contexts, mix=a["mix"], rng=rng)
 
     def train_epoch(self, epoch: int) -> Dict[str, float]:
@@ -504,20 +410,20 @@ class _Run:
         rng = np.random.RandomState(epoch_seed % (2 ** 32))
         # MXNet's generator (dropout) too, so that a resumed run equals an uninterrupted one
         mx.random.seed(epoch_seed % (2 ** 31), ctx="all")
-        meter = _Meter()
+        meter = LossMeter()
         bar = _progress(a["progress"], self.per_epoch, f"epoch {epoch + 1}/{a['epochs']}")
         pending = []
         # The order iterate_batches gives (tests/test_features.py checks it).
         for step, idx in enumerate(batch_indices(len(self.train), self.global_batch,
                                                  shuffle=True, seed=a["seed"], epoch=epoch)):
             if self.drop_last and step == self.per_epoch - 1:
-                break  # too few images for BatchNorm (_drops_last_batch); a new draw each epoch
+                break  # too few images for BatchNorm (drops_last_batch); drawn anew each epoch
             iteration = epoch * self.per_epoch + step
             trainer.set_learning_rate(a["schedule"].lr(
                 a["lr"], iteration=iteration, per_epoch=self.per_epoch, epochs=a["epochs"]))
             for callback in self.callbacks:
                 callback.on_step_begin(trainer, iteration)
-            losses = _train_step(self.parts, trainer, self._inputs(epoch, idx, rng),
+            losses = train_step(self.parts, trainer, self._inputs(epoch, idx, rng),
                                  a["label_smoothing"], self.net.classes, meter,
                                  scale_loss=bool(self.amp_dtype), step_size=len(idx))
             for callback in self.callbacks:
@@ -570,10 +476,10 @@ class _Run:
         """Scores on ``val``; under a distributed kvstore each worker scores its share and
         the sums are combined, so every worker logs the whole set's."""
         if not self.cluster:
-            return _evaluate_parts(self.parts, self.val, self.val_features, self.transform,
+            return evaluate_parts(self.parts, self.val, self.val_features, self.transform,
                                    self.contexts, self.a["batch_size"])
         data, features = self.val_share
-        part = (_evaluate_parts(self.parts, data, features, self.transform, self.contexts,
+        part = (evaluate_parts(self.parts, data, features, self.transform, self.contexts,
                                 self.a["batch_size"]) if len(data) else None)
         return self.cluster.combined_scores(part)
 
@@ -596,244 +502,6 @@ class _Run:
                                      f"(step {step} of the epoch)")
 
 
-def _smoothed_cross_entropy(logits, labels, smoothing: float, classes: int):
-    """Cross-entropy against ``(1 - s) * one_hot + s / classes`` (s = 0: the usual loss)."""
-    log_p = mx.nd.log_softmax(logits, axis=-1)
-    nll = -mx.nd.pick(log_p, labels, axis=-1)
-    if smoothing == 0:
-        return nll
-    return (1 - smoothing) * nll - smoothing * log_p.mean(axis=-1)
-
-
-class _Meter:
-    """Per-batch loss sums and correct counts, kept on the device until read.
-
-    Reading a value waits for the device; keeping the sums there lets the host queue the next
-    batch while the device still computes this one. `read` adds the float32 per-batch sums in
-    float64 on the host, as the loop always did, so the logged numbers do not change.
-    """
-
-    def __init__(self):
-        self.pending: List[mx.nd.NDArray] = []  # [loss sum, correct] pairs not read yet
-        self.totals = np.zeros(3)  # loss sum, correct, seen
-
-    def add(self, losses, outputs, labels) -> None:
-        for loss, out, y in zip(losses, outputs, labels):
-            self.pending += [loss.sum(), (out.argmax(axis=1) == y).sum()]
-            self.totals[2] += len(y)
-
-    def read(self) -> np.ndarray:
-        """[loss sum, correct, seen] so far (waits for the device)."""
-        for i in range(0, len(self.pending), 2):
-            self.totals[0] += float(self.pending[i].asscalar())
-            self.totals[1] += float(self.pending[i + 1].asscalar())
-        self.pending = []
-        return self.totals.copy()
-
-
-def training_batch(train: ImageSet, *, augment=Augment(), mix: Optional[Mix] = None,
-                   image_size: int, mean, std, n: int = 8, seed: int = 0):
-    """``n`` training images, spread over the set (so over its classes), as `fit` feeds them
-    to the net (augmented, mixed, resized), back in uint8 RGB for a look, with one caption
-    each.
-
-    Example:
-        >>> images, captions = training_batch(data.train, augment=Augment.preset("strong"),
-        ...                                   image_size=96, mean=net.family.mean,
-        ...                                   std=net.family.std)  # doctest: +SKIP
-    """
-    take = np.unique(np.linspace(0, len(train) - 1, min(n, len(train))).astype(int))
-    rng = np.random.RandomState(seed)
-    images, affine = _augmented(train.images[take], augment, rng)
-    transform = BatchTransform(image_size, mean, std)
-    x = transform(to_device(images, mx.cpu(), "uint8"), affine)
-    labels = [train.classes[i] for i in train.labels[take]]
-    captions = list(labels)
-    draw = draw_mix(mix, len(take), image_size, rng) if mix is not None else None
-    if draw is not None:
-        x = mix_images(x, draw)
-        captions = [f"{labels[i]} {draw.lam:.2f} + {labels[j]} {1 - draw.lam:.2f}"
-                    for i, j in enumerate(draw.partner)]
-    pixels = x.asnumpy().transpose(0, 2, 3, 1) * np.array(std) + np.array(mean)
-    return np.clip(np.round(pixels * 255), 0, 255).astype(np.uint8), captions
-
-
-def _augmented(images: np.ndarray, augment, rng, share=slice(None)):
-    """(images, affine rows) of ``images[share]`` of a training batch, drawn as for all of
-    ``images``: a distributed worker's share gets what one process gives those images. An
-    albumentations pipeline changes the images on the host (one seed per image); an `Augment`
-    draws the affine rows the device applies (None for the identity: no resampling, the
-    images stay exact)."""
-    if isinstance(augment, Albumentations):
-        seeds = rng.randint(0, 2 ** 31, size=len(images))
-        return augment(images[share], seeds[share]), None
-    if augment.is_identity:
-        return images[share], None
-    return images[share], sample_augment(len(images), augment, rng)[share]
-
-
-def describe_augment(augment) -> dict:
-    """The augmentation as data, for History settings and cards."""
-    return augment.to_dict() if isinstance(augment, Albumentations) else asdict(augment)
-
-
-def _check_views(feature_views, augment: Augment) -> int:
-    """``feature_views`` as an int (0: off), validated."""
-    if feature_views is None:
-        return 0
-    if isinstance(feature_views, bool) or not isinstance(feature_views, int) \
-            or feature_views < 1:
-        raise ValueError(f"feature_views must be None or a positive int (the number of fixed "
-                         f"augmented views of each image), got {feature_views!r}")
-    if isinstance(augment, Albumentations):
-        raise ValueError(f"feature_views={feature_views} takes an Augment; an albumentations "
-                         f"pipeline runs fresh on the host every epoch")
-    if augment.is_identity:
-        raise ValueError(f"feature_views={feature_views} needs an augmentation: with "
-                         f"{augment} every view is the same image; leave feature_views=None")
-    return feature_views
-
-
-def _cache_plan(cache_features, parts: NetParts, augment: Augment, views: int, image_size: int,
-                n_images: int, mix: Optional[Mix] = None):
-    """(use the feature cache?, why) for fit's ``cache_features`` argument."""
-    if cache_features not in (None, True, False):
-        raise ValueError(f"cache_features must be None (automatic), True or False, got "
-                         f"{cache_features!r}")
-    if cache_features is False:
-        return False, "cache_features=False"
-    if not parts.frozen_steps:
-        problem = "the regime leaves no frozen prefix (every backbone step trains)"
-    elif mix is not None:
-        problem = f"{mix.kind} mixes the images of every batch anew (mix=None to cache)"
-    elif not augment.is_identity and not views:
-        problem = (f"training augmentation is on ({augment}); features are only cached for "
-                   f"augment=Augment.none() or a fixed number of views (feature_views=K)")
-    else:
-        problem = None
-    if problem:
-        if cache_features:
-            raise ValueError(f"cache_features=True but {problem}")
-        return False, problem
-    if cache_features is None:
-        nbytes = 4 * int(np.prod(parts.prefix_shape(image_size))) * n_images
-        if nbytes > AUTO_CACHE_MAX_BYTES:
-            return False, (f"the features would take {nbytes / 2 ** 30:.1f} GiB, more than the "
-                           f"automatic limit of {AUTO_CACHE_MAX_BYTES / 2 ** 30:.1f} GiB; pass "
-                           f"cache_features=True to cache them anyway")
-    return True, (f"the first {parts.frozen_steps} backbone steps are frozen and "
-                  + (f"augmentation is {views} fixed view(s) per image" if views
-                     else "there is no augmentation"))
-
-
-def _frozen_features(parts, data, net, image_size, transform, contexts, batch_size,
-                     cache_dir, weights, rows=None, *, prefix=None, cluster=None) -> Features:
-    key = feature_key(parts.frozen, data, backbone=net.backbone, steps=parts.frozen_steps,
-                      image_size=image_size, mean=transform.mean, std=transform.std,
-                      weights=weights, augment_rows=rows)
-    return cached_features(parts.frozen if prefix is None else prefix, data, key=key,
-                           transform=transform, contexts=contexts, batch_size=batch_size,
-                           cache_dir=cache_dir, augment_rows=rows, hybridize=parts.hybridized,
-                           pass_images=parts.images, cluster=cluster)
-
-
-def _image_inputs(parts, transform, images, labels, affine, contexts, *,
-                  mix: Optional[Mix] = None, rng=None):
-    """[(prefix output, labels)] per device for a batch of uint8 images; with ``mix``,
-    [(prefix output, labels, partner labels, lam)] for the batches it mixes."""
-    inputs = []
-    n = len(contexts)
-    for i, (ctx, x, y) in enumerate(zip(contexts, split_batch(images, n),
-                                        split_batch(labels, n))):
-        if len(x) == 0:  # a last batch smaller than the number of devices
-            continue
-        a = None if affine is None else split_batch(affine, n)[i]
-        x = transform(to_device(x, ctx, "uint8"), a)
-        draw = draw_mix(mix, len(y), x.shape[-1], rng) if mix is not None else None
-        if draw is None:
-            inputs.append((parts.prefix(x), to_device(y, ctx)))  # float32, as argmax gives
-        else:
-            inputs.append((parts.prefix(mix_images(x, draw)), to_device(y, ctx),
-                           to_device(y[draw.partner], ctx), draw.lam))
-    return inputs
-
-
-def _cached_inputs(features: Features, idx: np.ndarray, contexts):
-    """[(cached prefix output, labels)] per device for the images at ``idx``."""
-    inputs = []
-    for ctx, i in zip(contexts, split_batch(idx, len(contexts))):
-        if len(i) == 0:
-            continue
-        inputs.append((to_device(features.values[i], ctx),
-                       to_device(features.labels[i], ctx)))
-    return inputs
-
-
-def _train_step(parts, trainer, inputs, smoothing, classes, meter: _Meter, *,
-                scale_loss: bool = False, step_size: Optional[int] = None):
-    """One optimiser step over a batch split across devices; returns the per-device losses.
-    ``step_size``: the images the gradients sum over (the global batch under a distributed
-    kvstore, which sums the workers' gradients); default this batch's."""
-    losses, outputs, dominant = [], [], []
-    with autograd.record():
-        for features, y, *mixed in inputs:
-            out = parts.trainable(features)
-            loss = _smoothed_cross_entropy(out, y, smoothing, classes)
-            if mixed:  # mixup/cutmix: both labels, weighted by their share of the image
-                partner, lam = mixed
-                loss = lam * loss + (1 - lam) * _smoothed_cross_entropy(out, partner,
-                                                                        smoothing, classes)
-                y = y if lam >= 0.5 else partner  # accuracy against the dominant label
-            losses.append(loss)
-            outputs.append(out)
-            dominant.append(y)
-        if scale_loss:  # AMP: scaled so that small float16 gradients do not vanish
-            from mxnet.contrib import amp as mx_amp
-            with mx_amp.scale_loss(losses, trainer) as scaled:
-                autograd.backward(scaled)
-    if not scale_loss:
-        autograd.backward(losses)
-    trainer.step(step_size or sum(len(y) for y in dominant))
-    meter.add(losses, outputs, dominant)
-    return losses
-
-
-def _evaluate_parts(parts, data, features, transform, contexts, batch_size) -> Dict[str, float]:
-    """`evaluate` during `fit`: the same numbers through the already compiled parts (and the
-    cached features when there are some), without re-hybridizing the whole net every epoch."""
-    forward = inference_forward(parts.trainable, contexts, hybridize=parts.hybridized,
-                                images=len(data))
-
-    def batches():
-        for idx in batch_indices(len(data), batch_size, shuffle=False):
-            if features is not None:
-                inputs = _cached_inputs(features, idx, contexts)
-            else:
-                inputs = _image_inputs(parts, transform, data.images[idx[0]:idx[-1] + 1],
-                                       data.labels[idx[0]:idx[-1] + 1], None, contexts)
-            yield [mx.nd.softmax(forward(x), axis=-1) for x, _ in inputs]
-
-    return scores(np.concatenate(list(read_in_flight(batches()))), data.labels)
-
-
-def _val_share(cluster, val: ImageSet, features: Optional[Features]):
-    """This worker's share of the validation set (and of its cached features), taken once."""
-    share = cluster.share(np.arange(len(val)))
-    if features is not None:
-        features = Features(features.values[share], features.labels[share], features.key,
-                            features.source, features.seconds, features.path)
-    return val.take(share), features
-
-
-def _check_shares(images: int, global_batch: int, workers: int, batch_size: int) -> None:
-    """Every global batch must give every worker an image (a worker with none would have no
-    gradient to send, and the others would wait for it)."""
-    last = images % global_batch
-    if workers > 1 and 0 < last < workers:
-        raise ValueError(f"batch_size={batch_size} per worker x {workers} workers leaves a last "
-                         f"batch of {last} of the {images} training images, fewer than the "
-                         f"{workers} workers; choose a batch_size for which "
-                         f"{images} % (batch_size x {workers}) is 0 or at least {workers}")
 
 
 def _progress(enabled, total, description):

@@ -21,7 +21,8 @@ DATASET_TAGS = ("imagenet", "cifar10")
 
 
 class WeightsUnavailable(FileNotFoundError):
-    """Pretrained weights are neither on disk nor downloadable; the message says where to put them."""
+    """Pretrained weights are neither on disk nor downloadable; the message says where to put
+    them."""
 
 
 class WeightsMismatch(ValueError):

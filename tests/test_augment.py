@@ -9,8 +9,14 @@ import pytest
 
 import gluonft
 from gluonft.datasets import cifar10
-from gluonft.transforms import (IMAGENET_MEAN, IMAGENET_STD, PRESETS, Augment, BatchTransform,
-                                sample_augment)
+from gluonft.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    PRESETS,
+    Augment,
+    BatchTransform,
+    sample_augment,
+)
 
 PLAIN = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))  # output = x / 255
 OFF = dict(flip=False, translate=0.0)  # geometry off, to isolate one op

@@ -23,11 +23,11 @@ import numpy as np
 import pytest
 
 import gluonft
-from gluonft.checkpoint import checkpoint_files
-from bench import cifar
+from bench import cifar, cifar_config
 from bench.grid import Data, experiment_id
 from bench.presets import CPU_MODELS, DEFAULT_MODELS, PRESETS
 from gluonft.baseline import lab1_cnn
+from gluonft.checkpoint import checkpoint_files
 from gluonft.results import read_results
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -359,7 +359,7 @@ def _tiny_data():
 
 
 def test_flags_override_the_preset_and_are_marked(tmp_path):
-    config = cifar.parse_config(["--preset", "cpu", "--epochs", "2", "--lr", "head=0.1",
+    config = cifar_config.parse_config(["--preset", "cpu", "--epochs", "2", "--lr", "head=0.1",
                                  "--image-size", "native", "--train-per-class", "all",
                                  "--out", str(tmp_path)])
     cpu = PRESETS["cpu"]
@@ -368,20 +368,20 @@ def test_flags_override_the_preset_and_are_marked(tmp_path):
     assert config.image_size is None and config.train_per_class is None
     assert config.test_per_class == cpu.test_per_class
     assert config.models == CPU_MODELS and config.regimes == ("head", "full")
-    assert cifar.parse_config(["--preset", "full"]).models == DEFAULT_MODELS
+    assert cifar_config.parse_config(["--preset", "full"]).models == DEFAULT_MODELS
     assert config.baseline == "train" and config.seeds == (0,)
     lines = "\n".join(cifar.preset_lines(config))
     assert "epochs           2" in lines and "(--epochs; preset: 6)" in lines
     assert "batch_size       64" in lines and "image_size       native" in lines
-    assert cifar.parse_config(["--lr", "0.3"]).lr == {
+    assert cifar_config.parse_config(["--lr", "0.3"]).lr == {
         "head": 0.3, "last_k": 0.3, "full": 0.3, "scratch": 0.3}
     # No GPU here: the default preset is cpu.
-    assert cifar.parse_config([]).preset == "cpu"
-    assert cifar.parse_config([]).out.startswith(os.path.join("runs", "cifar10-"))
+    assert cifar_config.parse_config([]).preset == "cpu"
+    assert cifar_config.parse_config([]).out.startswith(os.path.join("runs", "cifar10-"))
 
 
 def test_every_training_and_data_flag_reaches_the_config(tmp_path):
-    config = cifar.parse_config([
+    config = cifar_config.parse_config([
         "--preset", "smoke", "--batch-size", "16", "--optimizer", "adam", "--momentum", "0.5",
         "--wd", "0.001", "--schedule", "onecycle", "--warmup-epochs", "2",
         "--image-size", "48", "--train-per-class", "7", "--test-per-class", "all",
@@ -403,7 +403,7 @@ def test_every_training_and_data_flag_reaches_the_config(tmp_path):
 
 
 def test_plan_is_baseline_then_models_x_regimes_x_seeds():
-    config = cifar.parse_config([
+    config = cifar_config.parse_config([
         "--preset", "cpu", "--models", f"{MOBILENET},{RESNET20}",
         "--regimes", "head,last_k:2,scratch", "--seeds", "0,1",
         "--weights", f"{MOBILENET}=/w/m.params"])
@@ -422,11 +422,11 @@ def test_plan_is_baseline_then_models_x_regimes_x_seeds():
     assert baseline.epochs == PRESETS["cpu"].baseline_epochs and baseline.image_size == 32
     assert baseline.label == "Lab 1 CNN" and baseline.kind == "baseline"
     assert by_id[f"{MOBILENET}-head-s0"].config != by_id[f"{MOBILENET}-head-s1"].config
-    recorded = cifar.plan_experiments(cifar.parse_config(
+    recorded = cifar.plan_experiments(cifar_config.parse_config(
         ["--models", RESNET20, "--baseline-acc", "0.7", "--baseline-name", "Mine"]),
         _tiny_data())
     assert recorded[0].recorded_accuracy == 0.7 and recorded[0].label == "Mine"
-    assert [e.kind for e in cifar.plan_experiments(cifar.parse_config(
+    assert [e.kind for e in cifar.plan_experiments(cifar_config.parse_config(
         ["--models", RESNET20, "--no-baseline"]), _tiny_data())] == ["transfer", "transfer"]
     assert experiment_id("a", "last_k:10", 2) == "a-last_k10-s2"
 

@@ -9,8 +9,7 @@ import pytest
 
 import gluonft
 from gluonft import StopTraining
-from gluonft.callbacks import BestCheckpoint, CSVLogger, EarlyStopping, Monitor, \
-    ReduceLROnPlateau
+from gluonft.callbacks import BestCheckpoint, CSVLogger, EarlyStopping, Monitor, ReduceLROnPlateau
 from gluonft.datasets import cifar10
 
 CPU = mx.cpu()

@@ -1,8 +1,8 @@
 """MXNet 1.9.1 and GluonCV 0.10.5 on this interpreter and numpy (gluonft.compat), beside PyTorch,
 and the CUDA build's libraries from NVIDIA's wheels (gluonft.cuda)."""
 import ast
-import json
 import importlib.util
+import json
 import os
 import subprocess
 import sys

@@ -190,11 +190,11 @@ def test_bad_input_gets_clear_messages(tmp_path, monkeypatch):
 
 
 def test_a_last_batch_smaller_than_the_workers_is_refused():
-    from gluonft.train import _check_shares
+    from gluonft.batches import check_shares
     with pytest.raises(ValueError, match=r"batch_size=16 per worker x 4 workers leaves a last "
                                          r"batch of 2 of the 66 training images"):
-        _check_shares(66, 64, 4, 16)
-    _check_shares(68, 64, 4, 16)  # a last batch of 4: one image each
+        check_shares(66, 64, 4, 16)
+    check_shares(68, 64, 4, 16)  # a last batch of 4: one image each
 
 
 # ------------------------------------------------- bench.cifar as a distributed job, end to end

@@ -12,7 +12,8 @@ import pytest
 
 import gluonft
 from gluonft import efficientnet
-from gluonft.backbones import check_image_size, load_backbone, pick_backbone
+from gluonft.backbones import check_image_size, load_backbone
+from gluonft.candidates import pick_backbone
 from gluonft.inference import inference_forward
 from gluonft.model_io import classifier_of, export_onnx, export_symbol
 from gluonft.regimes import apply_regime
@@ -143,7 +144,7 @@ def test_auto_picks_the_best_backbone_under_five_million_parameters():
     # lite2: 77.6 % ImageNet top-1 with 4.82 M parameters for 10 classes (mobilenetv3_large:
     # 75.3 %, 4.21 M).
     assert pick_backbone(model="auto", max_params=5_000_000, classes=10) == "efficientnet_lite2"
-    assert gluonft.backbones.model_params("efficientnet_lite2", classes=10) == 4811072 + 12810
+    assert gluonft.candidates.model_params("efficientnet_lite2", classes=10) == 4811072 + 12810
 
 
 def test_regimes_train_on_real_photos_and_frozen_weights_stay(store, shared):

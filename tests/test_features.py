@@ -12,8 +12,13 @@ import pytest
 import gluonft
 from gluonft.datasets import ImageSet
 from gluonft.datasets.imageset import iterate_batches
-from gluonft.features import (FeatureCacheWarning, batch_indices, extract_features, feature_key,
-                              prefix_block)
+from gluonft.features import (
+    FeatureCacheWarning,
+    batch_indices,
+    extract_features,
+    feature_key,
+    prefix_block,
+)
 from gluonft.transforms import BatchTransform
 
 CPU = mx.cpu()
@@ -105,8 +110,7 @@ def test_cache_is_automatic_only_without_augmentation_and_with_a_frozen_prefix(d
 
 
 def test_auto_cache_respects_its_memory_limit(data, monkeypatch):
-    import gluonft.train as train_module
-    monkeypatch.setattr(train_module, "AUTO_CACHE_MAX_BYTES", 1000)
+    monkeypatch.setattr(gluonft.batches, "AUTO_CACHE_MAX_BYTES", 1000)
     history = _fit(_net(), data[0], None, epochs=1)
     assert history.settings["cache_features"] is False
     assert "automatic limit" in history.settings["feature_cache"]["reason"]

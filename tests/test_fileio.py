@@ -8,8 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from gluonft.fileio import (FolderBusy, FolderLock, atomic_write_json, check_writable_folder,
-                            remove_stale_temporaries)
+from gluonft.fileio import (
+    FolderBusy,
+    FolderLock,
+    atomic_write_json,
+    check_writable_folder,
+    remove_stale_temporaries,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 HOLD = ("import sys, time\nfrom gluonft.fileio import FolderLock\n"

@@ -8,8 +8,15 @@ import numpy as np
 import pytest
 
 import gluonft
-from gluonft.datasets import DatasetNotFound, FolderData, ImageSet, UnreadableImagesWarning, \
-    image_folder, list_images, load_images
+from gluonft.datasets import (
+    DatasetNotFound,
+    FolderData,
+    ImageSet,
+    UnreadableImagesWarning,
+    image_folder,
+    list_images,
+    load_images,
+)
 
 CLOTHES = ("dress", "hat", "longsleeve", "outwear", "pants", "shirt", "shoes", "shorts", "skirt",
            "t-shirt")

@@ -10,8 +10,14 @@ from mxnet.gluon import nn
 from gluonft import recipes
 from gluonft.backbones import load_backbone
 from gluonft.heads import parse_head
-from gluonft.model_io import (MODEL_JSON, ModelFolderError, export_onnx, export_symbol,
-                              load_classifier, save_classifier)
+from gluonft.model_io import (
+    MODEL_JSON,
+    ModelFolderError,
+    export_onnx,
+    export_symbol,
+    load_classifier,
+    save_classifier,
+)
 from gluonft.predict import predict_proba
 from gluonft.regimes import apply_regime
 from gluonft.train import fit

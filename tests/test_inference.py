@@ -6,8 +6,13 @@ import pytest
 from mxnet import autograd, gluon
 
 import gluonft
-from gluonft.inference import (FUSION_ENV, FUSION_MIN_IMAGES, fused_twin, fusion_available,
-                               inference_forward)
+from gluonft.inference import (
+    FUSION_ENV,
+    FUSION_MIN_IMAGES,
+    fused_twin,
+    fusion_available,
+    inference_forward,
+)
 from gluonft.transforms import BatchTransform, to_device
 
 from . import clothing

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from gluonft.backbones import load_backbone
+from gluonft.batches import image_inputs
 from gluonft.mixing import Mix, draw_mix
 from gluonft.regimes import apply_regime, split_net
-from gluonft.train import _image_inputs, fit
+from gluonft.train import fit
 from gluonft.transforms import Augment, BatchTransform
 
 from . import clothing
@@ -40,7 +41,7 @@ def _mixed_inputs(photos, mix, seed):
     parts = split_net(net)
     transform = BatchTransform(SIZE, net.family.mean, net.family.std)
     rng = np.random.RandomState(seed)
-    inputs = _image_inputs(parts, transform, photos.images, photos.labels, None, [CPU],
+    inputs = image_inputs(parts, transform, photos.images, photos.labels, None, [CPU],
                            mix=mix, rng=rng)
     plain = transform(mx.nd.array(photos.images, dtype="uint8"), None).asnumpy()
     draw = draw_mix(mix, len(photos), SIZE, np.random.RandomState(seed))

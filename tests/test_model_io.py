@@ -6,8 +6,15 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from gluonft.model_io import (MODEL_JSON, MODEL_PARAMS, ModelFolderError, export_onnx,
-                              export_symbol, load_classifier, save_classifier)
+from gluonft.model_io import (
+    MODEL_JSON,
+    MODEL_PARAMS,
+    ModelFolderError,
+    export_onnx,
+    export_symbol,
+    load_classifier,
+    save_classifier,
+)
 from gluonft.train import predict_proba
 
 from . import clothing

@@ -7,7 +7,6 @@ is the one `bench.cifar` wrote at the end of that run.
 """
 import base64
 import dataclasses
-import html
 import json
 import os
 import re
@@ -18,6 +17,7 @@ import types
 from html.parser import HTMLParser
 from pathlib import Path
 
+import markupsafe
 import pytest
 
 from bench import report
@@ -52,6 +52,11 @@ def run(shared, tmp_path_factory):
         if (out / "report.html").exists() else ""
     return types.SimpleNamespace(out=out, result=result, page=page,
                                  records=read_results(out / "results.json"))
+
+
+def _escaped(text):
+    """``text`` as the page escapes it (Jinja2's autoescape: markupsafe, ' as &#39;)."""
+    return str(markupsafe.escape(text))
 
 
 def _rows(page):
@@ -108,11 +113,11 @@ def test_every_experiment_is_in_the_table_with_its_accuracy(run):
     assert list(rows) == [r.id for r in run.records]  # grid order, nothing missing
     for record in run.records:
         row = rows[record.id]
-        assert f">{html.escape(record.model)}<" in row
+        assert f">{_escaped(record.model)}<" in row
         assert f'<td class="status {record.status}">{record.status}</td>' in row
         if record.status == "failed":
             assert record.test_accuracy is None and 'data-accuracy="-"' in row
-            assert html.escape(record.error) in run.page
+            assert _escaped(record.error) in run.page
             continue
         # The exact number of results.json in an attribute, and as a percentage on screen.
         shown = re.search(r'data-accuracy="([^"]+)"[^>]*>([^<]+)</td>', row)
@@ -127,7 +132,7 @@ def test_failed_experiments_show_their_reason_and_traceback(run):
                            rf'<tr class="failed reason">(.*?)</tr>', run.page, re.S)
         assert reason, record.id
         assert record.error.startswith("WeightsUnavailable: ")
-        assert html.escape(record.error) in reason.group(1)
+        assert _escaped(record.error) in reason.group(1)
         assert "<summary>traceback</summary>" in reason.group(1)
 
 
@@ -175,7 +180,7 @@ def test_the_best_card_is_best_json(run):
     assert card["initialisation"]["sha1"] in section
     assert card["repeats"]["n"] == 2 and "over 2 seeds" in section  # seeds 0,1
     for layer in card["modified_layers"]:
-        assert html.escape(layer) in section
+        assert _escaped(layer) in section
     best = max((r for r in run.records if r.status == "ok"),
                key=lambda r: r.history[-1]["val_acc"])  # chosen on validation, not on test
     assert card["id"] == best.id and card["test_accuracy"] == best.test_accuracy
@@ -195,7 +200,7 @@ def test_setup_shows_device_versions_data_and_preset(run):
     for key in ("epochs", "batch_size", "train_per_class", "optimizer", "lr"):
         assert f"<th scope=\"row\">{key}</th>" in section
     assert "head 0.05, last_k 0.02, full 0.01, scratch 0.05" in section
-    assert html.escape(" ".join(config["command"])) in section
+    assert _escaped(" ".join(config["command"])) in section
 
 
 def test_architecture_summaries_are_collapsible_and_hold_every_layer(run):
@@ -246,7 +251,7 @@ def test_text_from_the_records_is_escaped(run, tmp_path):
     write_results(records, json_path=str(out / "results.json"))
     page = report.render_report(str(out))
     assert "<script" not in page and 'src="http' not in page
-    assert html.escape(evil) in page
+    assert _escaped(evil) in page
     assert _check(page).errors == []
 
 

@@ -6,13 +6,26 @@ import os
 import mxnet as mx
 import pytest
 
-from gluonft.results import (CSV_COLUMNS, ExperimentRecord, accuracy_bars, atomic_write,
-                             SELECTION_NOTES, atomic_write_json, best_record, environment,
-                             library_versions, model_card, one_line, read_results,
-                             records_to_csv, regime_title, results_table, selection_basis,
-                             write_results)
+from gluonft.errors import one_line
+from gluonft.fileio import atomic_write, atomic_write_json, library_versions
+from gluonft.intervals import mean_interval, wilson_interval
 from gluonft.plots import overlap_note
-from gluonft.results import indistinguishable, mean_interval, wilson_interval
+from gluonft.regimes import regime_title
+from gluonft.results import (
+    CSV_COLUMNS,
+    SELECTION_NOTES,
+    ExperimentRecord,
+    accuracy_bars,
+    best_record,
+    environment,
+    indistinguishable,
+    model_card,
+    read_results,
+    records_to_csv,
+    results_table,
+    selection_basis,
+    write_results,
+)
 
 
 def _ok(id_, acc, *, model="m", regime="head", seed=0, kind="transfer", **extra):

@@ -247,6 +247,7 @@ def test_opencv_decodes_no_more_than_the_services_limit(tmp_path):
     it fails in the decoder too, whatever path it takes."""
     import subprocess
     import sys
+
     from gluonft.compat import DECODE_MAX_PIXELS
     (tmp_path / "over.png").write_bytes(png_of_zeros(10_001, 10_000))  # 100,010,000 pixels
     (tmp_path / "under.png").write_bytes(png_of_zeros(100, 100))

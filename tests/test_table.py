@@ -12,8 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gluonft.datasets import (TableWarning, UnlabelledImagesWarning, image_folder,
-                              labelled_images, read_labels)
+from gluonft.datasets import (
+    TableWarning,
+    UnlabelledImagesWarning,
+    image_folder,
+    labelled_images,
+    read_labels,
+)
 from gluonft.model_io import load_classifier
 from gluonft.predict import classify, evaluate
 from gluonft.recipes import train_classifier
@@ -284,6 +289,6 @@ def test_rows_naming_one_photo_differently_are_one_photo(shared, tmp_path):
     assert len(data.train) + len(data.validation) == 8  # 8 photos, each once
     stack = np.concatenate([data.train.images, data.validation.images]).reshape(8, -1)
     assert len(np.unique(stack, axis=0)) == 8  # no photo in both splits
-    with pytest.raises(ValueError, match=r"two different labels under different names: "
-                                         r"cat/cat1\.jpg \('cat/cat1\.jpg': 'cat', 'cat1': 'dog'\)"):
+    with pytest.raises(ValueError, match=r"two different labels under different names: cat/"
+                                         r"cat1\.jpg \('cat/cat1\.jpg': 'cat', 'cat1': 'dog'\)"):
         labelled_images({**rows, "cat1": "dog"}, images, image_size=32)

@@ -1,6 +1,6 @@
 """fit / evaluate: real learning on real images, determinism, devices, checkpoints, hooks."""
-import numpy as np
 import mxnet as mx
+import numpy as np
 import pytest
 
 import gluonft
@@ -61,10 +61,12 @@ def test_same_seed_same_history_and_two_devices_match_one(shared, cifar):
     net_a, first = _tiny_run(factory, data, ctx=CPU)
     net_b, second = _tiny_run(factory, data, ctx=CPU)
     assert _strip_timing(first) == _strip_timing(second)
-    assert np.array_equal(net_a.output.weight.data().asnumpy(), net_b.output.weight.data().asnumpy())
+    assert np.array_equal(net_a.output.weight.data().asnumpy(),
+                          net_b.output.weight.data().asnumpy())
 
     net_c, split = _tiny_run(lambda: gluonft.load_backbone(
-        "mobilenet0.75", classes=10, weights=str(shared / "weights" / "mobilenet0.75-imagenet.params"),
+        "mobilenet0.75", classes=10,
+        weights=str(shared / "weights" / "mobilenet0.75-imagenet.params"),
         ctx=[mx.cpu(0), mx.cpu(1)]), data, ctx=[mx.cpu(0), mx.cpu(1)])
     for one, two in zip(first.epochs, split.epochs):
         assert two["train_loss"] == pytest.approx(one["train_loss"], rel=1e-4)
@@ -95,7 +97,8 @@ def test_mixup_over_two_devices_differs_from_one_as_the_docstring_says(shared, c
 def test_the_documented_defaults_are_the_codes():
     """README and train_classifier's docstring once named defaults the code no longer had."""
     from pathlib import Path
-    from gluonft.backbones import pick_backbone
+
+    from gluonft.candidates import pick_backbone
     from gluonft.recipes import RECIPES, train_classifier
     assert pick_backbone(model="auto", max_params=5_000_000, classes=10) == "efficientnet_lite2"
     assert pick_backbone(model="auto", max_params=5_000_000, classes=10,

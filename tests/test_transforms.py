@@ -8,8 +8,16 @@ import numpy as np
 import pytest
 
 from gluonft.datasets import cifar10
-from gluonft.transforms import (CIFAR_MEAN, CIFAR_STD, IDENTITY_AFFINE, IMAGENET_MEAN,
-                                IMAGENET_STD, Augment, BatchTransform, sample_augment)
+from gluonft.transforms import (
+    CIFAR_MEAN,
+    CIFAR_STD,
+    IDENTITY_AFFINE,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Augment,
+    BatchTransform,
+    sample_augment,
+)
 
 PLAIN = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))  # output = x / 255
 

@@ -91,13 +91,15 @@ def test_mobilenet_imagenet_weights_keep_their_classifier_and_recognise_cats_and
 
 def test_missing_corrupt_and_foreign_weights_files_are_clear_errors(shared, tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.params"):
-        gluonft.load_backbone("cifar_resnet20_v1", classes=10, weights=str(tmp_path / "nope.params"))
+        gluonft.load_backbone("cifar_resnet20_v1", classes=10,
+                              weights=str(tmp_path / "nope.params"))
     corrupt = tmp_path / "corrupt.params"
     corrupt.write_bytes(b"\x00garbage" * 100)
     with pytest.raises(gluonft.WeightsMismatch, match="not a Gluon parameter file"):
         gluonft.load_backbone("cifar_resnet20_v1", classes=10, weights=str(corrupt))
     truncated = tmp_path / "truncated.params"
-    truncated.write_bytes((shared / "weights" / "cifar_resnet20_v1-cifar10.params").read_bytes()[:5000])
+    whole = (shared / "weights" / "cifar_resnet20_v1-cifar10.params").read_bytes()
+    truncated.write_bytes(whole[:5000])
     with pytest.raises(gluonft.WeightsMismatch, match="truncated.params"):
         gluonft.load_backbone("cifar_resnet20_v1", classes=10, weights=str(truncated))
     with pytest.raises(gluonft.WeightsMismatch) as error:  # resnet56 weights into resnet20

@@ -121,9 +121,10 @@ def normalisation_evidence() -> None:
     """The stem BN's running mean/var against the stem conv's output on real photos."""
     sys.path.insert(0, str(ROOT))
     import mxnet as mx
+
     from gluonft import load_backbone
-    from gluonft.transforms import IMAGENET_MEAN, IMAGENET_STD
     from gluonft.efficientnet import TF_MEAN, TF_STD
+    from gluonft.transforms import IMAGENET_MEAN, IMAGENET_STD
     clothing = SHARED / "data" / "clothing-small" / "test"
     files = sorted(clothing.rglob("*.jpg"))[::4][:100] + photos()[1]
     from gluonft.datasets import load_images

@@ -9,8 +9,15 @@ iterator.
 """
 from . import store  # noqa: F401  (gluonft.datasets.store)
 from .cifar10 import DatasetNotFound, cifar10, cifar10_folder
-from .folder import (FolderData, UnlabelledImagesWarning, UnreadableImagesWarning, folder_classes,
-                     image_folder, list_images, load_images)
+from .folder import (
+                     FolderData,
+                     UnlabelledImagesWarning,
+                     UnreadableImagesWarning,
+                     folder_classes,
+                     image_folder,
+                     list_images,
+                     load_images,
+)
 from .imageset import ImageSet, iterate_batches
 from .table import TableWarning, labelled_images, read_labels
 

@@ -400,10 +400,11 @@ def image_folder(root: PathLike, *, image_size: int = 224, margin: float = 1.15,
                 parts[name] = _load_split(folders[name], classes, what=f"{name} folder", **read)
         # Carve missing splits out of train when asked to.
         if "train" in parts:
-            parts["train"], parts["test"] = carve_split(parts["train"], parts.get("test"),
-                                                   test_fraction, seed, "test", store)
-            parts["train"], parts["validation"] = carve_split(parts["train"], parts.get("validation"),
-                                                         val_fraction, seed, "validation", store)
+            parts["train"], parts["test"] = carve_split(
+                parts["train"], parts.get("test"), test_fraction, seed, "test", store)
+            parts["train"], parts["validation"] = carve_split(
+                parts["train"], parts.get("validation"), val_fraction, seed, "validation",
+                store)
     else:
         layout = "class folders"
         classes = _class_folders(root, "image folder")

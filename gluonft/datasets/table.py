@@ -36,10 +36,17 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .cifar10 import DatasetNotFound
 from ..errors import short_list
-from .folder import (FolderData, UnreadableImagesWarning, carve_split, check_decoding, decode,
-                     list_images, take_rows)
+from .cifar10 import DatasetNotFound
+from .folder import (
+    FolderData,
+    UnreadableImagesWarning,
+    carve_split,
+    check_decoding,
+    decode,
+    list_images,
+    take_rows,
+)
 from .imageset import ImageSet, check_fraction, check_int, split_indices
 from .store import where_stored
 

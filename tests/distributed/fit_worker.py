@@ -10,9 +10,10 @@ import json
 import sys
 from pathlib import Path
 
-import gluonft  # noqa: I001  (first: OMP_NUM_THREADS before MXNet loads)
 import mxnet as mx
 import numpy as np
+
+import gluonft  # noqa: I001  (first: OMP_NUM_THREADS before MXNet loads)
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT / ".." / "shared"
