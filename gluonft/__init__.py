@@ -17,16 +17,20 @@ Architecture: one home per concept, in layers. A module imports only modules of 
 too; names starting with "_" stay inside their module).
 
     L9  __main__      the command line (`python -m gluonft`)
-    L8  recipes       train_classifier, fine_tune (one fit per stage); RECIPES as data
+    L8  evaluation_report  an evaluation written to a folder: JSON, CSV, figures, report.html
+        recipes       train_classifier, fine_tune (one fit per stage); RECIPES as data
         lr_finder     lr_find: the learning-rate range test (a step hook on fit)
-    L7  train         fit: one loop (named parts in _Run), History, TrainingDiverged
+    L7  figures       the confusion matrix, reliability diagram and photo gallery figures
+        train         fit: one loop (named parts in _Run), History, TrainingDiverged
     L6  batches       what a training batch becomes: inputs per device, the step, the loss,
                       the feature-cache plan; training_batch (a batch as the net sees it)
         plots         figures from results and histories
+        interpretation  one model's predictions on a labelled set and what they show
         serve         the HTTP service (Flask), one inference thread
         submission    a competition's submission CSV in its sample's row order
         datasets      the package: cifar10, photo folders, labels tables, decoded stores
-    L5  predict       predict_proba (one path), evaluate, TTA, ensembles, classify,
+    L5  gradcam       Grad-CAM heat maps of photos for a class, and their overlays
+        predict       predict_proba (one path), evaluate, TTA, ensembles, classify,
                       predict_files/_bytes, evaluate_folder: one averaging path
         features      the feature cache of a frozen prefix (keys, disk entries)
         results       experiment records, the best record, model cards
@@ -49,7 +53,8 @@ too; names starting with "_" stay inside their module).
         fileio        atomic writes, strict JSON, FolderLock, library_versions
         launch        starts the processes of a distributed job
         datasets.decode  image files -> square uint8 RGB (the one decoder)
-    L0  version, errors, argtypes, devices, schedules, transforms, mixing, pipelines, heads,
+    L0  metrics       confusion matrix, per-class P/R/F1, calibration (numpy only)
+        version, errors, argtypes, devices, schedules, transforms, mixing, pipelines, heads,
         quantize, summary, torchfile, intervals (Wilson, over seeds), datasets.imageset,
         amp (MXNet AMP's process state), pages (self-contained HTML from Jinja2 templates)
         threads       OMP_NUM_THREADS = physical cores, set before MXNet loads
@@ -101,6 +106,8 @@ from .callbacks import BestCheckpoint, Callback, CSVLogger, EarlyStopping, Reduc
 from .candidates import pick_backbone
 from .devices import devices
 from .fileio import FolderBusy, FolderLock
+from .gradcam import grad_cam, overlay
+from .interpretation import Interpretation, interpret
 from .lr_finder import lr_find
 from .model_io import (
     Classifier,
@@ -138,7 +145,8 @@ __all__ = [
     "TrainSettings", "FolderLock", "FolderBusy", "predict", "recipes", "RECIPES",
     "pick_backbone", "callbacks", "Callback", "EarlyStopping", "BestCheckpoint",
     "ReduceLROnPlateau", "CSVLogger",
-    "train_classifier", "fine_tune", "lr_find", "classify", "predict_files", "evaluate_folder",
+    "train_classifier", "fine_tune", "lr_find", "interpret", "Interpretation", "grad_cam",
+    "overlay", "classify", "predict_files", "evaluate_folder",
     "ensemble", "Ensemble", "write_submission", "submission", "Classifier", "save_classifier",
     "load_classifier", "export_symbol", "export_onnx", "ModelFolderError",
 ]

@@ -15,20 +15,26 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
 from typing import List, Optional
+
+import cv2
 
 from .argtypes import positive_int as _positive_int
 from .argtypes import seed as _seed
 from .backbones import UnknownBackbone
 from .datasets.folder import UnreadableImagesWarning
 from .distributed import Cluster, DistributedSetupError
-from .fileio import FolderBusy, check_writable_folder
+from .evaluation_report import write_evaluation_report
+from .fileio import FolderBusy, atomic_write, check_writable_folder
+from .gradcam import grad_cam, overlay
+from .interpretation import interpret
 from .model_io import export_onnx, export_symbol, load_classifier
 from .pipelines import load_pipeline
-from .predict import evaluate_folder, predict_files
+from .predict import evaluate_folder, image_paths, predict_files
 from .recipes import train_classifier
 from .serve import (
     DEFAULT_MAX_BYTES,
@@ -126,6 +132,9 @@ def _add_predict(sub) -> None:
                               "order and columns (IMAGE_OR_DIR: the one test folder)")
     predict.add_argument("--out", metavar="SUBMISSION.csv",
                          help="the submission file to write (with --submission)")
+    predict.add_argument("--cam", metavar="DIR",
+                         help="also write each photo with its Grad-CAM overlay for the "
+                              "predicted class into DIR (PNG)")
 
 
 def _add_evaluate(sub) -> None:
@@ -137,6 +146,13 @@ def _add_evaluate(sub) -> None:
                           choices=("train", "validation", "test", "all"),
                           help="split of DATA_DIR (default test; 'all' for plain class folders)")
     evaluate.add_argument("--tta", action="store_true", help="average with the mirrored image")
+    evaluate.add_argument("--labels", metavar="FILE.csv",
+                          help="a CSV labelling the images of DATA_DIR (as train --labels); "
+                               "every row is evaluated")
+    evaluate.add_argument("--report", metavar="DIR",
+                          help="write metrics.json, per_class.csv, predictions.csv, the "
+                               "confusion matrix, the reliability diagram, the top losses "
+                               "with Grad-CAM and report.html into DIR")
 
 
 def _add_export(sub) -> None:
@@ -264,10 +280,14 @@ def _predict(args) -> int:
         print(f"wrote {written['path']}: {written['rows']} rows in the order of "
               f"{args.submission}")
         return 0
+    if args.cam is not None:
+        check_writable_folder(args.cam, what="--cam")
     rows = predict_files(clf, args.images, tta=args.tta)
     if not rows:
         raise ValueError(f"no readable image among {', '.join(args.images)}: nothing was "
                          f"predicted (expected JPEG, PNG, BMP, TIFF or WebP files)")
+    if args.cam is not None:
+        _write_cams(clf, rows, args.images, args.cam)
     if args.json:
         print(json.dumps(rows, indent=1))
     else:
@@ -277,11 +297,36 @@ def _predict(args) -> int:
 
 
 def _evaluate(args) -> int:
-    score = evaluate_folder(load_classifier(args.model_dir), args.data_dir, split=args.split,
-                            tta=args.tta)
-    print(f"accuracy: {score['accuracy']:.4f} on {score['count']} images "
-          f"({args.split}{', flip TTA' if args.tta else ''}); loss {score['loss']:.4f}")
+    clf = load_classifier(args.model_dir)
+    if args.report is None and args.labels is None:
+        score = evaluate_folder(clf, args.data_dir, split=args.split, tta=args.tta)
+        print(f"accuracy: {score['accuracy']:.4f} on {score['count']} images "
+              f"({args.split}{', flip TTA' if args.tta else ''}); loss {score['loss']:.4f}")
+        return 0
+    if args.report is not None:
+        check_writable_folder(args.report, what="--report")
+    result = interpret(clf, args.data_dir, split=args.split, labels=args.labels, tta=args.tta)
+    print(f"accuracy: {result.accuracy:.4f} on {len(result.labels)} images "
+          f"({result.split}{', flip TTA' if args.tta else ''}); loss "
+          f"{float(result.losses.mean()):.4f}; macro F1 {result.macro_f1:.4f}, weighted F1 "
+          f"{result.weighted_f1:.4f}")
+    if args.report is not None:
+        written = write_evaluation_report(result, args.report, model=clf)
+        print(f"report: {written['report.html']} (and {len(written) - 1} files beside it)")
     return 0
+
+
+def _write_cams(clf, rows, images, folder) -> None:
+    """Each predicted photo with the Grad-CAM overlay of its predicted class, as PNG."""
+    os.makedirs(folder, exist_ok=True)
+    paths = dict(image_paths(images))
+    for row in rows:
+        cam = grad_cam(clf, [paths[row["file"]]], target=row["index"])
+        picture = cv2.cvtColor(overlay(cam.photos[0], cam.heatmaps[0]), cv2.COLOR_RGB2BGR)
+        name = "__".join(Path(row["file"]).with_suffix("").parts[-3:]) + ".cam.png"
+        ok, encoded = cv2.imencode(".png", picture)
+        atomic_write(os.path.join(folder, name), lambda tmp: encoded.tofile(tmp))
+        print(f"cam: {os.path.join(folder, name)}", file=sys.stderr)
 
 
 def _export(args) -> int:

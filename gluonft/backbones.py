@@ -97,6 +97,10 @@ class Family:
         split_blocks_at: ``"conv"``: a new block starts at each spatial or depthwise conv;
             ``"pool"``: a block ends after each pooling layer (VGG-style stages).
         blocks_doc: what one block of ``last_k`` is, for users.
+        cam_step: Grad-CAM's layer (`gluonft.gradcam`), counted among the backbone steps whose
+            output is still a spatial map: -1 the last one (before the global pooling), -2 the
+            one before it...; chosen per family by the deletion and pointing checks of
+            tests/test_gradcam.py.
         names: for a family outside GluonCV's model zoo, its model names; then ``build``
             (name -> a model-zoo-like net with random weights), ``pretrained_file`` ((name,
             root) -> the Gluon file of its pretrained weights) and ``foreign_weights`` ((name,
@@ -114,6 +118,7 @@ class Family:
     pretrained_on: str = "imagenet"
     split_blocks_at: str = "conv"
     blocks_doc: str = ""
+    cam_step: int = -1
     names: Tuple[str, ...] = ()
     build: Optional[Callable] = None
     pretrained_file: Optional[Callable] = None
@@ -130,7 +135,9 @@ FAMILIES: Tuple[Family, ...] = (
            blocks_doc="stem, then the 4 stages"),
     Family("resnest", r"resnest\d+", steps=_resnet_v1b_steps, head=("fc",),
            blocks_doc="deep stem, then layer1..layer4"),
-    Family("mobilenet_v1", r"mobilenet(0\.25|0\.5|0\.75|1\.0)",
+    # Grad-CAM on the last BatchNorm's output (before its ReLU): measured better than the ReLU's
+    # in the deletion and pointing checks (tests/test_gradcam.py; README gives the figures).
+    Family("mobilenet_v1", r"mobilenet(0\.25|0\.5|0\.75|1\.0)", cam_step=-2,
            blocks_doc="stem conv, then the 13 depthwise-separable (depthwise + pointwise) blocks"),
     Family("mobilenet_v2", r"mobilenetv2_(0\.25|0\.5|0\.75|1\.0)", head=("output.0",),
            blocks_doc="stem conv, the 17 inverted-residual bottlenecks, the last 1x1 conv"),
@@ -168,7 +175,7 @@ FAMILIES: Tuple[Family, ...] = (
     *(Family(name, re.escape(name), names=(name,), input_size=efficientnet.VARIANTS[name][2],
              build=efficientnet.efficientnet_lite, pretrained_file=efficientnet.pretrained_file,
              foreign_weights=efficientnet.read_torch_weights, mean=efficientnet.TF_MEAN,
-             std=efficientnet.TF_STD,
+             std=efficientnet.TF_STD, cam_step=-4,  # the last MBConv's output (measured)
              blocks_doc=f"stem conv, then each of the {len(efficientnet.block_specs(name))} "
                         f"MBConv blocks, then the 1x1 head conv")
       for name in efficientnet.VARIANTS),

@@ -25,8 +25,7 @@ from .results import indistinguishable
 REGIME_COLOURS: Dict[str, str] = {name: info.colour for name, info in REGIME_INFO.items()}
 
 __all__ = ["accuracy_chart", "overlap_note", "curves_figure", "save_figure", "regime_colour",
-           "BASELINE_STYLE",
-           "REGIME_COLOURS"]
+           "BASELINE_STYLE", "REGIME_COLOURS", "new_figure", "image_strip"]
 
 # Transfer bars are coloured by regime (`gluonft.regimes.regime_colour`); the baseline is grey
 # and hatched so it stands apart in colour, in texture (also in greyscale print) and in the
@@ -34,7 +33,8 @@ __all__ = ["accuracy_chart", "overlap_note", "curves_figure", "save_figure", "re
 BASELINE_STYLE: Dict[str, object] = {"color": "#9e9e9e", "hatch": "//", "edgecolor": "#424242"}
 
 
-def _new_figure(width: float, height: float) -> Figure:
+def new_figure(width: float, height: float) -> Figure:
+    """An empty figure on a canvas of its own (no pyplot state)."""
     fig = Figure(figsize=(width, height), dpi=100)
     FigureCanvasAgg(fig)  # a canvas of its own: savefig works without pyplot
     return fig
@@ -81,7 +81,7 @@ def accuracy_chart(bars: Sequence[Mapping], *, title: Optional[str] = None,
     bars = list(bars)
     if not bars:
         raise ValueError("accuracy_chart needs at least one entry of accuracy_bars(records)")
-    fig = _new_figure(max(6.0, 1.5 * len(bars) + 2.0), 5.0)
+    fig = new_figure(max(6.0, 1.5 * len(bars) + 2.0), 5.0)
     ax = fig.add_subplot(1, 1, 1)
     legend: Dict[str, Patch] = {}
     top = 0.0
@@ -180,7 +180,7 @@ def curves_figure(history: Sequence[Mapping[str, float]], *, title: Optional[str
     if not history:
         raise ValueError("curves_figure needs at least one epoch of history")
     epochs = [row["epoch"] for row in history]
-    fig = _new_figure(10.0, 4.0)
+    fig = new_figure(10.0, 4.0)
     for index, (metric, name) in enumerate((("acc", "accuracy"), ("loss", "loss"))):
         ax = fig.add_subplot(1, 2, index + 1)
         for split, style in (("train", "-o"), ("val", "--s")):
@@ -209,7 +209,7 @@ def curves_figure(history: Sequence[Mapping[str, float]], *, title: Optional[str
 def image_strip(images, captions: Sequence[str], *, title: Optional[str] = None) -> Figure:
     """A row of images (uint8 N x H x W x 3) with a caption under each."""
     n = len(images)
-    fig = _new_figure(1.6 * n, 2.1)
+    fig = new_figure(1.6 * n, 2.1)
     for i, (image, caption) in enumerate(zip(images, captions)):
         ax = fig.add_subplot(1, n, i + 1)
         ax.imshow(image)

@@ -42,7 +42,7 @@ from .transforms import BatchTransform, to_device
 __all__ = ["predict_proba", "predict_view", "evaluate", "scores", "predict_proba_tta",
            "evaluate_tta", "tta_views", "VIEW_NAMES", "VIEW_SETS", "Ensemble", "ensemble",
            "classify", "predict_files", "predict_images", "predict_bytes", "evaluate_folder",
-           "members_of"]
+           "members_of", "image_paths"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -353,7 +353,7 @@ def _member_proba(clf: Classifier, images: np.ndarray, tta: bool) -> np.ndarray:
     return predict_proba(clf.net, data, ctx=ctx, image_size=clf.image_size)
 
 
-def _image_paths(images) -> List[Tuple[str, Path]]:
+def image_paths(images) -> List[Tuple[str, Path]]:
     """[(name to report, path)] for a folder, a file, or a list of both."""
     items = [images] if isinstance(images, (str, os.PathLike)) else list(images)
     if not items:
@@ -425,7 +425,7 @@ def predict_files(model, images, *, tta: bool = False) -> List[Dict[str, object]
         >>> predict_files(clf, "new_photos")[0]["class"]  # doctest: +SKIP
         'dress'
     """
-    items = _image_paths(images)
+    items = image_paths(images)
     proba, kept, skipped = _proba_for_paths(model, [p for _, p in items], tta)
     if skipped:
         warnings.warn(f"{len(skipped)} unreadable image file(s) skipped: {', '.join(skipped)}",

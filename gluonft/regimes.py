@@ -26,7 +26,7 @@ from .inference import inference_forward
 
 __all__ = ["Regime", "Plan", "BlockPlan", "apply_regime", "parse_regime", "REGIMES",
            "REGIME_INFO", "RegimeInfo", "regime_title", "regime_colour", "BN_POLICIES",
-           "frozen_prefix", "NetParts", "split_net", "batchnorms_learning"]
+           "frozen_prefix", "NetParts", "split_net", "batchnorms_learning", "batchnorm_layers"]
 
 BN_POLICIES = ("frozen", "global")
 
@@ -224,7 +224,8 @@ def _count(params) -> int:
     return int(sum(p.data().size if p.shape and 0 not in p.shape else 0 for p in params))
 
 
-def _batchnorms(block) -> list:
+def batchnorm_layers(block) -> list:
+    """Every BatchNorm layer inside ``block`` (anything with a ``use_global_stats`` setting)."""
     found = []
     block.apply(lambda b: found.append(b) if "use_global_stats" in getattr(b, "_kwargs", {})
                 else None)
@@ -237,7 +238,8 @@ def batchnorms_learning(net: TransferNet) -> int:
     (the frozen prefix runs in inference mode). Such a layer needs at least 2 images in a
     batch: on 1 its output is its bias alone and its running variance shrinks."""
     steps = list(net.features._children.values())[frozen_prefix(net):]
-    norms = _batchnorms(net.output) + [n for step in steps for n in _batchnorms(step)]
+    norms = batchnorm_layers(net.output) + [n for step in steps
+                                           for n in batchnorm_layers(step)]
     return sum(1 for n in norms if not n._kwargs.get("use_global_stats"))
 
 
@@ -296,7 +298,7 @@ def apply_regime(net: TransferNet, regime, *, k: Optional[int] = None,
         params = []
         for i in step_ids:
             params += _weights(steps[i])
-            for norm in _batchnorms(steps[i]):
+            for norm in batchnorm_layers(steps[i]):
                 frozen = regime.bn == "global" or not trainable
                 norm._kwargs["use_global_stats"] = frozen
                 frozen_batchnorms += frozen
@@ -306,7 +308,7 @@ def apply_regime(net: TransferNet, regime, *, k: Optional[int] = None,
         block_plans.append(BlockPlan(label, tuple(step_ids), _count(params), trainable))
     for p in _weights(net.output):
         p.grad_req = "write"
-    head_norms = _batchnorms(net.output)
+    head_norms = batchnorm_layers(net.output)
     for norm in head_norms:  # new layers: their statistics come from the new data
         norm._kwargs["use_global_stats"] = False
     # A hybridized graph has the old use_global_stats baked in: drop the cached graphs.
@@ -330,7 +332,7 @@ def frozen_prefix(net: TransferNet) -> int:
     count = 0
     for step in net.features._children.values():
         weights_frozen = all(p.grad_req == "null" for p in _weights(step))
-        norms_frozen = all(n._kwargs.get("use_global_stats") for n in _batchnorms(step))
+        norms_frozen = all(n._kwargs.get("use_global_stats") for n in batchnorm_layers(step))
         if not (weights_frozen and norms_frozen):
             break
         count += 1

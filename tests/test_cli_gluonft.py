@@ -82,6 +82,57 @@ def test_evaluate_scores_a_labelled_folder(trained, shared, tmp_path, capsys):
     assert code == 2 and "has the classes ['dress', 'hat'] but the model was trained on" in err
 
 
+def _strict_json(path):
+    def refuse(token):
+        raise ValueError(f"{path} holds {token}: not strict JSON")
+    return json.loads(Path(path).read_text(), parse_constant=refuse)
+
+
+def test_evaluate_report_writes_the_figures_as_data_and_one_page(trained, shared, tmp_path,
+                                                                  capsys):
+    from gluonft.evaluation_report import REPORT_FILES
+
+    photos = clothing.copy_photos(shared, tmp_path / "labelled", per_class=3)
+    code, plain, err = run(capsys, "evaluate", trained / "model", photos, "--split", "all")
+    assert code == 0, err
+    code, out, err = run(capsys, "evaluate", trained / "model", photos, "--split", "all",
+                         "--report", tmp_path / "report")
+    assert code == 0, err
+    assert out.split(";")[0] == plain.split(";")[0]  # the same accuracy line
+    assert "macro F1" in out and f"report: {tmp_path / 'report' / 'report.html'}" in out
+    assert sorted(os.listdir(tmp_path / "report")) == sorted(REPORT_FILES)
+    metrics = _strict_json(tmp_path / "report" / "metrics.json")
+    assert metrics["count"] == 30 and len(metrics["confusion_matrix"]) == 10
+    assert sum(map(sum, metrics["confusion_matrix"])) == 30
+    assert f"{metrics['accuracy']:.4f}" in out
+    per_class = (tmp_path / "report" / "per_class.csv").read_text().splitlines()
+    assert per_class[0].startswith("class,precision,recall,f1,support") and len(per_class) == 11
+    predictions = (tmp_path / "report" / "predictions.csv").read_text().splitlines()
+    assert len(predictions) == 31 and all(",hat/" not in line for line in predictions[:1])
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and "<script" not in page
+    assert "http://" not in page and "https://" not in page
+    assert page.count('src="data:image/png;base64,') == 3  # matrix, reliability, top losses
+    code, _, err = run(capsys, "evaluate", trained / "model", photos, "--split", "test",
+                       "--report", tmp_path / "r2")
+    assert code == 2 and "has no train/ validation/ test/ folders; pass split='all'" in err
+
+
+def test_predict_cam_writes_an_overlay_per_photo(trained, shared, tmp_path, capsys):
+    photos = clothing.copy_photos(shared, tmp_path / "new", per_class=1,
+                                  classes=["hat", "shoes"])
+    code, out, err = run(capsys, "predict", trained / "model", photos, "--cam",
+                         tmp_path / "cams")
+    assert code == 0, err
+    written = sorted(os.listdir(tmp_path / "cams"))
+    assert len(written) == 2 and all(w.endswith(".cam.png") for w in written)
+    import cv2
+    for name, line in zip(written, sorted(out.splitlines())):
+        overlay = cv2.imread(str(tmp_path / "cams" / name))
+        photo = cv2.imread(str(photos / line.split("\t")[0]))
+        assert overlay.shape == photo.shape and not (overlay == photo).all()
+
+
 def test_train_with_stages(trained, shared, tmp_path, capsys):
     _, weights = clothing.paths(shared)
     code, out, err = run(capsys, "train", trained / "photos", "--out", tmp_path / "m",

@@ -20,7 +20,7 @@ import numpy as np
 
 from .imageset import check_int
 
-__all__ = ["load_images", "FITS"]
+__all__ = ["load_images", "read_photo", "square", "unsquare", "FITS"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -62,7 +62,9 @@ def _to_rgb8(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(out.astype(np.uint8), cv2.COLOR_BGR2RGB)
 
 
-def _square(image: np.ndarray, side: int, fit: str) -> np.ndarray:
+def square(image: np.ndarray, side: int, fit: str) -> np.ndarray:
+    """An (H, W, ...) image made square by ``fit`` and resized to ``side`` x ``side``: what the
+    stored images of a photo folder are."""
     import cv2
 
     h, w = image.shape[:2]
@@ -129,8 +131,9 @@ def _jpeg_flags(data: bytes, side: int, fit: str) -> int:
     return cv2.IMREAD_COLOR
 
 
-def _read_one(path: Path, side: int, fit: str) -> Optional[np.ndarray]:
-    """The stored square RGB image, or None when the file does not decode."""
+def _decode(path: Path, side: Optional[int], fit: str) -> Optional[np.ndarray]:
+    """The file as uint8 RGB (reduced for a large JPEG when ``side`` allows it; whole for
+    ``side=None``), or None when it does not decode."""
     import cv2
 
     try:
@@ -140,16 +143,49 @@ def _read_one(path: Path, side: int, fit: str) -> Optional[np.ndarray]:
             return None
         if path.suffix.lower() in _MAYBE_ALPHA_OR_16BIT:
             flags = cv2.IMREAD_UNCHANGED
-        elif path.suffix.lower() in (".jpg", ".jpeg", ".jpe"):
+        elif path.suffix.lower() in (".jpg", ".jpeg", ".jpe") and side is not None:
             flags = _jpeg_flags(data[:65536].tobytes(), side, fit)  # headers come first
         else:
             flags = cv2.IMREAD_COLOR
         image = cv2.imdecode(data, flags)
         if image is None or image.size == 0 or min(image.shape[:2]) < 1:
             return None
-        return _square(_to_rgb8(image), side, fit)
+        return _to_rgb8(image)
     except (OSError, ValueError, cv2.error):
         return None
+
+
+def _read_one(path: Path, side: int, fit: str) -> Optional[np.ndarray]:
+    """The stored square RGB image, or None when the file does not decode."""
+    image = _decode(path, side, fit)
+    return None if image is None else square(image, side, fit)
+
+
+def read_photo(path: PathLike) -> Optional[np.ndarray]:
+    """The whole photo as uint8 RGB (H, W, 3), EXIF orientation applied, decoded as the
+    stored images are; None when the file does not decode."""
+    return _decode(Path(path), None, "crop")
+
+
+def unsquare(square_map: np.ndarray, shape: Tuple[int, int], fit: str) -> np.ndarray:
+    """A map over a stored square image (S x S) laid back over the photo it came from
+    (``shape`` = (H, W)): the inverse of `square`'s ``fit``. With ``"crop"`` the parts of the
+    photo the square left out get 0 (the model never saw them)."""
+    import cv2
+
+    h, w = shape
+    square_map = np.asarray(square_map, np.float32)
+    if fit == "stretch":
+        return cv2.resize(square_map, (w, h), interpolation=cv2.INTER_LINEAR)
+    s = min(h, w) if fit == "crop" else max(h, w)
+    big = cv2.resize(square_map, (s, s), interpolation=cv2.INTER_LINEAR)
+    if fit == "pad":
+        top, left = (s - h) // 2, (s - w) // 2
+        return np.ascontiguousarray(big[top:top + h, left:left + w])
+    out = np.zeros((h, w), np.float32)
+    top, left = (h - s) // 2, (w - s) // 2
+    out[top:top + s, left:left + s] = big
+    return out
 
 
 def _default_workers() -> int:
