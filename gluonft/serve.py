@@ -1,7 +1,12 @@
 """A small prediction service (Flask app, served by waitress: the optional ``serve`` extra).
 
+    GET  /          a page to upload or drop a photo and see the top-5 classes with their
+                    probabilities and where the model looked (Grad-CAM); no build step, no
+                    CDN: the page is one file with its script inline, it works offline
     POST /predict   an image as the multipart file field ``image`` or as the raw request body
                     -> {"class", "index", "label", "probability", "probabilities": {name: p}}
+                    ``?cam=1`` adds "cam": the photo with the Grad-CAM overlay of the
+                    predicted class, a PNG ``data:`` URI at most `CAM_SIDE` pixels a side
     GET  /health    -> {"status": "ok", "model", "classes", "image_size", "params"}
 
 A bad upload gets a 4xx JSON answer ``{"error": "...", "status": N}`` saying what was wrong,
@@ -22,13 +27,20 @@ from __future__ import annotations
 
 import io
 import os
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
 
 from .compat import DECODE_MAX_PIXELS, OPENCV_LIMIT_VARIABLE
+from .gradcam import grad_cam, overlay
+from .pages import data_uri, render
 from .predict import members_of, predict_bytes
+from .version import __version__
 
-__all__ = ["create_app", "serve", "image_header", "DEFAULT_MAX_BYTES", "DEFAULT_MAX_PIXELS",
-           "DEFAULT_MAX_DECODE_BYTES", "BYTES_PER_PIXEL"]
+__all__ = ["create_app", "serve", "image_header", "cam_overlay", "DEFAULT_MAX_BYTES",
+           "DEFAULT_MAX_PIXELS", "DEFAULT_MAX_DECODE_BYTES", "BYTES_PER_PIXEL", "CAM_SIDE"]
 
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 # What one request may cost in memory while its image is decoded (predictions run one at a time
@@ -42,6 +54,30 @@ DEFAULT_MAX_PIXELS = DECODE_MAX_PIXELS  # what gluonft lets OpenCV decode (gluon
 # needs a few hundred pixels a side), 8-bit RGB PNG 7.2, 16-bit RGBA PNG 54 (8 bytes a pixel
 # decoded, then converted to float copies).
 BYTES_PER_PIXEL = {"jpeg": 1, "16-bit": 56, "other": 16}
+# The longest side of the Grad-CAM overlay /predict?cam=1 returns: enough to see where the model
+# looked, small enough for a JSON answer (a 12 MP photo would be tens of MB as a PNG).
+CAM_SIDE = 512
+
+
+def cam_overlay(clf, data: bytes, index: int) -> str:
+    """The uploaded photo with the Grad-CAM overlay of class ``index`` (of ``clf``, or of an
+    ensemble's first member), shrunk to `CAM_SIDE`, as a PNG ``data:`` URI."""
+    member = members_of(clf)[0]
+    suffix = ".jpg" if data[:3] == b"\xff\xd8\xff" else ".png"  # as predict_bytes decodes it
+    with tempfile.TemporaryDirectory(prefix="gluonft-cam-") as tmp:
+        path = Path(tmp) / f"upload{suffix}"
+        path.write_bytes(data)
+        cam = grad_cam(member, [path], target=index)
+    picture = overlay(cam.photos[0], cam.heatmaps[0])
+    scale = CAM_SIDE / max(picture.shape[:2])
+    if scale < 1:
+        picture = cv2.resize(picture, (max(1, round(picture.shape[1] * scale)),
+                                       max(1, round(picture.shape[0] * scale))),
+                             interpolation=cv2.INTER_AREA)
+    ok, encoded = cv2.imencode(".png", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ValueError("the overlay could not be encoded as PNG")
+    return data_uri("image/png", encoded.tobytes())
 
 
 class _Rejected(Exception):
@@ -179,15 +215,32 @@ def create_app(clf, *, max_bytes: int = DEFAULT_MAX_BYTES,
                                  f"{pixels:,} pixels, {why}; send a smaller image")
         return data
 
+    page = render("service.html", title=f"gluonft: {health['model']}", health=health,
+                  max_bytes=max_bytes, version=__version__)
+
+    @app.get("/")
+    def _page():
+        return page, 200, {"Content-Type": "text/html; charset=utf-8"}
+
     @app.get("/health")
     def _health():
         return jsonify(health)
+
+    def predict_with_cam(data: bytes) -> dict:
+        row = predict_bytes(clf, data, tta=tta)
+        row["cam"] = cam_overlay(clf, data, row["index"])
+        return row
 
     @app.post("/predict")
     def _predict():
         try:
             data = read_body()
-            row = inference.submit(predict_bytes, clf, data, tta=tta).result()
+            if request.args.get("cam", "0") not in ("0", "1"):
+                raise _Rejected(400, f"cam must be 0 or 1, got {request.args['cam']!r}")
+            if request.args.get("cam") == "1":
+                row = inference.submit(predict_with_cam, data).result()
+            else:
+                row = inference.submit(predict_bytes, clf, data, tta=tta).result()
         except _Rejected as bad:
             return error(bad.status, str(bad))
         except ValueError as bad:

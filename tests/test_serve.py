@@ -1,5 +1,7 @@
 """The prediction service, through real HTTP requests on 127.0.0.1."""
 import json
+import os
+import shutil
 import threading
 import urllib.error
 import urllib.request
@@ -270,3 +272,78 @@ def test_opencv_decodes_no_more_than_the_services_limit(tmp_path):
 def test_a_pixel_limit_above_what_opencv_decodes_is_refused(clf):
     with pytest.raises(ValueError, match=r"OPENCV_IO_MAX_IMAGE_PIXELS=100000000"):
         create_app(clf, max_pixels=200_000_000)
+
+
+# --- the service's own page and the Grad-CAM overlay -------------------------------------------
+
+def _png_of(uri):
+    import base64
+    assert uri.startswith("data:image/png;base64,")
+    return cv2.imdecode(np.frombuffer(base64.b64decode(uri.split(",", 1)[1]), np.uint8),
+                        cv2.IMREAD_COLOR)
+
+
+def test_predict_with_cam_returns_the_overlay_of_the_predicted_class(server, clf, photo):
+    from gluonft.gradcam import grad_cam, overlay
+
+    body, headers = multipart("image", photo.name, photo.read_bytes())
+    status, plain = request(f"{server}/predict", data=body, headers=headers)
+    status, answer = request(f"{server}/predict?cam=1", data=body, headers=headers)
+    assert status == 200, answer
+    assert {k: v for k, v in answer.items() if k != "cam"} == plain  # the same prediction
+    shown = _png_of(answer["cam"])
+    cam = grad_cam(clf, [photo], target=answer["index"])
+    expected = overlay(cam.photos[0], cam.heatmaps[0])
+    scale = min(1.0, 512 / max(expected.shape[:2]))
+    assert shown.shape[:2] == (round(expected.shape[0] * scale), round(expected.shape[1] * scale))
+    if scale == 1.0:  # the same overlay, PNG is lossless
+        assert np.array_equal(shown[:, :, ::-1], expected)
+    status, bad = request(f"{server}/predict?cam=yes", data=body, headers=headers)
+    assert status == 400 and "cam must be 0 or 1, got 'yes'" in bad["error"]
+
+
+def _chromium():
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def test_the_page_in_a_real_browser_shows_what_predict_answers(server, clf, photo, tmp_path):
+    """Upload a real photo through the page in headless Chromium (driven by Playwright); the
+    class shown must be /predict's answer, the top 5 in order, the overlay and the photo shown;
+    nothing is fetched from elsewhere."""
+    playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed "
+                                     "(the test extra has it)")
+    if _chromium() is None:
+        pytest.skip("no Chromium on this machine: apt-get install chromium (.ci/run does)")
+    body, headers = multipart("image", photo.name, photo.read_bytes())
+    _, expected = request(f"{server}/predict", data=body, headers=headers)
+    outside = []
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 900})
+            page.on("request", lambda r: outside.append(r.url)
+                    if not r.url.startswith((server, "blob:", "data:")) else None)
+            page.goto(f"{server}/")
+            assert page.title() == "gluonft: mobilenet0.75"
+            page.set_input_files("#file", str(photo))
+            page.wait_for_selector("#result", state="visible", timeout=60_000)
+            page.wait_for_function("document.getElementById('cam').complete && "
+                                   "document.getElementById('cam').naturalWidth > 0")
+            shown = page.text_content("#answer")
+            rows = page.eval_on_selector_all("#top tbody tr", "rows => rows.map(r => "
+                                             "r.cells[0].textContent)")
+            page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+            assert page.text_content("#error") == ""
+        finally:
+            browser.close()
+    assert shown.startswith(expected["class"] + " (")
+    assert f"{100 * expected['probability']:.1f} %" in shown
+    ranked = sorted(expected["probabilities"], key=expected["probabilities"].get, reverse=True)
+    assert rows == ranked[:5]
+    assert not outside, f"the page fetched from elsewhere: {outside}"
+    assert (tmp_path / "page.png").stat().st_size > 10_000
+    # a copy to look at (CI keeps nothing; a developer sets GLUONFT_SCREENSHOTS)
+    keep = os.environ.get("GLUONFT_SCREENSHOTS")
+    if keep:
+        os.makedirs(keep, exist_ok=True)
+        shutil.copy(tmp_path / "page.png", os.path.join(keep, "service-page.png"))
