@@ -197,7 +197,8 @@ def _card_lines(card: dict) -> List[str]:
                           else "") + ")",
     ]
     if card.get("chosen_on"):
-        lines.append(f"  chosen on        {card['chosen_on']} accuracy: "
+        metric = card.get("chosen_metric", "accuracy").replace("_", "-")
+        lines.append(f"  chosen on        {card['chosen_on']} {metric}: "
                      f"{card.get('chosen_note', '')}")
     if card.get("repeats"):
         r = card["repeats"]
@@ -298,7 +299,7 @@ def _run_locked(config: CifarConfig, data, argv, lock) -> int:
     if not writer:
         result = run_grid(experiments, data=data, out_dir=config.out, ctx=ctx,
                           summary_rows=config.summary_rows, progress=config.progress,
-                          writer=False, log=log)
+                          writer=False, metric=config.metric, log=log)
         failed = [r for r in result.records if r.status == "failed"]
         return 1 if failed else 0
     atomic_write_json(paths.config, {
@@ -311,7 +312,8 @@ def _run_locked(config: CifarConfig, data, argv, lock) -> int:
     })
     result = run_grid(experiments, data=data, out_dir=config.out, ctx=ctx,
                        summary_rows=config.summary_rows, progress=config.progress,
-                       keep_checkpoints=config.keep_checkpoints, log=log,
+                       keep_checkpoints=config.keep_checkpoints, metric=config.metric,
+                       log=log,
                        title=f"CIFAR-10 transfer learning ({config.preset} preset: "
                              f"{data.description['train_images']} train images)")
     records = result.records
@@ -330,7 +332,8 @@ def _run_locked(config: CifarConfig, data, argv, lock) -> int:
             log(line)
     log("")
     written = [name for name in ("config.json", "results.json", "results.csv", "accuracy.png",
-                                 "accuracy.svg", "curves", "best.json", "best.params")
+                                 "accuracy.svg", "curves", "best.json", "best.params",
+                                 "best_confusion.png", "best_cam.png")
                if os.path.exists(os.path.join(config.out, name))]
     log(f"written: {os.path.abspath(config.out)} ({', '.join(written)})")
     _write_report(config.out, log)

@@ -19,6 +19,7 @@ from gluonft.backbones import MAX_IMAGE_SIZE, check_image_size, family_of
 from gluonft.distributed import DIST_KVSTORES, KVSTORES
 from gluonft.heads import parse_head
 from gluonft.regimes import REGIMES, parse_regime
+from gluonft.results import METRICS
 from gluonft.settings import TrainSettings
 
 from .grid import effective_image_size
@@ -95,6 +96,7 @@ class CifarConfig(TrainingFields):
     head: str = "linear"
     dropout: Optional[float] = None
     kvstore: Optional[str] = None
+    metric: str = "accuracy"
 
 
 # --- argv -> config ---------------------------------------------------------------------------
@@ -201,6 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
                      "with the same folder to resume")
     run.add_argument("--keep-checkpoints", action="store_true", default=None,
                      help="keep every finished experiment's parameters in checkpoints/")
+    run.add_argument("--metric", choices=METRICS, default="accuracy",
+                     help="what the best model is chosen on, on the validation images: "
+                          "accuracy (default), macro_f1 (every class counts alike), or f1 "
+                          "(binary F1 of class 1: two-class data only); the chart plots test "
+                          "accuracy whatever is chosen")
     run.add_argument("--summary-rows", type=int, metavar="N",
                      help="rows of each architecture table (default 12)")
     run.add_argument("--no-progress", action="store_true", default=None,
@@ -366,7 +373,7 @@ def parse_config(argv: Optional[Sequence[str]] = None) -> CifarConfig:
         keep_checkpoints=bool(args.keep_checkpoints),
         summary_rows=12 if args.summary_rows is None else args.summary_rows,
         progress=not args.no_progress, explicit=explicit, head=head, dropout=args.dropout,
-        kvstore=args.kvstore)
+        kvstore=args.kvstore, metric=args.metric)
 
 
 def _training(args, preset: TrainSettings) -> TrainSettings:
@@ -436,6 +443,9 @@ def check_config(config: CifarConfig) -> None:
     Raises:
         UsageError: the first problem found, in one line.
     """
+    if config.metric == "f1":
+        raise UsageError("--metric f1 is the binary F1 of two-class data; CIFAR-10 has 10 "
+                         "classes: use --metric macro_f1 (or accuracy)")
     for name in config.models:
         _check_model(name)
     for name, path in config.weights.items():

@@ -26,6 +26,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
+
 import gluonft
 from gluonft import plots
 from gluonft.baseline import lab1_cnn
@@ -33,7 +35,10 @@ from gluonft.batches import training_batch
 from gluonft.checkpoint import remove_checkpoint
 from gluonft.distributed import DIST_KVSTORES, Cluster
 from gluonft.errors import one_line
+from gluonft.figures import confusion_figure, gallery_figure
 from gluonft.fileio import atomic_write_json
+from gluonft.gradcam import grad_cam, overlay
+from gluonft.interpretation import Interpretation
 from gluonft.regimes import regime_title
 from gluonft.results import ExperimentRecord, environment, pretraining_title
 from gluonft.settings import MOMENTUM_OPTIMIZERS, TrainSettings
@@ -258,6 +263,7 @@ def run_experiment(experiment: Experiment, *, data: Data, ctx, checkpoint: str,
         if resumed and not epochs.trained:
             log(f"resumed from the checkpoint of epoch {resumed}: training was complete")
         test = _test(net, experiment, data, ctx=ctx, log=log)
+        metrics = {} if distributed else _split_metrics(net, experiment, data, ctx=ctx)
         record = ExperimentRecord(
             id=experiment.id, model=experiment.model, regime=experiment.regime,
             seed=experiment.seed, kind=experiment.kind, status="ok", label=experiment.label,
@@ -269,7 +275,7 @@ def run_experiment(experiment: Experiment, *, data: Data, ctx, checkpoint: str,
             history=history.epochs, summary=arch.to_dict(), image_size=experiment.image_size,
             wall_seconds=time.perf_counter() - begin, resumed_from_epoch=resumed,
             environment=environment(devices=ctx), started=started, finished=_now(),
-            pretrained_on=_pretrained_on(net, plan), **_throughput(history))
+            pretrained_on=_pretrained_on(net, plan), **metrics, **_throughput(history))
         return record, net
     except Exception as error:  # the grid goes on; the record says why (traceback included)
         record = _failed_record(experiment, error, started=started, begin=begin, ctx=ctx)
@@ -346,6 +352,21 @@ def _test(net, experiment: Experiment, data: Data, *, ctx, log: Log) -> Dict[str
     return test
 
 
+def _split_metrics(net, experiment: Experiment, data: Data, *, ctx) -> Dict[str, dict]:
+    """{"test_metrics", "val_metrics"}: confusion matrix, per-class and F1 figures of the final
+    model (`gluonft.Interpretation.summary`), from one more prediction pass over each split."""
+    out = {}
+    for key, split in (("test_metrics", data.test), ("val_metrics", data.val)):
+        if split is None or len(np.unique(split.labels)) < 2:
+            continue
+        proba = gluonft.predict_proba(net, split, ctx=ctx, batch_size=experiment.batch_size,
+                                      image_size=experiment.image_size)
+        out[key] = Interpretation(tuple(split.classes), split.labels, proba,
+                                  tuple(f"image {i}" for i in range(len(split))),
+                                  split=key.split("_")[0]).summary()
+    return out
+
+
 def _throughput(history) -> Dict[str, Optional[float]]:
     """Time in training epochs (resumed ones included) and images/s over them."""
     seconds = sum(e["seconds"] for e in history.epochs)
@@ -360,6 +381,41 @@ class GridResult:
     """What `run_grid` produced: the records in grid order and the best model's card."""
     records: List[ExperimentRecord]
     best_card: Optional[dict]
+
+
+# Test photos in the best model's Grad-CAM gallery: the first of each class, up to this many.
+CAM_GALLERY = 8
+
+
+def _write_best_figures(paths: OutputPaths, net, experiment: Experiment, data: Data,
+                        record: ExperimentRecord, *, log: Log) -> None:
+    """best_confusion.png (the best model's test confusion matrix) and best_cam.png (Grad-CAM
+    of test photos for their true class; transfer nets only). A figure that fails is a warning:
+    the results are written already."""
+    try:
+        metrics = record.test_metrics or {}
+        if metrics.get("confusion_matrix"):
+            plots.save_figure(confusion_figure(
+                np.array(metrics["confusion_matrix"]), metrics["classes"],
+                title=f"{record.id}: test confusion matrix"), paths.best_confusion)
+        if not isinstance(net, gluonft.TransferNet):
+            return
+        test = data.test
+        rows = [int(np.flatnonzero(test.labels == c)[0]) for c in np.unique(test.labels)]
+        rows = rows[:CAM_GALLERY]
+        cams = grad_cam(net, test.images[rows], target=[int(test.labels[i]) for i in rows],
+                        image_size=experiment.image_size)
+        proba = cams.probabilities
+        items = [(overlay(photo, heat), f"{test.classes[test.labels[i]]} "
+                  f"(p {proba[k, test.labels[i]]:.2f})")
+                 for k, (i, photo, heat) in enumerate(zip(rows, cams.photos, cams.heatmaps))]
+        plots.save_figure(gallery_figure(items, title=f"{record.id}: where it sees each test "
+                                                      f"photo's class (Grad-CAM)"),
+                          paths.best_cam)
+        log(f"wrote {os.path.basename(paths.best_confusion)}, "
+            f"{os.path.basename(paths.best_cam)}")
+    except Exception as error:  # figures must not cost the results
+        log(f"warning: the best model's figures could not be drawn: {one_line(error)}")
 
 
 def _write_training_strip(paths: OutputPaths, experiments: Sequence[Experiment], data: Data,
@@ -384,7 +440,7 @@ def _write_training_strip(paths: OutputPaths, experiments: Sequence[Experiment],
 def run_grid(experiments: Sequence[Experiment], *, data: Data, out_dir: str, ctx,
              summary_rows: int = 12, progress: bool = True, keep_checkpoints: bool = False,
              title: str = "CIFAR-10 transfer learning", writer: bool = True,
-             log: Log = print) -> GridResult:
+             metric: str = "accuracy", log: Log = print) -> GridResult:
     """Run every experiment not already finished in ``out_dir``; write the files after each.
 
     A record in ``out_dir/results.json`` with the same id and an equal config and status ok or
@@ -404,6 +460,7 @@ def run_grid(experiments: Sequence[Experiment], *, data: Data, out_dir: str, ctx
         title: the chart's title.
         writer: False for the workers other than worker 0: they read ``out_dir`` to skip
             and resume what worker 0 finished, and write nothing.
+        metric: what "best" is chosen on (`gluonft.results.METRICS`), on validation images.
         log: where the lines go.
 
     Returns:
@@ -442,7 +499,7 @@ def run_grid(experiments: Sequence[Experiment], *, data: Data, out_dir: str, ctx
             # A run killed between recording an experiment and tidying up after it left
             # these undone: do them now (the best model's files from its last checkpoint).
             if writer:
-                restore_best(paths, ordered(), old, log=log)
+                restore_best(paths, ordered(), old, log=log, metric=metric)
                 finish_experiment(paths, old, keep_checkpoints=keep_checkpoints, only_missing=True)
             continue
         record, net = run_experiment(experiment, data=data, ctx=ctx,
@@ -456,8 +513,11 @@ def run_grid(experiments: Sequence[Experiment], *, data: Data, out_dir: str, ctx
             write_outputs(paths, ordered(), title=title, log=log)
             # The best model's parameters are saved before its checkpoint is removed, so that
             # a kill in between leaves them recoverable (`restore_best`).
-            update_best(paths, ordered(), record,
-                         net.save_parameters if net is not None else None, log=log)
+            card = update_best(paths, ordered(), record,
+                               net.save_parameters if net is not None else None, log=log,
+                               metric=metric)
+            if net is not None and card is not None and card.get("id") == record.id:
+                _write_best_figures(paths, net, experiment, data, record, log=log)
             finish_experiment(paths, record, keep_checkpoints=keep_checkpoints)
         del net
         gc.collect()
@@ -466,5 +526,5 @@ def run_grid(experiments: Sequence[Experiment], *, data: Data, out_dir: str, ctx
             # the grid ends (exit 1) and the launcher stops them; a rerun retries it.
             log("a failed experiment ends a distributed grid; run the job again to retry it")
             break
-    return GridResult(ordered(), update_best(paths, ordered(), None, None, log=log)
-                      if writer else None)
+    return GridResult(ordered(), update_best(paths, ordered(), None, None, log=log,
+                                             metric=metric) if writer else None)

@@ -15,13 +15,13 @@ from gluonft.checkpoint import checkpoint_files, read_checkpoint, remove_checkpo
 from gluonft.errors import one_line
 from gluonft.fileio import atomic_write, atomic_write_json
 from gluonft.results import (
-    SELECTION_NOTES,
-    ExperimentRecord,
+        ExperimentRecord,
     accuracy_bars,
     best_record,
     model_card,
     read_results,
     selection_basis,
+    selection_note,
     write_results,
 )
 from gluonft.weights import sha1_of
@@ -62,6 +62,14 @@ class OutputPaths:
     @property
     def best_params(self) -> str:
         return os.path.join(self.root, "best.params")
+
+    @property
+    def best_confusion(self) -> str:
+        return os.path.join(self.root, "best_confusion.png")
+
+    @property
+    def best_cam(self) -> str:
+        return os.path.join(self.root, "best_cam.png")
 
     @property
     def augmentation(self) -> str:
@@ -116,19 +124,20 @@ def write_outputs(paths: OutputPaths, records: Sequence[ExperimentRecord], *, ti
 
 
 def update_best(paths: OutputPaths, records: Sequence[ExperimentRecord],
-                 just_run: Optional[ExperimentRecord], save_params, *,
-                 log: Log) -> Optional[dict]:
+                just_run: Optional[ExperimentRecord], save_params, *,
+                log: Log, metric: str = "accuracy") -> Optional[dict]:
     """best.json (and best.params when ``just_run`` is the best and ``save_params`` writes its
     parameters to a path) for ``records``; returns the card written (None: no best)."""
-    best = best_record(records)
+    best = best_record(records, metric)
     current = None
     if os.path.exists(paths.best_json):
         with open(paths.best_json) as f:
             current = json.load(f)
     if best is None:
         return None
-    basis = selection_basis(records)
-    chosen_on = {"chosen_on": basis, "chosen_note": SELECTION_NOTES[basis]}
+    basis = selection_basis(records, metric)
+    chosen_on = {"chosen_on": basis, "chosen_metric": metric,
+                 "chosen_note": selection_note(basis, metric)}
     if just_run is not None and save_params is not None and best.id == just_run.id:
         atomic_write(paths.best_params, save_params)
         card = {**model_card(best, repeats=records), **chosen_on}
@@ -145,7 +154,8 @@ def update_best(paths: OutputPaths, records: Sequence[ExperimentRecord],
         return card
     elif current is None or current.get("id") != best.id \
             or current.get("test_accuracy") != best.test_accuracy \
-            or current.get("chosen_on") != chosen_on["chosen_on"]:
+            or current.get("chosen_on") != chosen_on["chosen_on"] \
+            or current.get("chosen_metric", "accuracy") != metric:
         # The best is an experiment of an earlier run whose parameters were not kept here.
         card = {**model_card(best, repeats=records), **chosen_on}
         card["params_file"] = None
@@ -164,10 +174,10 @@ def update_best(paths: OutputPaths, records: Sequence[ExperimentRecord],
 
 
 def restore_best(paths: OutputPaths, records: Sequence[ExperimentRecord],
-                  finished: ExperimentRecord, *, log: Log) -> None:
+                 finished: ExperimentRecord, *, log: Log, metric: str = "accuracy") -> None:
     """best.json/best.params for a finished experiment whose run was killed before writing
     them: its last epoch checkpoint still holds the trained parameters."""
-    best = best_record(records)
+    best = best_record(records, metric)
     if best is None or best.id != finished.id:
         return
     if os.path.exists(paths.best_json):
@@ -176,10 +186,11 @@ def restore_best(paths: OutputPaths, records: Sequence[ExperimentRecord],
                 return
     manifest = read_checkpoint(paths.checkpoint(best.id))
     if manifest is None or len(manifest.get("epochs", ())) != len(best.history):
-        update_best(paths, records, None, None, log=log)
+        update_best(paths, records, None, None, log=log, metric=metric)
         return
     params = checkpoint_files(paths.checkpoint(best.id), manifest)["params"]
-    update_best(paths, records, best, lambda tmp: shutil.copyfile(params, tmp), log=log)
+    update_best(paths, records, best, lambda tmp: shutil.copyfile(params, tmp), log=log,
+                metric=metric)
 
 
 def finish_experiment(paths: OutputPaths, record: ExperimentRecord, *, keep_checkpoints: bool,

@@ -34,13 +34,14 @@ import statistics
 import sys
 import tempfile
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import gluonft  # noqa: F401  (first: OMP_NUM_THREADS before MXNet loads)
 from gluonft import plots
 from gluonft.datasets import list_images
 from gluonft.datasets.folder import split_folders
 from gluonft.fileio import atomic_write_csv, atomic_write_json, finite_json
+from gluonft.interpretation import interpret
 from gluonft.predict import evaluate_folder
 from gluonft.recipes import Recipe, train_classifier
 
@@ -78,7 +79,11 @@ CANDIDATES: Dict[str, Recipe] = {
 FAST_MINUTES_PER_3000 = 1.0
 DEFAULT_MINUTES_PER_3000 = 10.0
 COLUMNS = ("dataset", "candidate", "seed", "model", "val_accuracy", "test_accuracy",
-           "test_loss", "minutes", "minutes_per_1000", "photos", "train_images")
+           "val_macro_f1", "test_macro_f1", "val_f1", "test_f1", "test_loss", "minutes",
+           "minutes_per_1000", "photos", "train_images")
+# --metric: what "best" is chosen on (on validation photos), as in bench.cifar; f1 is the
+# binary F1 of class 1 (scikit-learn's pos_label=1), two-class data sets only.
+METRIC_KEYS = {"accuracy": "val_accuracy", "macro_f1": "val_macro_f1", "f1": "val_f1"}
 
 
 def _cifar_sample(work: Path) -> Path:
@@ -128,16 +133,21 @@ def summarise(rows: List[dict]) -> List[dict]:
         test, test_sd = stat("test_accuracy")
         minutes, _ = stat("minutes")
         per_1000, _ = stat("minutes_per_1000")
-        out.append({"dataset": dataset, "candidate": candidate, "seeds": len(members),
-                    "val_accuracy": val, "val_sd": val_sd, "test_accuracy": test,
-                    "test_sd": test_sd, "test_loss": stat("test_loss")[0], "minutes": minutes,
-                    "minutes_per_1000": per_1000})
+        summary = {"dataset": dataset, "candidate": candidate, "seeds": len(members),
+                   "val_accuracy": val, "val_sd": val_sd, "test_accuracy": test,
+                   "test_sd": test_sd, "test_loss": stat("test_loss")[0], "minutes": minutes,
+                   "minutes_per_1000": per_1000}
+        for key in ("val_macro_f1", "test_macro_f1", "val_f1", "test_f1"):
+            if all(m.get(key) is not None for m in members):
+                summary[key] = stat(key)[0]
+        out.append(summary)
     return out
 
 
-def choose(summary: List[dict]) -> dict:
-    """Per time budget, the candidate with the best mean validation accuracy over the datasets
-    among those within the budget on every dataset."""
+def choose(summary: List[dict], metric: str = "accuracy") -> dict:
+    """Per time budget, the candidate with the best mean validation ``metric`` over the
+    datasets among those within the budget on every dataset (and measured on every one)."""
+    key = METRIC_KEYS[metric]
     candidates = sorted({s["candidate"] for s in summary})
     datasets = sorted({s["dataset"] for s in summary})
     table = {(s["dataset"], s["candidate"]): s for s in summary}
@@ -146,13 +156,13 @@ def choose(summary: List[dict]) -> dict:
                            ("default", DEFAULT_MINUTES_PER_3000)):
         fits = [c for c in candidates if all(
             (d, c) in table and table[d, c]["minutes_per_1000"] * 3 <= per_3000
-            for d in datasets)]
+            and table[d, c].get(key) is not None for d in datasets)]
         if fits:
-            best = max(fits, key=lambda c: statistics.mean(
-                table[d, c]["val_accuracy"] for d in datasets))
-            chosen[name] = {"candidate": best, "per_dataset": {
-                d: {k: table[d, best][k] for k in ("val_accuracy", "test_accuracy",
-                                                   "minutes", "minutes_per_1000")}
+            best = max(fits, key=lambda c: statistics.mean(table[d, c][key] for d in datasets))
+            chosen[name] = {"candidate": best, "metric": metric, "per_dataset": {
+                d: {k: table[d, best].get(k) for k in ("val_accuracy", "test_accuracy", key,
+                                                       "test" + key[3:], "minutes",
+                                                       "minutes_per_1000")}
                 for d in datasets}}
     return chosen
 
@@ -202,6 +212,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--work", help="where the CIFAR-10 photos are extracted (default: the "
                    "system's temporary folder, kept for reruns)")
     p.add_argument("--out", default="runs/recipes")
+    p.add_argument("--metric", choices=tuple(METRIC_KEYS), default="accuracy",
+                   help="what the best candidate per budget is chosen on, on the validation "
+                        "photos (f1: the binary F1 of class 1, two-class data sets only)")
     return p
 
 
@@ -240,7 +253,11 @@ def _run_dataset(dataset: str, folder: Path, names: Sequence[str], seeds: Sequen
     written after each run, so a killed run loses one)."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / "recipes.json"
-    rows = json.loads(path.read_text())["rows"] if path.exists() else []
+    saved = json.loads(path.read_text()) if path.exists() else {}
+    # rows of an earlier version (no F1 figures) are kept aside and trained again
+    rows = [r for r in saved.get("rows", []) if "val_macro_f1" in r]
+    earlier = saved.get("earlier_rows", []) + [r for r in saved.get("rows", [])
+                                               if "val_macro_f1" not in r]
     photos = len(list_images(folder))  # every split: all are decoded
     for r in rows:
         r.update(photos=photos, minutes_per_1000=r["minutes"] / photos * 1000)
@@ -254,20 +271,31 @@ def _run_dataset(dataset: str, folder: Path, names: Sequence[str], seeds: Sequen
             clf = train_classifier(folder, recipe=recipe, weights=weights, seed=seed,
                                    progress=True)
             test = evaluate_folder(clf, folder, split="test")
+            figures = _f1_figures(clf, folder)
             minutes = clf.meta["train_seconds"] / 60
             row = {"dataset": dataset, "candidate": name, "seed": seed,
                    "model": recipe.model, "val_accuracy": clf.meta["val_accuracy"],
                    "test_accuracy": test["accuracy"], "test_loss": test["loss"],
                    "minutes": minutes, "minutes_per_1000": minutes / photos * 1000,
                    "photos": photos, "train_images": clf.meta["train_images"],
-                   "recipe": _describe(recipe), "stages": clf.meta["recipe"]}
+                   "recipe": _describe(recipe), "stages": clf.meta["recipe"], **figures}
             rows.append(row)
             print(f"{dataset:9s} {name:17s} seed {seed}: val {row['val_accuracy']:.4f} "
                   f"test {row['test_accuracy']:.4f} loss {row['test_loss']:.3f} "
                   f"{minutes:.1f} min", flush=True)
-            atomic_write_json(path, finite_json({"rows": rows}))
+            atomic_write_json(path, finite_json({"rows": rows, "earlier_rows": earlier}))
             atomic_write_csv(out / "recipes.csv", rows, COLUMNS)
     return [r for r in rows if r["candidate"] in names]
+
+
+def _f1_figures(clf, folder: Path) -> Dict[str, Optional[float]]:
+    """Validation and test macro-F1 (and the binary F1 of class 1 on two-class data)."""
+    out: Dict[str, Optional[float]] = {}
+    for split, prefix in (("validation", "val"), ("test", "test")):
+        result = interpret(clf, folder, split=split)
+        out[f"{prefix}_macro_f1"] = result.macro_f1
+        out[f"{prefix}_f1"] = result.f1(1) if len(result.classes) == 2 else None
+    return out
 
 
 def _print_summary(summary: List[dict], chosen: dict) -> None:
@@ -278,7 +306,8 @@ def _print_summary(summary: List[dict], chosen: dict) -> None:
               f"{s['test_accuracy']:6.3f} {s['test_sd']:5.3f} {s['minutes']:5.1f} "
               f"{s['minutes_per_1000']:6.2f}")
     for budget, pick in chosen.items():
-        print(f"best within the {budget} budget (by validation): {pick['candidate']}")
+        print(f"best within the {budget} budget (by validation {pick['metric']}): "
+              f"{pick['candidate']}")
 
 
 def main(argv=None) -> int:
@@ -300,7 +329,7 @@ def main(argv=None) -> int:
     summary = summarise(all_rows)
     for dataset in folders:
         _chart(summary, dataset, str(Path(args.out) / dataset / "front"))
-    chosen = choose(summary)
+    chosen = choose(summary, args.metric)
     atomic_write_json(Path(args.out) / "summary.json", finite_json(
         {"summary": summary, "chosen": chosen,
          "budgets_minutes_per_3000_photos": {"fast": FAST_MINUTES_PER_3000,

@@ -23,7 +23,7 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -58,6 +58,8 @@ class RunFiles:
         chart: ``(mime type, bytes)`` of ``accuracy.png`` (or ``accuracy.svg``), or None.
         curves: experiment id -> PNG bytes of ``curves/<id>.png``.
         augmentation: PNG bytes of ``augmentation.png`` (training images as augmented), or None.
+        best_figures: {"confusion", "cam"} -> PNG bytes of ``best_confusion.png`` and
+            ``best_cam.png`` (the best model's test confusion matrix and Grad-CAM gallery).
     """
 
     root: str
@@ -67,6 +69,7 @@ class RunFiles:
     chart: Optional[Tuple[str, bytes]]
     curves: Dict[str, bytes]
     augmentation: Optional[bytes] = None
+    best_figures: Dict[str, bytes] = field(default_factory=dict)
 
 
 class ReportError(ValueError):
@@ -134,7 +137,10 @@ def load_run(run_dir: str) -> RunFiles:
                     config=_read_json(os.path.join(run_dir, "config.json")) or {},
                     best=_read_json(os.path.join(run_dir, "best.json")), chart=chart,
                     curves=curves,
-                    augmentation=_read_bytes(os.path.join(run_dir, "augmentation.png")))
+                    augmentation=_read_bytes(os.path.join(run_dir, "augmentation.png")),
+                    best_figures={key: data for key, data in (
+                        (key, _read_bytes(os.path.join(run_dir, f"best_{key}.png")))
+                        for key in ("confusion", "cam")) if data})
 
 
 # --- the data of each section: plain values; the template holds the markup -------------------
@@ -313,10 +319,11 @@ def _best(run: RunFiles) -> dict:
             ("source model", [("code", card.get("source_model"))]),
             ("pretrained on", pretraining), ("test accuracy", accuracy)]
     if card.get("chosen_on"):
-        val = (f" ({pct(card['val_accuracy'])})" if card.get("val_accuracy") is not None
-               else "")
-        rows.append(("chosen on", _plain(f"{card['chosen_on']} accuracy{val}: "
-                                         f"{card.get('chosen_note', '')}")))
+        metric = card.get("chosen_metric", "accuracy")
+        val = (f" ({pct(card['val_accuracy'])})"
+               if metric == "accuracy" and card.get("val_accuracy") is not None else "")
+        rows.append(("chosen on", _plain(f"{card['chosen_on']} {metric.replace('_', '-')}"
+                                         f"{val}: {card.get('chosen_note', '')}")))
     repeats = card.get("repeats")
     if repeats:
         std = repeats.get("std")
@@ -343,7 +350,11 @@ def _best(run: RunFiles) -> dict:
         ("seed", _plain(card.get("seed"))),
         ("train time", _plain(duration(card.get("train_seconds")))),
     ]
-    return {"rows": rows + _best_training_rows(card)}
+    record = next((r for r in run.records if r.id == card.get("id")), None)
+    metrics = (record.test_metrics if record is not None else None) or {}
+    return {"rows": rows + _best_training_rows(card), "per_class": metrics.get("per_class"),
+            "macro_f1": metrics.get("macro_f1"),
+            "figures": {k: data_uri("image/png", v) for k, v in run.best_figures.items()}}
 
 
 def _best_training_rows(card: dict) -> list:

@@ -154,6 +154,18 @@ class Interpretation:
         """Expected calibration error and the reliability curve (`gluonft.metrics`)."""
         return metrics.calibration(self.labels, self.probabilities, bins=bins)
 
+    def summary(self) -> Dict[str, object]:
+        """The figures an experiment record keeps (strict JSON): classes, confusion matrix,
+        per class, accuracy, macro/weighted F1, binary F1 for two classes, ECE, count."""
+        data = {"count": int(len(self.labels)), "classes": list(self.classes),
+                "accuracy": self.accuracy, "macro_f1": self.macro_f1,
+                "weighted_f1": self.weighted_f1, "ece": self.calibration().ece,
+                "confusion_matrix": self.confusion_matrix.tolist(),
+                "per_class": self.per_class}
+        if len(self.classes) == 2:
+            data["binary_f1"] = {c: self.f1(c) for c in self.classes}
+        return data
+
     def to_dict(self) -> Dict[str, object]:
         """The figures as strict-JSON data (what metrics.json holds)."""
         low, high = wilson_interval(self.accuracy, len(self.labels))

@@ -30,7 +30,8 @@ from .regimes import regime_title
 
 __all__ = ["ExperimentRecord", "STATUSES", "KINDS", "CSV_COLUMNS", "environment",
            "write_results", "read_results", "records_to_csv", "best_record", "model_card",
-           "selection_basis", "validation_accuracy", "SELECTION_NOTES",
+           "selection_basis", "validation_accuracy", "SELECTION_NOTES", "selection_note",
+           "METRICS", "record_score",
            "accuracy_bars", "indistinguishable", "pretraining_title", "PRETRAINING_TITLES",
            "results_table"]
 
@@ -69,6 +70,9 @@ class ExperimentRecord:
         resumed_from_epoch: epochs taken from a checkpoint instead of trained again (0: none).
         environment: `environment()` of the machine that finished the experiment.
         started, finished: ISO timestamps.
+        test_metrics, val_metrics: the figures of `gluonft.Interpretation.summary` on the test
+            and validation images (classes, confusion matrix, per class, macro/weighted F1,
+            binary F1 for two classes, ECE); {} when not computed.
         pretrained_on: where the backbone's starting weights were trained: ``"imagenet"``,
             ``"cifar10"`` (the same task as CIFAR-10's grid: not transfer) or ``"random"``
             (random init, or re-initialised by ``scratch``); see `pretraining_title`.
@@ -104,6 +108,8 @@ class ExperimentRecord:
     started: Optional[str] = None
     finished: Optional[str] = None
     pretrained_on: Optional[str] = None
+    test_metrics: Dict[str, object] = field(default_factory=dict)
+    val_metrics: Dict[str, object] = field(default_factory=dict)
 
     def __post_init__(self):
         if self.status not in STATUSES:
@@ -167,6 +173,7 @@ class ExperimentRecord:
             "test_ci_low": self.interval[0] if self.interval else None,
             "test_ci_high": self.interval[1] if self.interval else None,
             "test_loss": self.test_loss,
+            "test_macro_f1": (self.test_metrics or {}).get("macro_f1"),
             "test_count": self.test_count, "params_total": self.params_total,
             "params_trainable": self.params_trainable,
             "modified_layers": "; ".join(self.modified_layers),
@@ -185,7 +192,7 @@ class ExperimentRecord:
 
 CSV_COLUMNS: Tuple[str, ...] = (
     "id", "label", "kind", "model", "regime", "pretrained_on", "seed", "status", "test_accuracy",
-    "test_ci_low", "test_ci_high", "test_loss",
+    "test_ci_low", "test_ci_high", "test_loss", "test_macro_f1",
     "test_count", "params_total", "params_trainable", "modified_layers", "initialisation",
     "weights_sha1", "optimizer", "optimizer_params", "epochs", "batch_size", "image_size",
     "train_seconds", "images_per_s", "resumed_from_epoch", "device", "error", "finished")
@@ -282,6 +289,40 @@ def read_results(path: str) -> List[ExperimentRecord]:
 
 # --- reading a grid ---------------------------------------------------------------------------
 
+# What "best" may be chosen on (`best_record`): the same figure on validation images when every
+# trained experiment has it, else on the test images. "f1" is the binary F1 of class 1
+# (scikit-learn's pos_label=1) of two-class data.
+METRICS = ("accuracy", "macro_f1", "f1")
+
+
+def _check_metric(metric: str) -> None:
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}: expected one of {', '.join(METRICS)}")
+
+
+def _figure(metrics: Dict[str, object], metric: str) -> Optional[float]:
+    if metric == "macro_f1":
+        value = metrics.get("macro_f1")
+    else:
+        binary = metrics.get("binary_f1") or {}
+        classes = metrics.get("classes") or []
+        value = binary.get(classes[1]) if len(classes) == 2 else None
+    return None if value is None else float(value)
+
+
+def record_score(record: ExperimentRecord, metric: str = "accuracy", *,
+                 on: str = "validation") -> Optional[float]:
+    """The record's ``metric`` on its ``"validation"`` or ``"test"`` images (the final
+    model's), or None when it was not measured."""
+    _check_metric(metric)
+    if on not in ("validation", "test"):
+        raise ValueError(f"on must be 'validation' or 'test', got {on!r}")
+    if metric == "accuracy":
+        return validation_accuracy(record) if on == "validation" else record.test_accuracy
+    return _figure((record.val_metrics if on == "validation" else record.test_metrics) or {},
+                   metric)
+
+
 def validation_accuracy(record: ExperimentRecord) -> Optional[float]:
     """The validation accuracy of the model the record tested (fit tests its final model: the
     last epoch's), or None when that epoch was not validated."""
@@ -290,40 +331,49 @@ def validation_accuracy(record: ExperimentRecord) -> Optional[float]:
     return None if value is None else float(value)
 
 
-def selection_basis(records: Sequence[ExperimentRecord]) -> str:
-    """What `best_record` chooses on: ``"validation"`` when every trained experiment has a
-    validation accuracy (the grid holds out a validation split), else ``"test"``."""
+def selection_basis(records: Sequence[ExperimentRecord], metric: str = "accuracy") -> str:
+    """What `best_record` chooses on: ``"validation"`` when every trained experiment has the
+    metric on validation images (the grid holds out a validation split), else ``"test"``."""
     trained = [r for r in records if r.ok]
-    return "validation" if trained and all(validation_accuracy(r) is not None
+    return "validation" if trained and all(record_score(r, metric) is not None
                                            for r in trained) else "test"
 
 
 SELECTION_NOTES = {
-    "validation": "chosen on validation accuracy; its test accuracy was not used to choose, "
-                  "so it is an unbiased estimate",
-    "test": "chosen on test accuracy (no validation split): that accuracy is optimistic, as "
+    "validation": "chosen on validation {metric}; its test figures were not used to choose, "
+                  "so they are unbiased estimates",
+    "test": "chosen on test {metric} (no validation figure): that figure is optimistic, as "
             "the best of several measured on the same images",
 }
 
 
-def best_record(records: Sequence[ExperimentRecord]) -> Optional[ExperimentRecord]:
-    """The trained experiment with the highest validation accuracy (first one on ties), or
-    None; on test accuracy only when some trained experiment has no validation accuracy
+def selection_note(basis: str, metric: str = "accuracy") -> str:
+    """`SELECTION_NOTES` in words for ``metric``."""
+    return SELECTION_NOTES[basis].format(metric=metric.replace("_", "-"))
+
+
+def best_record(records: Sequence[ExperimentRecord], metric: str = "accuracy"
+                ) -> Optional[ExperimentRecord]:
+    """The trained experiment with the highest validation ``metric`` (first one on ties), or
+    None; on the test figure only when some trained experiment has no validation figure
     (`selection_basis` says which). Choosing on the test set would make the reported test
-    accuracy of "the best" biased upward.
+    figures of "the best" biased upward.
 
     Recorded results (nothing trained, no model to keep) and failed experiments never win.
+
+    Args:
+        metric: ``"accuracy"`` (default), ``"macro_f1"`` or ``"f1"`` (`METRICS`).
 
     Example:
         >>> best_record(records).id
         'cifar_resnet20_v1-head-s0'
     """
-    score = (validation_accuracy if selection_basis(records) == "validation"
-             else (lambda r: r.test_accuracy))
-    best = None
+    basis = selection_basis(records, metric)
+    best, best_value = None, None
     for record in records:
-        if record.ok and (best is None or score(record) > score(best)):
-            best = record
+        value = record_score(record, metric, on=basis) if record.ok else None
+        if value is not None and (best is None or value > best_value):
+            best, best_value = record, value
     return best
 
 

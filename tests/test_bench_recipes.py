@@ -39,6 +39,13 @@ def test_recipes_are_chosen_on_validation_within_the_budget_on_every_dataset():
     chosen = choose(summary)
     assert chosen["fast"]["candidate"] == "quick"
     assert chosen["default"]["candidate"] == "staged"
+    # On macro-F1 (a set of unequal classes): the figure of validation, not accuracy, decides.
+    for r in rows:
+        r.update(val_macro_f1={"quick": .70, "test-lucky": .75, "staged": .60, "slow": .9}[
+            r["candidate"]], test_macro_f1=.5)
+    by_f1 = choose(summarise(rows), "macro_f1")
+    assert by_f1["fast"]["candidate"] == "test-lucky" and by_f1["fast"]["metric"] == "macro_f1"
+    assert by_f1["default"]["candidate"] == "test-lucky"
 
 
 def test_the_candidates_are_real_recipes():
@@ -68,6 +75,7 @@ def test_a_photo_set_of_ones_own_is_measured_and_a_rerun_skips_it(shared, tmp_pa
         [("mine", "mobilenet-fast", 96)]
     # hats, trousers and shoes: well above the 1/3 of chance with ImageNet features
     assert rows[0]["val_accuracy"] > 0.6 and rows[0]["test_accuracy"] > 0.6
+    assert rows[0]["val_macro_f1"] > 0.5 and rows[0]["test_f1"] is None  # three classes
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())["summary"]
     assert [(s["dataset"], s["candidate"], s["seeds"]) for s in summary] == \
         [("mine", "mobilenet-fast", 1)]

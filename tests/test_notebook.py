@@ -63,8 +63,12 @@ def test_it_shows_data_summaries_results_curves_chart_and_card(executed):
     assert f"best model: {best.id}  test accuracy {100 * best.test_accuracy:.2f}%" in text
     assert json.loads((run_dir / "best.json").read_text())["id"] == best.id
     images = [o for o in _outputs(notebook) if "image/png" in o.get("data", {})]
-    # The sample images, one curve figure per experiment, the accuracy chart.
-    assert len(images) == 1 + len(records) + 1
+    # The sample images, one curve figure per experiment, the accuracy chart, the best
+    # model's confusion matrix and (a transfer net) its Grad-CAM gallery.
+    cam = (run_dir / "best_cam.png").exists()
+    assert len(images) == 1 + len(records) + 1 + 1 + cam
+    card = json.loads((run_dir / "best.json").read_text())
+    assert f"{card['id']}: accuracy " in text and "macro F1" in text
     assert (run_dir / "report.html").is_file()
 
 

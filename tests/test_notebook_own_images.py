@@ -81,7 +81,10 @@ def test_it_shows_photos_curves_confusion_and_predictions_and_exports_to_html(ex
     nbconvert = pytest.importorskip("nbconvert", reason="pip install -e '.[notebook]'")
     notebook, _ = executed
     images = [o for o in outputs(notebook) if "image/png" in o.get("data", {})]
-    assert len(images) == 4  # sample photos, training curves, confusion matrix, predictions
+    # sample photos, training curves, confusion matrix, top losses with Grad-CAM, predictions
+    assert len(images) == 5
+    text = "\n".join(o.get("text", "") for o in outputs(notebook) if o.get("name") == "stdout")
+    assert "interpret: accuracy" in text and "most confused" in text
     body, _ = nbconvert.HTMLExporter().from_notebook_node(notebook)
     assert body.count("data:image/png;base64,") >= 4
     assert "Fine-tune on your own photos" in body
