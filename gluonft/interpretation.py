@@ -14,6 +14,7 @@ writes them to a folder (JSON, CSV, figures, one HTML page).
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,6 +154,20 @@ class Interpretation:
     def calibration(self, bins: int = 15) -> metrics.Calibration:
         """Expected calibration error and the reliability curve (`gluonft.metrics`)."""
         return metrics.calibration(self.labels, self.probabilities, bins=bins)
+
+    def temperature(self) -> float:
+        """The temperature scaling that makes these predictions best calibrated (minimum
+        cross-entropy; `gluonft.metrics.fit_temperature`): fit it on validation photos and
+        pass it to `with_temperature` of the test photos' interpretation."""
+        return metrics.fit_temperature(self.labels, self.probabilities)
+
+    def with_temperature(self, temperature: float) -> "Interpretation":
+        """The same predictions with their logits divided by ``temperature``: the same
+        classes, accuracy and confusion matrix; other confidences, losses and calibration."""
+        if not (isinstance(temperature, (int, float)) and temperature > 0):
+            raise ValueError(f"temperature must be a positive number, got {temperature!r}")
+        return dataclasses.replace(self, probabilities=metrics.with_temperature(
+            self.probabilities, float(temperature)))
 
     def summary(self) -> Dict[str, object]:
         """The figures an experiment record keeps (strict JSON): classes, confusion matrix,

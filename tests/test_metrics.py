@@ -123,3 +123,19 @@ def test_interpret_a_real_model_on_real_photos(shared, tmp_path):
     with pytest.raises(ValueError, match="has no train/ validation/ test/ folders; pass "
                                          "split='all'"):
         interpret(clf, root / "test", split="test")
+
+
+def test_temperature_scaling_keeps_the_predictions_and_lowers_the_loss():
+    labels, proba = _predictions(11, 600, 6)
+    sharp = metrics.with_temperature(proba, 0.4)  # an over-confident model
+    result = Interpretation(tuple("abcdef"), labels, sharp, tuple(map(str, range(600))))
+    t = result.temperature()
+    # sharpening by 0.4 divides the logits by 0.4: the best temperature is 2.5x the original's
+    assert t == pytest.approx(metrics.fit_temperature(labels, proba) / 0.4, rel=1e-4)
+    calibrated = result.with_temperature(t)
+    assert np.array_equal(calibrated.predicted, result.predicted)
+    assert np.array_equal(calibrated.confusion_matrix, result.confusion_matrix)
+    assert calibrated.losses.mean() < result.losses.mean()
+    assert calibrated.calibration().ece < result.calibration().ece
+    nll = [metrics.with_temperature(sharp, t * f)[np.arange(600), labels] for f in (0.9, 1.1)]
+    assert all(-np.log(p).mean() > calibrated.losses.mean() for p in nll)  # a minimum
