@@ -3,14 +3,10 @@
 ``full``  the default on a GPU: all of CIFAR-10, each backbone at its pretrained input size
           (224 px for ImageNet backbones), fine-tuning epochs as in the literature (10-15).
 ``cpu``   the default without a GPU: a stratified subset (200 train + 100 test images per
-          class), ImageNet backbones at 64 px, 6 epochs: the default grid (4 backbones x head,
-          full + the lab-1 baseline) takes about 25-30 minutes on 2 CPU cores. Measured on a
-          2-core AMD EPYC at 64 px, training images/s: resnet18_v1 head 310 / full 86,
-          mobilenetv2_1.0 280 / 110, resnet50_v1 145 / 37, densenet121 190 / 53; lab-1 CNN
-          at 32 px ~400; so one epoch of the 8 backbone experiments over 1800 images takes
-          ~155 s, and 6 epochs plus evaluation and the baseline ~25 min. Checked: the
-          default grid with stand-in weight files (same architectures, so the same cost)
-          ran in 1548 s (25.8 min) on that machine.
+          class), ImageNet backbones at 64 px, 6 epochs: the default CPU grid (`CPU_MODELS`:
+          mobilenet0.75 and EfficientNet-Lite 0/1/2, each head-only and fully fine-tuned, plus
+          the lab-1 baseline) takes about 17 minutes on 2 cores (docs/offline.md gives the
+          command and the accuracies).
           Learning rates: six epochs on 1800 images favour a larger fine-tuning step than
           the literature's 0.01 (mobilenet0.75 at 64 px, full fine-tune: 57.4% test at 0.03
           vs 52.4% at 0.01; head only: 51-55% for 0.01..0.2; lab-1 CNN, 20 epochs: 52% at
@@ -91,7 +87,7 @@ class Preset(TrainingFields):
     """The values a preset sets.
 
     Attributes:
-        name: ``full``, ``cpu`` or ``smoke``. ``description``: one line for the log.
+        name: ``full``, ``cpu``, ``lab-cpu`` or ``smoke``. ``description``: one line for the log.
         train_per_class: training images per class (a stratified subset), None for all.
         test_per_class: test images per class, None for all.
         val_fraction: share of the training images held out for the per-epoch validation

@@ -201,7 +201,7 @@ class _Usage(ValueError):
     """Bad command-line input: one line on stderr, exit code 2."""
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.recipes",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--candidates", default=",".join(CANDIDATES),
@@ -311,7 +311,7 @@ def _print_summary(summary: List[dict], chosen: dict) -> None:
 
 
 def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     names = [c.strip() for c in args.candidates.split(",") if c.strip()]
     unknown = [c for c in names if c not in CANDIDATES]
     try:

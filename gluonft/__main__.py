@@ -104,7 +104,7 @@ def _add_train(sub) -> None:
                        help="augmentation of the fine-tuning stages (default: the recipe's)")
     train.add_argument("--albumentations", metavar="PIPELINE.json",
                        help="an albumentations pipeline saved with A.save(..., 'pipeline.json') "
-                            "instead of --augment (pip install 'gluonft[albumentations]')")
+                            "instead of --augment (the albumentations extra)")
     train.add_argument("--mix", choices=("none", "mixup", "cutmix"),
                        help="mix pairs of training images in the fine-tuning stages")
     train.add_argument("--feature-dtype", choices=("float32", "int8"), default="float32",

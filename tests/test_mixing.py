@@ -16,7 +16,7 @@ from gluonft.transforms import Augment, BatchTransform
 from . import clothing
 
 A = pytest.importorskip("albumentations", reason="the albumentations extra is not installed: "
-                                                 "pip install 'gluonft[albumentations]'")
+                                                 "pip install -e '.[albumentations]'")
 from gluonft.pipelines import Albumentations  # noqa: E402
 
 CPU = clothing.CPU

@@ -156,9 +156,9 @@ def test_symbol_export_gives_the_gluon_outputs(clf, test_set, tmp_path):
 
 def test_onnx_export_predicts_like_gluon(clf, test_set, tmp_path):
     onnx = pytest.importorskip("onnx", reason="the onnx extra is not installed: pip install "
-                                              "'gluonft[onnx]'")
+                                              "-e '.[onnx]'")
     ort = pytest.importorskip("onnxruntime", reason="the onnx extra is not installed: pip "
-                                                    "install 'gluonft[onnx]'")
+                                                    "install -e '.[onnx]'")
     path = export_onnx(clf, tmp_path / "model.onnx")
     assert "normalised" in (tmp_path / "model.onnx.README.txt").read_text()
     # Stamped with the opset MXNet's translations follow, whatever onnx is installed.

@@ -16,7 +16,7 @@ from gluonft.predict import predict_files
 from . import clothing
 
 pytest.importorskip("flask", reason="the serve extra is not installed: pip install "
-                                    "'gluonft[serve]'")
+                                    "-e '.[serve]'")
 
 from gluonft.serve import create_app  # noqa: E402
 
