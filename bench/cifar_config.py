@@ -19,7 +19,7 @@ from gluonft.backbones import MAX_IMAGE_SIZE, check_image_size, family_of
 from gluonft.distributed import DIST_KVSTORES, KVSTORES
 from gluonft.heads import parse_head
 from gluonft.regimes import REGIMES, parse_regime
-from gluonft.results import METRICS
+from gluonft.selection import METRICS
 from gluonft.settings import TrainSettings
 
 from .grid import effective_image_size

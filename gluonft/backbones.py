@@ -23,7 +23,7 @@ import mxnet as mx
 import numpy as np
 from mxnet.gluon import nn
 
-from . import efficientnet
+from . import efficientnet, efficientnet_b
 from .devices import as_contexts
 from .heads import HeadSpec, carry_over_head, check_head_output, make_head, parse_head
 from .transforms import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD
@@ -179,6 +179,15 @@ FAMILIES: Tuple[Family, ...] = (
              blocks_doc=f"stem conv, then each of the {len(efficientnet.block_specs(name))} "
                         f"MBConv blocks, then the 1x1 head conv")
       for name in efficientnet.VARIANTS),
+    # EfficientNet-B0..B3 (gluonft.efficientnet_b): efficientnet-pytorch's architecture, its
+    # released ImageNet checkpoints downloaded and converted on first use.
+    *(Family(name, re.escape(name), names=(name,), input_size=efficientnet_b.B_VARIANTS[name][2],
+             build=efficientnet_b.efficientnet_b, pretrained_file=efficientnet_b.b_pretrained_file,
+             foreign_weights=efficientnet_b.read_b_torch_weights, mean=efficientnet_b.B_MEAN,
+             std=efficientnet_b.B_STD,
+             blocks_doc=f"stem conv, then each of the {len(efficientnet_b.b_block_specs(name))} "
+                        f"MBConv blocks (squeeze-excitation, swish), then the 1x1 head conv")
+      for name in efficientnet_b.B_VARIANTS),
 )
 
 

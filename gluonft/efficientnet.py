@@ -47,7 +47,9 @@ from .torchfile import read_state_dict
 from .weights import WeightsMismatch, WeightsUnavailable, file_digest, store_root
 
 __all__ = ["EfficientNetLite", "block_specs", "efficientnet_lite", "VARIANTS", "wheel_file",
-           "convert_state_dict", "read_torch_weights", "pretrained_file", "Rotate180",
+           "convert_state_dict", "read_torch_weights", "pretrained_file", "Rotate180", "ReLU6",
+           "Swish", "SqueezeExcite", "MBConv", "conv_bn", "round_filters", "BN_EPSILON",
+           "torch_kernels",
            "NORMALISATION_EVIDENCE", "TF_MEAN", "TF_STD"]
 
 # name: (width multiplier, depth multiplier, native input side, dropout)
@@ -73,7 +75,7 @@ TF_STD = (128 / 255,) * 3
 NORMALISATION_EVIDENCE = {"imagenet mean/std": (0.37, 1.11), "(x - 127) / 128": (0.13, 0.56)}
 
 
-def _round_filters(filters: int, width: float) -> int:
+def round_filters(filters: int, width: float) -> int:
     """TF's channel rounding: the nearest multiple of 8, never 10 % below ``filters * width``."""
     if width == 1.0:
         return filters
@@ -100,32 +102,71 @@ class ReLU6(nn.HybridBlock):
         return F.clip(x, 0, 6)
 
 
-def _conv_bn(channels: int, kernel: int, stride: int = 1, groups: int = 1,
-             activation: bool = True) -> List[nn.HybridBlock]:
+class Swish(nn.HybridBlock):
+    """x * sigmoid(x) (EfficientNet-B's activation; SiLU)."""
+
+    def hybrid_forward(self, F, x):
+        return x * F.sigmoid(x)
+
+
+def conv_bn(channels: int, kernel: int, stride: int = 1, groups: int = 1,
+            activation=ReLU6, momentum: float = 0.9) -> List[nn.HybridBlock]:
+    """Conv (no bias, symmetric padding: see the module docstring) + BatchNorm (TF's epsilon;
+    ``momentum`` of its running statistics) + ``activation`` (a block class, or None)."""
     layers = [nn.Conv2D(channels, kernel, strides=stride, padding=kernel // 2, groups=groups,
                         use_bias=False),
-              nn.BatchNorm(epsilon=BN_EPSILON)]
-    return layers + [ReLU6()] if activation else layers
+              nn.BatchNorm(epsilon=BN_EPSILON, momentum=momentum)]
+    return layers + [activation()] if activation is not None else layers
+
+
+class SqueezeExcite(nn.HybridBlock):
+    """Squeeze-excitation: the channels scaled by sigmoid(expand(act(reduce(mean))))."""
+
+    def __init__(self, channels: int, squeezed: int, activation=Swish, **kwargs):
+        super().__init__(**kwargs)
+        with self.name_scope():
+            self.reduce = nn.Conv2D(squeezed, 1, in_channels=channels)
+            self.act = activation()
+            self.expand = nn.Conv2D(channels, 1, in_channels=squeezed)
+
+    def hybrid_forward(self, F, x):
+        scale = self.expand(self.act(self.reduce(F.mean(x, axis=(2, 3), keepdims=True))))
+        return F.broadcast_mul(x, F.sigmoid(scale))
 
 
 class MBConv(nn.HybridBlock):
-    """Inverted residual without squeeze-excitation: expand 1x1, depthwise kxk, project 1x1."""
+    """Inverted residual: expand 1x1, depthwise kxk, [squeeze-excitation], project 1x1; the
+    residual sum when stride 1 and equal channels, its branch dropped per image with
+    probability ``drop_connect`` in training (stochastic depth; EfficientNet-B's)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int,
-                 expand: int, **kwargs):
+                 expand: int, *, activation=ReLU6, squeezed: int = 0,
+                 drop_connect: float = 0.0, momentum: float = 0.9, **kwargs):
         super().__init__(**kwargs)
         hidden = in_channels * expand
         self.residual = stride == 1 and in_channels == out_channels
+        self.drop_connect = drop_connect if self.residual else 0.0
         with self.name_scope():
             self.body = nn.HybridSequential(prefix="")
             if expand != 1:
-                self.body.add(*_conv_bn(hidden, 1))
-            self.body.add(*_conv_bn(hidden, kernel, stride, groups=hidden))
-            self.body.add(*_conv_bn(out_channels, 1, activation=False))
+                self.body.add(*conv_bn(hidden, 1, activation=activation, momentum=momentum))
+            self.body.add(*conv_bn(hidden, kernel, stride, groups=hidden,
+                                   activation=activation, momentum=momentum))
+            if squeezed:
+                self.body.add(SqueezeExcite(hidden, squeezed, activation))
+            self.body.add(*conv_bn(out_channels, 1, activation=None, momentum=momentum))
 
     def hybrid_forward(self, F, x):
         out = self.body(x)
-        return out + x if self.residual else out
+        if not self.residual:
+            return out
+        if self.drop_connect:
+            # Dropout of a ones tensor (N, 1, 1, 1): 0 or 1 / keep per image in training, 1 in
+            # inference, as MXNet's Dropout decides at run time (hybridized too).
+            keep = F.Dropout(F.ones_like(F.mean(out, axis=(1, 2, 3), keepdims=True)),
+                             p=self.drop_connect)
+            out = F.broadcast_mul(out, keep)
+        return out + x
 
 
 def block_specs(name: str) -> List[Tuple[int, int, int, int, int]]:
@@ -136,8 +177,8 @@ def block_specs(name: str) -> List[Tuple[int, int, int, int, int]]:
         # The Lite models keep the first and the last stage's repeats (and the stem's 32).
         if 0 < index < len(_STAGES) - 1:
             repeats = int(math.ceil(depth * repeats))
-        c_in = 32 if index == 0 else _round_filters(c_in, width)
-        c_out = _round_filters(c_out, width)
+        c_in = 32 if index == 0 else round_filters(c_in, width)
+        c_out = round_filters(c_out, width)
         for r in range(repeats):
             out.append((c_in if r == 0 else c_out, c_out, kernel, stride if r == 0 else 1,
                         expand))
@@ -151,10 +192,10 @@ class EfficientNetLite(nn.HybridBlock):
         super().__init__(**kwargs)
         with self.name_scope():
             self.features = nn.HybridSequential(prefix="")
-            self.features.add(Rotate180(), *_conv_bn(32, 3, 2))
+            self.features.add(Rotate180(), *conv_bn(32, 3, 2))
             for c_in, c_out, kernel, stride, expand in block_specs(name):
                 self.features.add(MBConv(c_in, c_out, kernel, stride, expand))
-            self.features.add(*_conv_bn(1280, 1), nn.GlobalAvgPool2D(), nn.Flatten())
+            self.features.add(*conv_bn(1280, 1), nn.GlobalAvgPool2D(), nn.Flatten())
             self.output = nn.Dense(classes)
 
     def hybrid_forward(self, F, x):
@@ -205,12 +246,19 @@ def convert_state_dict(name: str, state: Dict[str, np.ndarray]) -> Dict[str, mx.
                              f"missing {', '.join(missing[:4])}" + (" ..." if len(missing) > 4
                                                                     else "") if missing else "",
                              f"unexpected {', '.join(extra[:4])}" if extra else "") if p))
+    return torch_kernels(net, own, torch_names, state, name)
+
+
+def torch_kernels(net, own, torch_names, state, name) -> Dict[str, mx.nd.NDArray]:
+    """``state``'s arrays under this net's parameter names (``own``, in the order of
+    ``torch_names``), spatial kernels turned by 180 degrees; a ValueError naming the first
+    array of another shape."""
     out = {}
     net.initialize()
     net(mx.nd.zeros((1, 3, 64, 64)))  # shapes
     for (own_name, param), torch_name in zip(own, torch_names):
         value = np.asarray(state[torch_name], np.float32)
-        if value.ndim == 4:
+        if value.ndim == 4 and value.shape[2] > 1:
             value = value[:, :, ::-1, ::-1]
         if tuple(value.shape) != tuple(param.shape):
             raise ValueError(f"not the weights of {name}: {torch_name} has shape "

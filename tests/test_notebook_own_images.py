@@ -59,8 +59,8 @@ def test_fast_training_classifies_real_test_photos_with_honest_confidence(execut
     # Probabilities a user can read: a mean test cross-entropy far below an overconfident
     # head's (2.6 at lr 0.1 with the same accuracy).
     assert loss < 1.0, loss
-    # predict_files prepares photos as training did: the same accuracy as evaluate_folder.
-    assert _number(text, r"predict_files on test/: ([0-9.]+) of 372") == accuracy
+    # interpret prepares photos as training did: the same accuracy as evaluate_folder.
+    assert _number(text, r"interpret: accuracy ([0-9.]+),") == accuracy
     saved = load_classifier(model_dir)
     assert round(saved.meta["test_accuracy"], 4) == accuracy
     assert "same classes after loading: True" in text
