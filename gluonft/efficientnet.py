@@ -234,9 +234,14 @@ def convert_state_dict(name: str, state: Dict[str, np.ndarray]) -> Dict[str, mx.
     Spatial kernels are turned by 180 degrees (see the module docstring). Raises ValueError
     naming what is missing or misshaped when ``state`` is of another architecture.
     """
-    net = efficientnet_lite(name)
+    return torch_kernels(efficientnet_lite(name), _torch_names(name), state, name)
+
+
+def torch_kernels(net, torch_names, state, name) -> Dict[str, mx.nd.NDArray]:
+    """``state``'s arrays under ``net``'s structural parameter names (its parameters, in the
+    order of ``torch_names``), spatial kernels turned by 180 degrees; a ValueError naming what
+    is missing, unexpected or misshaped when ``state`` is of another architecture."""
     own = list(net._collect_params_with_prefix().items())
-    torch_names = _torch_names(name)
     present = [k for k in state if not k.endswith("num_batches_tracked")]
     missing = [k for k in torch_names if k not in state]
     extra = sorted(set(present) - set(torch_names))
@@ -246,13 +251,6 @@ def convert_state_dict(name: str, state: Dict[str, np.ndarray]) -> Dict[str, mx.
                              f"missing {', '.join(missing[:4])}" + (" ..." if len(missing) > 4
                                                                     else "") if missing else "",
                              f"unexpected {', '.join(extra[:4])}" if extra else "") if p))
-    return torch_kernels(net, own, torch_names, state, name)
-
-
-def torch_kernels(net, own, torch_names, state, name) -> Dict[str, mx.nd.NDArray]:
-    """``state``'s arrays under this net's parameter names (``own``, in the order of
-    ``torch_names``), spatial kernels turned by 180 degrees; a ValueError naming the first
-    array of another shape."""
     out = {}
     net.initialize()
     net(mx.nd.zeros((1, 3, 64, 64)))  # shapes

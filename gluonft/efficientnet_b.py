@@ -130,19 +130,8 @@ def convert_b_state_dict(name: str, state: Dict[str, np.ndarray],
                          classes: int = 1000) -> Dict[str, mx.nd.NDArray]:
     """efficientnet-pytorch's state dict of ``name`` as this net's structural parameter names;
     a ValueError naming what is missing, unexpected or misshaped for another architecture."""
-    net = efficientnet_b(name, classes=classes)
-    own = list(net._collect_params_with_prefix().items())
-    torch_names = _torch_names(name)
-    present = [k for k in state if not k.endswith("num_batches_tracked")]
-    missing = [k for k in torch_names if k not in state]
-    extra = sorted(set(present) - set(torch_names))
-    if missing or extra or len(own) != len(torch_names):
-        raise ValueError(f"not the weights of {name}: "
-                         + "; ".join(p for p in (
-                             f"missing {', '.join(missing[:4])}" + (" ..." if len(missing) > 4
-                                                                    else "") if missing else "",
-                             f"unexpected {', '.join(extra[:4])}" if extra else "") if p))
-    return torch_kernels(net, own, torch_names, state, name)
+    return torch_kernels(efficientnet_b(name, classes=classes), _torch_names(name), state,
+                         name)
 
 
 def read_b_torch_weights(name: str, path: str) -> Dict[str, mx.nd.NDArray]:
