@@ -20,6 +20,8 @@ REPRESENTATIVES = {
     "cifar_wideresnet": "cifar_wideresnet16_10", "cifar_resnext": "cifar_resnext29_16x64d",
     "efficientnet_lite0": "efficientnet_lite0", "efficientnet_lite1": "efficientnet_lite1",
     "efficientnet_lite2": "efficientnet_lite2",
+    "efficientnet_b0": "efficientnet_b0", "efficientnet_b1": "efficientnet_b1",
+    "efficientnet_b2": "efficientnet_b2", "efficientnet_b3": "efficientnet_b3",
 }
 
 
@@ -37,7 +39,8 @@ def test_every_family_has_a_representative_and_names():
         assert gluonft.list_backbones(family=family.name), family.name
     for expected in ["resnet50_v1d", "se_resnext50_32x4d", "mobilenetv3_large", "vgg16_bn",
                      "densenet201", "resnest50", "cifar_wideresnet28_10", "darknet53",
-                     "efficientnet_lite0", "efficientnet_lite2"]:
+                     "efficientnet_lite0", "efficientnet_lite2", "efficientnet_b0",
+                     "efficientnet_b3"]:
         assert expected in names
     # Detection/segmentation nets and zoo entries without pretrained weights are not offered.
     assert "yolo3_darknet53_coco" not in names and "se_resnet18_v1" not in names
