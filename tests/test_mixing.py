@@ -110,7 +110,7 @@ def test_a_pipeline_that_changes_size_or_dtype_names_the_transform(photos, culpr
 
 def test_without_albumentations_the_error_names_the_pip_command(monkeypatch):
     monkeypatch.setitem(sys.modules, "albumentations", None)
-    with pytest.raises(ImportError, match=r"pip install 'gluonft\[albumentations\]'"):
+    with pytest.raises(ImportError, match=r"pip install -e '\.\[albumentations\]'"):
         Albumentations(object())
 
 
