@@ -182,21 +182,15 @@ class Interpretation:
         return data
 
     def to_dict(self) -> Dict[str, object]:
-        """The figures as strict-JSON data (what metrics.json holds)."""
+        """The figures as strict-JSON data (what metrics.json holds): `summary` and what was
+        predicted, the accuracy's Wilson interval, the loss, the most-confused pairs, the
+        reliability curve."""
         low, high = wilson_interval(self.accuracy, len(self.labels))
-        data = {"model": self.model, "source": self.source, "root": self.root,
-                "split": self.split,
-                "tta": self.tta, "count": int(len(self.labels)), "classes": list(self.classes),
-                "accuracy": self.accuracy, "accuracy_interval_95": [low, high],
-                "macro_f1": self.macro_f1, "weighted_f1": self.weighted_f1,
-                "loss": float(self.losses.mean()),
-                "confusion_matrix": self.confusion_matrix.tolist(),
-                "per_class": self.per_class,
+        return {"model": self.model, "source": self.source, "root": self.root,
+                "split": self.split, "tta": self.tta, **self.summary(),
+                "accuracy_interval_95": [low, high], "loss": float(self.losses.mean()),
                 "most_confused": [list(p) for p in self.most_confused()],
                 "calibration": self.calibration().to_dict(), "skipped": list(self.skipped)}
-        if len(self.classes) == 2:
-            data["binary_f1"] = {c: self.f1(c) for c in self.classes}
-        return data
 
 
 def _classifier_parts(model):
