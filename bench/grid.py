@@ -39,6 +39,7 @@ from gluonft.figures import confusion_figure, gallery_figure
 from gluonft.fileio import atomic_write_json
 from gluonft.gradcam import grad_cam, overlay
 from gluonft.interpretation import Interpretation
+from gluonft.predict import scores
 from gluonft.regimes import regime_title
 from gluonft.results import ExperimentRecord, environment, pretraining_title
 from gluonft.settings import MOMENTUM_OPTIMIZERS, TrainSettings
@@ -262,8 +263,9 @@ def run_experiment(experiment: Experiment, *, data: Data, ctx, checkpoint: str,
         resumed = len(history.epochs) - len(epochs.trained)
         if resumed and not epochs.trained:
             log(f"resumed from the checkpoint of epoch {resumed}: training was complete")
-        test = _test(net, experiment, data, ctx=ctx, log=log)
-        metrics = {} if distributed else _split_metrics(net, experiment, data, ctx=ctx)
+        test, test_proba = _test(net, experiment, data, ctx=ctx, log=log)
+        metrics = {} if distributed else _split_metrics(net, experiment, data, test_proba,
+                                                        ctx=ctx)
         record = ExperimentRecord(
             id=experiment.id, model=experiment.model, regime=experiment.regime,
             seed=experiment.seed, kind=experiment.kind, status="ok", label=experiment.label,
@@ -338,29 +340,39 @@ class _EpochLog(gluonft.Callback):
                  f"{logs['seconds']:.1f} s, {logs['images_per_s']:.0f} img/s")
 
 
-def _test(net, experiment: Experiment, data: Data, *, ctx, log: Log) -> Dict[str, float]:
-    test = gluonft.evaluate(net, data.test, ctx=ctx, batch_size=experiment.batch_size,
-                            image_size=experiment.image_size,
-                            kvstore=experiment.kvstore if experiment.kvstore
-                            in DIST_KVSTORES else None)
+def _test(net, experiment: Experiment, data: Data, *, ctx, log: Log):
+    """(test scores, test probabilities): one prediction pass serves both the scores and the
+    per-class figures (`_split_metrics`); a distributed worker scores its share (no
+    probabilities: None)."""
+    if experiment.kvstore in DIST_KVSTORES:
+        proba = None
+        test = gluonft.evaluate(net, data.test, ctx=ctx, batch_size=experiment.batch_size,
+                                image_size=experiment.image_size, kvstore=experiment.kvstore)
+    else:  # what evaluate computes, keeping the probabilities
+        proba = gluonft.predict_proba(net, data.test, ctx=ctx, batch_size=experiment.batch_size,
+                                      image_size=experiment.image_size)
+        test = scores(proba, data.test.labels)
     if not math.isfinite(test["loss"]):
         raise gluonft.TrainingDiverged(
             f"the test loss is {test['loss']}: the trained weights are broken (non-finite "
             f"outputs); the learning rate ({experiment.lr:g}) is the likely cause")
     log(f"test accuracy: {100 * test['accuracy']:.2f}% ({test['count']} images), loss "
         f"{test['loss']:.3f}")
-    return test
+    return test, proba
 
 
-def _split_metrics(net, experiment: Experiment, data: Data, *, ctx) -> Dict[str, dict]:
+def _split_metrics(net, experiment: Experiment, data: Data, test_proba, *,
+                   ctx) -> Dict[str, dict]:
     """{"test_metrics", "val_metrics"}: confusion matrix, per-class and F1 figures of the final
-    model (`gluonft.Interpretation.summary`), from one more prediction pass over each split."""
+    model (`gluonft.Interpretation.summary`): the test figures from the test pass's
+    probabilities, the validation ones from one more pass."""
     out = {}
     for key, split in (("test_metrics", data.test), ("val_metrics", data.val)):
         if split is None or len(np.unique(split.labels)) < 2:
             continue
-        proba = gluonft.predict_proba(net, split, ctx=ctx, batch_size=experiment.batch_size,
-                                      image_size=experiment.image_size)
+        proba = test_proba if key == "test_metrics" else gluonft.predict_proba(
+            net, split, ctx=ctx, batch_size=experiment.batch_size,
+            image_size=experiment.image_size)
         out[key] = Interpretation(tuple(split.classes), split.labels, proba,
                                   tuple(f"image {i}" for i in range(len(split))),
                                   split=key.split("_")[0]).summary()

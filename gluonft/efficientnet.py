@@ -49,7 +49,7 @@ from .weights import WeightsMismatch, WeightsUnavailable, file_digest, store_roo
 __all__ = ["EfficientNetLite", "block_specs", "efficientnet_lite", "VARIANTS", "wheel_file",
            "convert_state_dict", "read_torch_weights", "pretrained_file", "Rotate180", "ReLU6",
            "Swish", "SqueezeExcite", "MBConv", "conv_bn", "round_filters", "BN_EPSILON",
-           "torch_kernels",
+           "torch_kernels", "STAGES",
            "NORMALISATION_EVIDENCE", "TF_MEAN", "TF_STD"]
 
 # name: (width multiplier, depth multiplier, native input side, dropout)
@@ -58,8 +58,9 @@ VARIANTS: Dict[str, Tuple[float, float, int, float]] = {
     "efficientnet_lite1": (1.0, 1.1, 240, 0.2),
     "efficientnet_lite2": (1.1, 1.2, 260, 0.3),
 }
-# (repeats, kernel, stride, expand ratio, input channels, output channels), lite0's.
-_STAGES = ((1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40),
+# (repeats, kernel, stride, expand ratio, input channels, output channels): the stages of
+# Lite0 and of B0 alike (EfficientNet-B builds on them: gluonft.efficientnet_b).
+STAGES = ((1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40),
            (3, 3, 2, 6, 40, 80), (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192),
            (1, 3, 1, 6, 192, 320))
 BN_EPSILON = 1e-3
@@ -173,9 +174,9 @@ def block_specs(name: str) -> List[Tuple[int, int, int, int, int]]:
     """(in, out, kernel, stride, expand) of each MBConv block of a variant."""
     width, depth, _, _ = VARIANTS[name]
     out = []
-    for index, (repeats, kernel, stride, expand, c_in, c_out) in enumerate(_STAGES):
+    for index, (repeats, kernel, stride, expand, c_in, c_out) in enumerate(STAGES):
         # The Lite models keep the first and the last stage's repeats (and the stem's 32).
-        if 0 < index < len(_STAGES) - 1:
+        if 0 < index < len(STAGES) - 1:
             repeats = int(math.ceil(depth * repeats))
         c_in = 32 if index == 0 else round_filters(c_in, width)
         c_out = round_filters(c_out, width)

@@ -24,7 +24,7 @@ import numpy as np
 from mxnet.gluon import nn
 
 from .download import fetch, sha256_of
-from .efficientnet import MBConv, Rotate180, Swish, conv_bn, round_filters, torch_kernels
+from .efficientnet import STAGES, MBConv, Rotate180, Swish, conv_bn, round_filters, torch_kernels
 from .fileio import atomic_write
 from .torchfile import TorchFileError, read_state_dict
 from .transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -41,10 +41,6 @@ B_VARIANTS: Dict[str, Tuple[float, float, int, float]] = {
     "efficientnet_b2": (1.1, 1.2, 260, 0.3),
     "efficientnet_b3": (1.2, 1.4, 300, 0.3),
 }
-# (repeats, kernel, stride, expand ratio, input channels, output channels) of B0's stages
-_STAGES = ((1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40),
-           (3, 3, 2, 6, 40, 80), (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192),
-           (1, 3, 1, 6, 192, 320))
 SE_RATIO = 0.25
 DROP_CONNECT = 0.2
 BN_MOMENTUM = 0.99  # PyTorch's momentum 0.01
@@ -62,7 +58,7 @@ def b_block_specs(name: str) -> List[Tuple[int, int, int, int, int, int]]:
     _check(name)
     width, depth, _, _ = B_VARIANTS[name]
     out = []
-    for repeats, kernel, stride, expand, c_in, c_out in _STAGES:
+    for repeats, kernel, stride, expand, c_in, c_out in STAGES:
         c_in, c_out = round_filters(c_in, width), round_filters(c_out, width)
         for r in range(int(math.ceil(depth * repeats))):
             block_in = c_in if r == 0 else c_out
