@@ -185,6 +185,9 @@ FAMILIES: Tuple[Family, ...] = (
              build=efficientnet_b.efficientnet_b, pretrained_file=efficientnet_b.b_pretrained_file,
              foreign_weights=efficientnet_b.read_b_torch_weights, mean=efficientnet_b.B_MEAN,
              std=efficientnet_b.B_STD,
+             # the last MBConv's output, as measured for Lite0 (the same layout of steps);
+             # unmeasured on B: its ImageNet weights need a download this was built without
+             cam_step=-4,
              blocks_doc=f"stem conv, then each of the {len(efficientnet_b.b_block_specs(name))} "
                         f"MBConv blocks (squeeze-excitation, swish), then the 1x1 head conv")
       for name in efficientnet_b.B_VARIANTS),

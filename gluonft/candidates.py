@@ -38,12 +38,18 @@ class Candidate:
 # every backbone just to compare sizes would cost seconds each. Ranked best first by ImageNet
 # top-1 as published in GluonCV's model zoo.
 CANDIDATES: Tuple[Candidate, ...] = (
+    # EfficientNet-B: the paper's top-1 (Tan & Le 2019, table 2), which efficientnet-pytorch
+    # repeats for the checkpoints `weights="imagenet"` downloads.
+    Candidate("efficientnet_b3", 10696232, 1536, 81.1),
+    Candidate("efficientnet_b2", 7700994, 1408, 79.8),
     Candidate("resnet50_v1d", 23527264, 2048, 79.15),
+    Candidate("efficientnet_b1", 6513184, 1280, 78.8),
     Candidate("inceptionv3", 21785568, 2048, 78.77),
     # EfficientNet-Lite: the TF release's float top-1 (tensorflow/tpu, efficientnet/lite).
     Candidate("efficientnet_lite2", 4811072, 1280, 77.6),
     Candidate("resnet50_v1", 23526912, 2048, 77.36),
     Candidate("efficientnet_lite1", 4135680, 1280, 76.7),
+    Candidate("efficientnet_b0", 4007548, 1280, 76.3),
     Candidate("mobilenetv3_large", 4200752, 1280, 75.32),
     Candidate("efficientnet_lite0", 3371008, 1280, 75.1),
     Candidate("densenet121", 6953856, 1024, 74.97),
