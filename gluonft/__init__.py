@@ -59,7 +59,8 @@ too; names starting with "_" stay inside their module).
         selection     the figures "best" is chosen on (METRICS, record_score)
         version, errors, argtypes, devices, schedules, transforms, mixing, pipelines, heads,
         quantize, summary, torchfile, intervals (Wilson, over seeds), datasets.imageset,
-        amp (MXNet AMP's process state), pages (self-contained HTML from Jinja2 templates)
+        amp (MXNet AMP's process state), pages (self-contained HTML from Jinja2 templates),
+        pace (a run's estimated length, images/s, epoch lines)
         threads       OMP_NUM_THREADS = physical cores, set before MXNet loads
         cuda          the CUDA build's CUDA 11 libraries from NVIDIA's wheels, loaded first
         compat        MXNet 1.9.1 / GluonCV 0.10.5 on Python 3.11-3.13, numpy 1.23-2.x, beside

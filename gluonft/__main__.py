@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import warnings
@@ -199,6 +200,17 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
     print(f"gluonft: warning: {message}", file=sys.stderr)
 
 
+def _log_to_stderr() -> None:
+    """gluonft's log lines (a run's estimated length; without a terminal, a line per epoch
+    instead of progress bars) to stderr, once."""
+    log = logging.getLogger("gluonft")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Run the command line; returns the exit status (0 ok, 2 bad input).
 
@@ -214,6 +226,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     except SystemExit as done:  # --help
         return int(done.code or 0)
+    _log_to_stderr()
     with warnings.catch_warnings():
         # gluonft's own warnings (unreadable photos ...) as one line each; library chatter off.
         warnings.simplefilter("ignore")

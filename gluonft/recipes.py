@@ -215,7 +215,9 @@ def train_classifier(train_dir, images: Optional[PathLike] = None, *,
 
     Returns:
         a `Classifier`; ``clf.params`` is its parameter count, ``clf.meta`` holds the history,
-        the wall time and, when the folder has a test split, ``test_accuracy``.
+        the wall time, where it went (``timings``: building the net, decoding the photos,
+        each stage's feature caching, steps and validation, the test scoring, writing) and,
+        when the folder has a test split, ``test_accuracy``.
 
     Example:
         >>> clf = train_classifier("../shared/data/clothing-small",
@@ -257,13 +259,16 @@ def train_classifier(train_dir, images: Optional[PathLike] = None, *,
         size = check_image_size(name, size)
         net = load_backbone(name, classes=len(classes), weights=weights, ctx=ctx, seed=seed,
                             head=head, dropout=dropout)
+        clock = _PhaseClock(begin, "net")
         data = (image_folder(train_dir, image_size=size) if table is None
                 else labelled_images(table, images, image_size=size))
+        clock.lap("decode")
         stages = stages or tuple((r, epochs or e) for r, e in recipe.stages)
         extra = {} if feature_dtype == "float32" else {"feature_dtype": feature_dtype}
         history = _train_by_recipe(net, data, recipe, stages, augment=augment, mix=mix,
                                    batch_size=batch_size, image_size=size, ctx=ctx, seed=seed,
                                    progress=progress, kvstore=kvstore, **extra)
+        clock.lap("training")
         meta = {"stored_size": data.stored_size, "fit": data.fit,
                 "recipe": recipe.describe(stages),
                 "train_dir": str(train_dir if table is None else images),
@@ -277,14 +282,41 @@ def train_classifier(train_dir, images: Optional[PathLike] = None, *,
         if data.test is not None:
             meta["test_accuracy"] = evaluate(net, data.test, ctx=ctx, image_size=size,
                                              kvstore=kvstore)["accuracy"]
+            clock.lap("test")
         meta["train_seconds"] = round(time.perf_counter() - begin, 2)
+        meta["timings"] = clock.breakdown(history)
         if out is not None and writer:
             save_classifier(net, out, classes=data.classes, image_size=size,
                             overwrite=overwrite, extra=meta)
+            clock.lap("write")  # known after the file is written: in the returned meta only
+            meta["timings"] = clock.breakdown(history)
         return classifier_of(net, data.classes, size, meta)
     finally:
         if lock is not None:
             lock.release()
+
+
+class _PhaseClock:
+    """Where a training's seconds went: its phases in order, and each fit's own timings."""
+
+    def __init__(self, begin: float, first: str):
+        self.last = time.perf_counter()
+        self.seconds = {first: self.last - begin}
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.seconds[phase] = now - self.last
+        self.last = now
+
+    def breakdown(self, history: History) -> dict:
+        """``{"net_s", "decode_s", "training_s", "test_s", "write_s"`` (those run)``,
+        "stages": [{"regime", "features_s", "steps_s", "validation_s"}, ...]}``: the stages'
+        parts add up to less than ``training_s``, which also builds and compiles each
+        stage's graphs."""
+        parts = history.settings.get("stages") or [history.settings]
+        stages = [dict(regime=p.get("regime", "head"), **p["timings"]) for p in parts
+                  if "timings" in p]
+        return dict({f"{k}_s": round(v, 3) for k, v in self.seconds.items()}, stages=stages)
 
 
 def _recipe_of(recipe, fast_train, *, fine_tuning: bool) -> Recipe:

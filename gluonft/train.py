@@ -55,6 +55,7 @@ from .devices import as_contexts, contexts_of
 from .distributed import DIST_KVSTORES, Cluster, check_kvstore
 from .features import Features, batch_indices, weights_digest
 from .mixing import Mix
+from .pace import LOG, Pace, epoch_line, progress_bar, speaker
 from .pipelines import Albumentations
 from .predict import evaluate, predict_proba
 from .quantize import (
@@ -178,10 +179,13 @@ def fit(net: TransferNet, train: ImageSet, val: Optional[ImageSet] = None, *,
         checkpoint: a file path; after each epoch the parameters, optimizer state and history
             are saved there (atomically), and a run started with an existing checkpoint of the
             same settings resumes after its last epoch.
-        progress: show a tqdm bar per epoch.
+        progress: show a tqdm bar per epoch (images/s); either way the run says how long it
+            will take once its first steps are timed (`gluonft.pace`: beside the bars, else
+            in the ``gluonft`` log, with a line per epoch).
 
     Returns:
-        A `History`.
+        A `History`; ``settings["timings"]`` holds the seconds of this process's feature
+        caching, training steps and validation.
 
     Raises:
         TrainingDiverged: the loss became NaN or infinite (or exploded); the message names the
@@ -302,6 +306,11 @@ class _Run:
         if run.drop_last:
             run.history.settings["dropped_last_batch"] = run.drop_last
         run._prepare_features()
+        run.pace = Pace(steps_per_epoch=run.per_epoch - int(bool(run.drop_last)),
+                        epochs=a["epochs"], start_epoch=run.start_epoch,
+                        val_images=len(val) if val is not None else 0,
+                        say=speaker(a["progress"], run.cluster is None or run.cluster.is_chief),
+                        what=f"fit ({net.backbone}, {a['epochs']} epochs)")
         return run
 
     def _settings(self, params: dict, trainable) -> dict:
@@ -345,6 +354,7 @@ class _Run:
         self.train_features: List[Features] = []
         self.val_features = None
         prefix = self._feature_prefix(use, why)
+        begin = time.perf_counter()
         if use and self.start_epoch < a["epochs"]:
             weights = weights_digest(self.parts.frozen)
             if prefix is not self.parts.frozen:  # int8: other features, another key
@@ -355,8 +365,10 @@ class _Run:
                 cluster=self.cluster)
             self.train_features = [make(train, r) for r in self.view_rows] or [make(train)]
             self.val_features = make(val) if val is not None else None
-        # Not compared on resume: caching changes how, not what, is computed.
+        # Not compared on resume: caching changes how, not what, is computed; timings vary.
         settings = self.history.settings
+        settings["timings"] = {"features_s": round(time.perf_counter() - begin, 3),
+                               "steps_s": 0.0, "validation_s": 0.0}
         settings["cache_features"] = use
         settings["feature_cache"] = {
             "reason": why, "cache_dir": a["cache_dir"],
@@ -411,7 +423,7 @@ class _Run:
         # MXNet's generator (dropout) too, so that a resumed run equals an uninterrupted one
         mx.random.seed(epoch_seed % (2 ** 31), ctx="all")
         meter = LossMeter()
-        bar = _progress(a["progress"], self.per_epoch, f"epoch {epoch + 1}/{a['epochs']}")
+        bar = progress_bar(a["progress"], len(self.train), f"epoch {epoch + 1}/{a['epochs']}")
         pending = []
         # The order iterate_batches gives (tests/test_features.py checks it).
         for step, idx in enumerate(batch_indices(len(self.train), self.global_batch,
@@ -433,8 +445,9 @@ class _Run:
             # (a few floats), so a diverging run stops one step after its loss is non-finite.
             self._check_finite(pending, epoch, step)
             pending = losses
+            self.pace.step_done(len(idx))
             if bar is not None:
-                bar.update(1)
+                bar.update(len(idx))
                 if (step + 1) % _REPORT_EVERY == 0 or step + 1 == self.per_epoch:
                     totals = meter.read()
                     bar.set_postfix(loss=f"{totals[0] / totals[2]:.3f}",
@@ -444,6 +457,8 @@ class _Run:
         if self.cluster:  # every worker logs the job's numbers
             totals = self.cluster.allreduce("train", totals)
         seconds = time.perf_counter() - begin
+        self.pace.epoch_done(seconds, totals[2])
+        self.history.settings["timings"]["steps_s"] += round(seconds, 3)
         if bar is not None:
             bar.close()
         return {"epoch": epoch + 1, "train_loss": totals[0] / totals[2],
@@ -461,12 +476,17 @@ class _Run:
         if self.cluster:
             self.cluster.average_running_stats(self.net)
         if self.val is not None:
+            begin = time.perf_counter()
             result = self._validate()
+            self.history.settings["timings"]["validation_s"] += round(
+                time.perf_counter() - begin, 3)
             logs.update(val_loss=result["loss"], val_acc=result["accuracy"])
             if not math.isfinite(result["loss"]):
                 raise self._diverged(f"the validation loss of epoch {epoch + 1} is "
                                      f"{result['loss']}")
         self.history.epochs.append({k: float(v) for k, v in logs.items()})
+        if not self.a["progress"] and (self.cluster is None or self.cluster.is_chief):
+            LOG.info(epoch_line(logs, self.a["epochs"]))
         if self.a["checkpoint"] and (self.cluster is None or self.cluster.is_chief):
             save_checkpoint(self.a["checkpoint"], self.net, self.trainer, self.history)
         for callback in self.callbacks:
@@ -504,19 +524,10 @@ class _Run:
 
 
 
-def _progress(enabled, total, description):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-    return tqdm(total=total, desc=description, leave=False, unit="batch")
-
-
-# --- resuming from a checkpoint -----------------------------------------------------------------
-
 def _comparable(settings: dict) -> dict:
     """Settings as they read back from JSON (tuples become lists); devices and the feature
     cache may differ."""
-    skip = ("contexts", "cache_features", "feature_cache")  # how, not what, is computed
+    skip = ("contexts", "cache_features", "feature_cache", "timings")  # how, not what
     return json.loads(json.dumps({k: v for k, v in settings.items() if k not in skip}))
 
 

@@ -2,6 +2,7 @@
 validation accuracy within a time budget, never by test accuracy."""
 import dataclasses
 import json
+import re
 
 from bench.recipes import CANDIDATES, choose, main, pareto_front, summarise
 from gluonft.recipes import RECIPES
@@ -76,10 +77,23 @@ def test_a_photo_set_of_ones_own_is_measured_and_a_rerun_skips_it(shared, tmp_pa
     # hats, trousers and shoes: well above the 1/3 of chance with ImageNet features
     assert rows[0]["val_accuracy"] > 0.6 and rows[0]["test_accuracy"] > 0.6
     assert rows[0]["val_macro_f1"] > 0.5 and rows[0]["test_f1"] is None  # three classes
+    # where the minutes went: the phases in order, the one head stage's parts inside its
+    # training, and all of them within the wall time (rounding: 1 ms per figure)
+    timings = rows[0]["timings"]
+    # (bench.recipes writes no model folder: nothing to write)
+    assert list(timings) == ["net_s", "decode_s", "training_s", "test_s", "stages"]
+    (stage,) = timings["stages"]
+    assert stage["regime"] == "head" and stage["features_s"] > 0 and stage["steps_s"] > 0
+    assert stage["features_s"] + stage["steps_s"] + stage["validation_s"] \
+        <= timings["training_s"] + 0.003
+    assert sum(v for k, v in timings.items() if k.endswith("_s")) \
+        <= rows[0]["minutes"] * 60 + 0.005
+    out = capsys.readouterr().out
+    assert re.search(r"net \d+ s \| decode \d+ s \| head: features \d+ s, steps \d+ s, "
+                     r"validation \d+ s \| other \d+ s \| test \d+ s\n", out), out
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())["summary"]
     assert [(s["dataset"], s["candidate"], s["seeds"]) for s in summary] == \
         [("mine", "mobilenet-fast", 1)]
-    capsys.readouterr()
     assert main(argv) == 0
     assert "seed 0: val" not in capsys.readouterr().out  # measured rows are not rerun
     assert len(json.loads((tmp_path / "out" / "mine" / "recipes.json").read_text())["rows"]) == 1

@@ -1,4 +1,5 @@
 """train_classifier, classify, ensembles, fine_tune and lr_find on the real clothing photos."""
+import json
 import time
 
 import numpy as np
@@ -24,7 +25,8 @@ CPU = clothing.CPU
 
 @pytest.mark.parametrize("name", ["mobilenet0.25", "mobilenet0.75", "squeezenet1.1",
                                   "mobilenetv2_0.25", "resnet18_v1", "efficientnet_lite0",
-                                  "efficientnet_lite1", "efficientnet_lite2"])
+                                  "efficientnet_lite1", "efficientnet_lite2", "efficientnet_b0",
+                                  "efficientnet_b3"])
 def test_the_table_of_parameter_counts_matches_real_nets(name):
     net = load_backbone(name, classes=10, weights=None, ctx=CPU)
     assert model_params(name, classes=10) == count_params(net)
@@ -32,7 +34,9 @@ def test_the_table_of_parameter_counts_matches_real_nets(name):
 
 def test_pick_backbone_keeps_to_the_budget():
     assert [c.top1 for c in CANDIDATES] == sorted((c.top1 for c in CANDIDATES), reverse=True)
-    assert pick_backbone(model="auto", classes=10) == "resnet50_v1d"
+    assert pick_backbone(model="auto", classes=10) == "efficientnet_b3"
+    assert pick_backbone(model="auto", max_params=8_000_000, classes=10) == "efficientnet_b2"
+    assert pick_backbone(model="auto", max_params=7_000_000, classes=10) == "efficientnet_b1"
     assert pick_backbone(model="auto", max_params=5_000_000, classes=10) == "efficientnet_lite2"
     assert pick_backbone(model="auto", max_params=4_500_000, classes=10) == "efficientnet_lite1"
     assert pick_backbone(model="auto", max_params=2_000_000, classes=10) == "mobilenet0.75"
@@ -296,8 +300,17 @@ def test_train_classifier_default_recipe_fine_tunes_in_stages(shared, tmp_path):
     photos = clothing.copy_photos(shared, tmp_path / "photos", per_class=8, split="train")
     _, weights = clothing.paths(shared)
     clf = train_classifier(photos, recipe="staged", weights=str(weights), image_size=64,
-                           epochs=1, ctx=CPU)
+                           epochs=1, ctx=CPU, out=str(tmp_path / "model"))
     assert clf.meta["recipe"] == "fine_tune head x1, last_k:2 x1, last_k:4 x1"
+    # where the time went, per stage in order (unaugmented, each stage caches its frozen
+    # prefix's features first); writing is timed after the folder is written: in the
+    # returned meta only
+    timings = clf.meta["timings"]
+    assert [s["regime"] for s in timings["stages"]] == ["head", "last_k:2", "last_k:4"]
+    assert all(s["features_s"] > 0 and s["steps_s"] > 0 for s in timings["stages"])
+    assert timings["write_s"] > 0
+    saved = json.loads((tmp_path / "model" / "model.json").read_text())
+    assert "write_s" not in saved["timings"] and "decode_s" in saved["timings"]
     rows = clf.meta["history"]["epochs"]
     assert [r["regime"] for r in rows] == ["head", "last_k:2", "last_k:4"]
     assert clf.meta["history"]["settings"]["backbone_lr_mult"] == 0.1

@@ -1,4 +1,6 @@
 """fit / evaluate: real learning on real images, determinism, devices, checkpoints, hooks."""
+import re
+
 import mxnet as mx
 import numpy as np
 import pytest
@@ -332,3 +334,36 @@ def test_values_that_used_to_pass_silently_are_clear_errors(cifar, kwargs, match
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         gluonft.fit(net, data, **args)
+
+
+def test_a_run_says_how_long_it_will_take_and_logs_each_epoch(cifar, caplog, capsys):
+    """Without progress bars (a log file, the CLI without a terminal): an estimate once the
+    first steps are timed, naming the steps left and the validation on top, then one line per
+    epoch with its numbers; with bars, the same estimate is written beside them (stderr) and
+    the bars count images (tqdm prints images/s, "img/s")."""
+    train, test = cifar
+    data, val = train.subset(n_per_class=16, seed=0), test.subset(n_per_class=4, seed=0)
+    net = gluonft.load_backbone("cifar_resnet20_v1", classes=10, weights=None, ctx=CPU)
+    gluonft.apply_regime(net, "scratch", seed=0)
+    with caplog.at_level("INFO", logger="gluonft"):
+        history = gluonft.fit(net, data, val, epochs=2, batch_size=16, lr=0.05, ctx=CPU,
+                              seed=0, progress=False)
+    lines = [r.getMessage() for r in caplog.records if r.name == "gluonft"]
+    # 160 images in steps of 16: 10 per epoch, 20 in all; 6 done when the estimate is said
+    assert re.fullmatch(r"fit \(cifar_resnet20_v1, 2 epochs\): about \d+ s left for 14 steps at "
+                        r"[\d.]+ images/s \(timed on steps 3-6\); scoring 40 validation images "
+                        r"each epoch comes on top", lines[0]), lines[0]
+    assert len(lines) == 3
+    for epoch, line in zip((1, 2), lines[1:]):
+        row = history.epochs[epoch - 1]
+        assert line.startswith(f"epoch {epoch}/2: loss {row['train_loss']:.3f}, acc "
+                               f"{row['train_acc']:.3f}, val loss {row['val_loss']:.3f}, "
+                               f"val acc {row['val_acc']:.3f}, "), line
+    caplog.clear()
+    net = gluonft.load_backbone("cifar_resnet20_v1", classes=10, weights=None, ctx=CPU)
+    gluonft.apply_regime(net, "scratch", seed=0)
+    gluonft.fit(net, data, epochs=1, batch_size=16, lr=0.05, ctx=CPU, seed=0, progress=True)
+    err = capsys.readouterr().err
+    assert re.search(r"about \d+ s left for 4 steps at [\d.]+ images/s", err), err
+    assert "img/s" in err and "epoch 1/1" in err
+    assert not [r for r in caplog.records if r.name == "gluonft"]
