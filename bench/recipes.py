@@ -44,6 +44,7 @@ from gluonft.fileio import atomic_write_csv, atomic_write_json, finite_json
 from gluonft.interpretation import interpret
 from gluonft.predict import evaluate_folder
 from gluonft.recipes import Recipe, train_classifier
+from gluonft.results import environment
 
 from .photos import SHARED, cifar10_jpg, link_photos
 
@@ -349,7 +350,8 @@ def main(argv=None) -> int:
     atomic_write_json(Path(args.out) / "summary.json", finite_json(
         {"summary": summary, "chosen": chosen,
          "budgets_minutes_per_3000_photos": {"fast": FAST_MINUTES_PER_3000,
-                                             "default": DEFAULT_MINUTES_PER_3000}}))
+                                             "default": DEFAULT_MINUTES_PER_3000},
+         "environment": environment()}))
     _print_summary(summary, chosen)
     print(f"written: {os.path.abspath(args.out)}")
     return 0

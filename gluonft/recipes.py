@@ -18,8 +18,10 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from .amp import active_dtype
 from .backbones import MAX_IMAGE_SIZE, check_image_size, family_of, load_backbone
 from .candidates import pick_backbone
+from .cpu import kernels
 from .datasets.folder import folder_classes, image_folder
 from .datasets.table import labelled_images, read_labels
 from .distributed import DIST_KVSTORES, Cluster, check_kvstore
@@ -216,8 +218,9 @@ def train_classifier(train_dir, images: Optional[PathLike] = None, *,
     Returns:
         a `Classifier`; ``clf.params`` is its parameter count, ``clf.meta`` holds the history,
         the wall time, where it went (``timings``: building the net, decoding the photos,
-        each stage's feature caching, steps and validation, the test scoring, writing) and,
-        when the folder has a test split, ``test_accuracy``.
+        each stage's feature caching, steps and validation, the test scoring, writing), the
+        ``precision`` and ``kernels`` it ran with (`gluonft.cpu.kernels`) and, when the folder
+        has a test split, ``test_accuracy``.
 
     Example:
         >>> clf = train_classifier("../shared/data/clothing-small",
@@ -285,6 +288,7 @@ def train_classifier(train_dir, images: Optional[PathLike] = None, *,
             clock.lap("test")
         meta["train_seconds"] = round(time.perf_counter() - begin, 2)
         meta["timings"] = clock.breakdown(history)
+        meta.update(precision=active_dtype() or "float32", kernels=kernels())
         if out is not None and writer:
             save_classifier(net, out, classes=data.classes, image_size=size,
                             overwrite=overwrite, extra=meta)

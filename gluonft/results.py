@@ -24,6 +24,8 @@ import socket
 from dataclasses import asdict, dataclass, field, fields
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from .amp import active_dtype
+from .cpu import kernels
 from .fileio import atomic_write_json, atomic_write_text, library_versions
 from .intervals import mean_interval, mean_std, wilson_interval
 from .regimes import regime_title
@@ -212,7 +214,9 @@ def _cpu_model() -> str:
 
 
 def environment(*, devices: Optional[Sequence] = None) -> Dict[str, object]:
-    """Where a result was produced: devices, host, CPU, OS and library versions.
+    """Where a result was produced: devices, host, CPU, OS, library versions and the kernels
+    MXNet runs (`gluonft.cpu.kernels`: oneDNN, the CPU's instruction sets, their settings) and
+    the precision it computes in (float32, or MXNet AMP's type).
 
     Args:
         devices: the contexts used (e.g. ``[mx.cpu()]``); stored as strings.
@@ -231,6 +235,9 @@ def environment(*, devices: Optional[Sequence] = None) -> Dict[str, object]:
         "cpu": _cpu_model(),
         "cpu_count": os.cpu_count(),
         "versions": library_versions(),
+        "kernels": kernels(),
+        # MXNet AMP is process-wide: the type this process computes in
+        "precision": active_dtype() or "float32",
     }
 
 

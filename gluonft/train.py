@@ -50,6 +50,7 @@ from .batches import (
 )
 from .callbacks import StopTraining, as_callback
 from .checkpoint import checkpoint_files, read_checkpoint, save_checkpoint
+from .cpu import check_bfloat16
 from .datasets.imageset import ImageSet
 from .devices import as_contexts, contexts_of
 from .distributed import DIST_KVSTORES, Cluster, check_kvstore
@@ -139,7 +140,8 @@ def fit(net: TransferNet, train: ImageSet, val: Optional[ImageSet] = None, *,
         mix: mixup or cutmix of training batches (`gluonft.mixing.Mix`), or None.
         amp: mixed precision with MXNet AMP: ``True`` or ``"float16"`` on GPU contexts only
             (on CPU training stays float32: a clear error), ``"bfloat16"`` on CPUs with
-            AVX512-BF16. MXNet's AMP patches its operators for the whole process, so once
+            AVX512-BF16 or AMX (`gluonft.cpu`: refused on x86 CPUs without AVX-512, a warning
+            on AVX-512 CPUs that only emulate it). MXNet's AMP patches its operators for the whole process, so once
             on it stays on, and a second fit cannot ask for the other type.
 
     What the net sees:
@@ -270,6 +272,7 @@ class _Run:
         if not trainable:
             raise ValueError("nothing to train: every parameter is frozen; call apply_regime "
                              "first")
+        check_bfloat16(a["amp"], run.contexts)
         run.amp_dtype = start_amp(a["amp"], run.contexts)  # before tracing: the graph casts
         params = optimizer_params(a["optimizer"], a["lr"], a["momentum"], a["wd"])
         run.cluster = (Cluster.join(a["kvstore"]) if a["kvstore"] in DIST_KVSTORES else None)

@@ -5,25 +5,56 @@ operator casts, dynamic loss scaling, the trainer hook) runs here in bfloat16 on
 AVX512-BF16. AMP patches MXNet for the whole process, so it runs in a child process.
 """
 import json
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import mxnet as mx
+import numpy as np
 import pytest
 
 import gluonft
+from gluonft.cpu import ISA_FLAGS, cpu_flags, native_bfloat16
 from gluonft.datasets import ImageSet
+from gluonft.results import environment
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _has_bf16() -> bool:
-    try:
-        return "avx512_bf16" in Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
+    return native_bfloat16()
+
+
+@pytest.mark.skipif("avx512f" in cpu_flags() or not cpu_flags(),
+                    reason="this CPU has AVX-512: oneDNN has bfloat16 kernels for it")
+def test_bfloat16_on_a_cpu_without_avx512_is_a_clear_error_before_anything_is_patched():
+    """Without the check MXNet fails inside its first convolution: "MXNetError: could not
+    create a primitive descriptor iterator" (seen on this AVX2 CPU)."""
+    net = gluonft.load_backbone("cifar_resnet20_v1", classes=10, weights=None, ctx=mx.cpu())
+    gluonft.apply_regime(net, "scratch")
+    images = ImageSet(np.zeros((4, 32, 32, 3), dtype="uint8"), np.array([0, 1, 0, 1], "int32"),
+                      ("a", "b"), "t")
+    with pytest.raises(ValueError, match=r"amp='bfloat16' needs a CPU with AVX-512 .* this CPU "
+                                         r"has .*avx2.*: train in float32 \(amp=False\)"):
+        gluonft.fit(net, images, epochs=1, batch_size=2, lr=0.1, ctx=mx.cpu(), amp="bfloat16")
+    from mxnet.contrib import amp
+    assert not amp.amp._amp_initialized
+
+
+def test_results_say_which_kernels_and_precision_ran():
+    """The CPU's instruction sets as /proc/cpuinfo lists them, MXNet's oneDNN backend (the pip
+    wheel has it), and float32 in a process without AMP."""
+    env = environment(devices=[mx.cpu()])
+    kernels = env["kernels"]
+    assert kernels["onednn"] is True and env["precision"] == "float32"
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines()
+                  if line.startswith("flags")), [])
+    assert kernels["cpu_isa"] == [f for f in ISA_FLAGS if f in flags]
+    assert kernels["native_bfloat16"] == bool({"avx512_bf16", "amx_bf16"} & set(flags))
+    assert kernels["settings"].get("OMP_NUM_THREADS") == os.environ.get("OMP_NUM_THREADS")
 
 
 def test_float16_amp_on_a_cpu_is_a_clear_error_and_bad_values_are_named():

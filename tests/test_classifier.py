@@ -311,6 +311,8 @@ def test_train_classifier_default_recipe_fine_tunes_in_stages(shared, tmp_path):
     assert timings["write_s"] > 0
     saved = json.loads((tmp_path / "model" / "model.json").read_text())
     assert "write_s" not in saved["timings"] and "decode_s" in saved["timings"]
+    # and what computed it: float32 (no AMP in this process), oneDNN's kernels
+    assert saved["precision"] == "float32" and saved["kernels"]["onednn"] is True
     rows = clf.meta["history"]["epochs"]
     assert [r["regime"] for r in rows] == ["head", "last_k:2", "last_k:4"]
     assert clf.meta["history"]["settings"]["backbone_lr_mult"] == 0.1
