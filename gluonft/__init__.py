@@ -60,8 +60,8 @@ too; names starting with "_" stay inside their module).
         version, errors, argtypes, devices, schedules, transforms, mixing, pipelines, heads,
         quantize, summary, torchfile, intervals (Wilson, over seeds), datasets.imageset,
         amp (MXNet AMP's process state), pages (self-contained HTML from Jinja2 templates),
-        pace (a run's estimated length, images/s, epoch lines), cpu (the CPU's instruction
-        sets, native bfloat16, the kernels MXNet runs: recorded in every result)
+        pace (a run's estimated length, images/s, epoch lines)
+        cpu           the CPU's instruction sets, native bfloat16, the kernels MXNet runs
         threads       OMP_NUM_THREADS = physical cores, set before MXNet loads
         cuda          the CUDA build's CUDA 11 libraries from NVIDIA's wheels, loaded first
         compat        MXNet 1.9.1 / GluonCV 0.10.5 on Python 3.11-3.13, numpy 1.23-2.x, beside
