@@ -13,7 +13,8 @@ The architectures are written out here as GluonCV / gluonft build them (same lay
 strides, paddings; the parameter counts are checked against MXNet's by the benchmark):
 ``resnet18_v1`` (ResNet-18 v1, 7x7 stem, max pool, BasicBlocks 64-512), ``mobilenet0.75``
 (MobileNet v1 at width 0.75), ``efficientnet_lite0`` (as `gluonft.efficientnet`: symmetric
-padding, ReLU6, BatchNorm eps 1e-3, no squeeze-excitation). Training mode is SGD with
+padding, ReLU6, BatchNorm eps 1e-3, no squeeze-excitation), ``efficientnet_b0``..``b3`` (the
+reference, efficientnet-pytorch, when installed beside torch). Training mode is SGD with
 momentum on cross-entropy, eager; forward is ``eval()`` under ``torch.inference_mode()``.
 """
 import json
@@ -97,8 +98,23 @@ def efficientnet_lite0():
                          nn.Linear(1280, CLASSES))
 
 
+def efficientnet_b(variant):
+    """EfficientNet-B as its reference builds it (efficientnet-pytorch, `pip install
+    efficientnet-pytorch==0.7.1` beside torch), with its memory-efficient swish as in
+    training there; the architecture gluonft.efficientnet_b matches to 1e-4 of the logits."""
+    def build():
+        try:
+            from efficientnet_pytorch import EfficientNet
+        except ImportError:
+            raise ImportError("efficientnet_b* needs the reference beside torch: pip install "
+                              "efficientnet-pytorch==0.7.1") from None
+        return EfficientNet.from_name(f"efficientnet-b{variant}", num_classes=CLASSES)
+    return build
+
+
 NETS = {"resnet18_v1": resnet18_v1, "mobilenet0.75": mobilenet_v1,
-        "efficientnet_lite0": efficientnet_lite0}
+        "efficientnet_lite0": efficientnet_lite0,
+        **{f"efficientnet_b{v}": efficientnet_b(v) for v in range(4)}}
 
 
 def images_per_s(net_name, size, batch, mode, seconds):
