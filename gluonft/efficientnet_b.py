@@ -134,9 +134,29 @@ def read_b_torch_weights(name: str, path: str) -> Dict[str, mx.nd.NDArray]:
     """An efficientnet-pytorch ``.pth`` of ``name`` (legacy or zip format, read by numpy alone,
     nothing but tensors accepted), converted; `WeightsMismatch` naming the file otherwise."""
     try:
-        return convert_b_state_dict(name, read_state_dict(path))
+        state = read_state_dict(path)
     except (TorchFileError, ValueError) as error:
-        raise WeightsMismatch(f"{path}: {error}") from None
+        raise WeightsMismatch(str(error) if str(path) in str(error) else f"{path}: {error}") \
+            from None
+    try:
+        return convert_b_state_dict(name, state)
+    except ValueError as error:
+        raise WeightsMismatch(f"{path}: {_whose(state, name) or error}") from None
+
+
+def _whose(state, name: str) -> str:
+    """"a checkpoint of efficientnet_b1, not efficientnet_b0 ..." when another variant's
+    names and shapes fit it exactly, else ""."""
+    for other in B_VARIANTS:
+        if other == name:
+            continue
+        try:
+            convert_b_state_dict(other, state)
+        except ValueError:
+            continue
+        return (f"a checkpoint of {other}, not {name}: load it with {other}, or use "
+                f"{name}'s ({B_CHECKPOINTS[name]})")
+    return ""
 
 
 # The released ImageNet checkpoints efficientnet-pytorch 0.7.1 names (utils.url_map): the file

@@ -181,8 +181,8 @@ def read_state_dict(path: str) -> Dict[str, np.ndarray]:
         raise
     except (pickle.UnpicklingError, EOFError, struct.error, KeyError, ValueError, TypeError,
             AttributeError, IndexError, zipfile.BadZipFile) as error:
-        raise TorchFileError(f"{path} is not a readable torch state dict "
-                             f"({type(error).__name__}: {error})") from None
+        raise TorchFileError(f"{path} is not a readable torch state dict: cut short or "
+                             f"damaged? ({type(error).__name__}: {error})") from None
     if not isinstance(state, dict):
         raise TorchFileError(f"{path} holds a {type(state).__name__}, not a state dict")
     out = {}

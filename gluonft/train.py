@@ -141,8 +141,8 @@ def fit(net: TransferNet, train: ImageSet, val: Optional[ImageSet] = None, *,
         amp: mixed precision with MXNet AMP: ``True`` or ``"float16"`` on GPU contexts only
             (on CPU training stays float32: a clear error), ``"bfloat16"`` on CPUs with
             AVX512-BF16 or AMX (`gluonft.cpu`: refused on x86 CPUs without AVX-512, a warning
-            on AVX-512 CPUs that only emulate it). MXNet's AMP patches its operators for the whole process, so once
-            on it stays on, and a second fit cannot ask for the other type.
+            on AVX-512 CPUs that only emulate it). MXNet's AMP patches its operators for the
+            whole process, so once on it stays on, and a second fit cannot ask for the other type.
 
     What the net sees:
         augment: training augmentation: an `Augment` (on the device; ``Augment.none()``

@@ -317,3 +317,30 @@ def test_offline_the_grid_records_imagenet_as_failed_and_still_trains_scratch(sh
     assert head["status"] == "failed" and "efficientnet-b0-355c32eb.pth" in head["error"]
     assert str(tmp_path / "home" / "models") in head["error"]
     assert scratch["status"] == "ok" and scratch["pretrained_on"] == "random"
+
+
+def test_another_variants_or_a_truncated_checkpoint_is_one_clear_line(tmp_path):
+    """weights=PATH given a B1 checkpoint for B0, or a checkpoint cut short: the CLI's one line
+    names the file and what was expected (not a traceback from the reader or MXNet)."""
+    b1 = tmp_path / "efficientnet-b1.pth"
+    _torch_zip(b1, _tool().random_state(list(_shapes("efficientnet_b1").items()), seed=3))
+    with pytest.raises(WeightsMismatch, match=rf"{b1}: a checkpoint of efficientnet_b1, not "
+                                              r"efficientnet_b0: load it with efficientnet_b1, "
+                                              r"or use efficientnet_b0's \(efficientnet-b0-"):
+        gluonft.load_backbone("efficientnet_b0", classes=10, weights=str(b1), ctx=CPU)
+    cut = tmp_path / "cut.pth"
+    cut.write_bytes(b1.read_bytes()[: b1.stat().st_size // 2])
+    with pytest.raises(WeightsMismatch, match=rf"^{cut} is not a readable torch state dict: "
+                                              r"cut short or damaged\? \(BadZipFile"):
+        gluonft.load_backbone("efficientnet_b0", classes=10, weights=str(cut), ctx=CPU)
+    photos = tmp_path / "photos"
+    for label in ("a", "b"):
+        (photos / label).mkdir(parents=True)
+    for bad in (b1, cut):
+        proc = subprocess.run([sys.executable, "-m", "gluonft", "train", str(photos), "--model",
+                               "efficientnet_b0", "--weights", str(bad), "--fast", "--out",
+                               str(tmp_path / "model")], capture_output=True, text=True,
+                              cwd=ROOT, timeout=300)
+        assert proc.returncode == 2, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"gluonft: error: {bad}"), lines
