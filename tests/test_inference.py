@@ -106,9 +106,13 @@ def test_predict_proba_on_two_devices_and_without_fusion(shared, photos, monkeyp
     assert fusion_available([CPU]) == f"{FUSION_ENV}=0"
     assert inference_forward(clf.net, [CPU]) is clf.net
     plain = gluonft.predict_proba(clf.net, test, ctx=CPU, image_size=clothing.SIZE)
-    with autograd.predict_mode():  # unfused, the one hybridized graph: bit for bit
+    with autograd.predict_mode():  # unfused, the one hybridized graph, all 372 in one batch
         direct = mx.nd.softmax(clf.net(_inputs(clf.net, test.images))).asnumpy()
-    np.testing.assert_array_equal(plain, direct)
+    # Not bit for bit across machines: predict_proba scores in batches, and oneDNN picks its
+    # convolution kernels by batch size on AVX2 (on AVX-512 the two happened to agree
+    # exactly). Seen on an AVX2 EPYC: 1.0e-6 at most in probability (float32 rounding of
+    # logits of magnitude ~10); 1e-5 is ten times that, far below a real difference.
+    np.testing.assert_allclose(plain, direct, rtol=0, atol=1e-5)
     # Probabilities in [0, 1]: the logits' tolerance carries over as an absolute one.
     np.testing.assert_allclose(fused, plain, rtol=0, atol=REL_TOL)
     monkeypatch.delenv(FUSION_ENV)
