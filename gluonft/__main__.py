@@ -14,6 +14,7 @@ A bad input ends with one line ``gluonft: error: ...`` and exit status 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -200,15 +201,23 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
     print(f"gluonft: warning: {message}", file=sys.stderr)
 
 
-def _log_to_stderr() -> None:
+@contextlib.contextmanager
+def _log_to_stderr():
     """gluonft's log lines (a run's estimated length; without a terminal, a line per epoch
-    instead of progress bars) to stderr, once."""
+    instead of progress bars) to this command's stderr while it runs. Removed afterwards: a
+    handler left behind would keep writing to the stderr of a first call (a closed capture in
+    a notebook or test) for every later one in the same process."""
     log = logging.getLogger("gluonft")
-    if not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    level = log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -226,8 +235,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     except SystemExit as done:  # --help
         return int(done.code or 0)
-    _log_to_stderr()
-    with warnings.catch_warnings():
+    with _log_to_stderr(), warnings.catch_warnings():
         # gluonft's own warnings (unreadable photos ...) as one line each; library chatter off.
         warnings.simplefilter("ignore")
         warnings.filterwarnings("always", module=r"gluonft(\.|$)")

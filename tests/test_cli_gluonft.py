@@ -1,6 +1,7 @@
 """`python -m gluonft`: train, predict, export on real clothing photos; bad input gets one
 line and exit status 2."""
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -140,6 +141,14 @@ def test_train_with_stages(trained, shared, tmp_path, capsys):
                          "--stages", "head=1,last_k:1=1")
     assert code == 0, err
     assert "(fine_tune head x1, last_k:1 x1)" in out
+    # stderr is no terminal here: no bars, but each stage's estimate and a line per epoch
+    # (80 photos, 2 steps: too few to skip and time, so timed on the first epoch) ...
+    assert err.count("fit (mobilenet0.75, 1 epochs): about ") == 2, err
+    assert err.count("(timed on the first epoch); scoring") == 2, err
+    assert err.count("epoch 1/1: loss ") == 2 and "images/s" in err, err
+    # ... and the command's log handler is gone once it returns (a later call in this
+    # process must not write to this call's stderr)
+    assert logging.getLogger("gluonft").handlers == []
     code, _, err = run(capsys, "train", trained / "photos", "--out", tmp_path / "m2",
                        "--weights", weights, "--stages", "head=1,lastk=2")
     assert code == 2 and "unknown regime 'lastk'" in err and not (tmp_path / "m2").exists()
