@@ -161,6 +161,14 @@ class GluonSide:
         return _rate(lambda: forward(self.x), self.batch, seconds)
 
 
+def _freed(rate: float) -> float:
+    """``rate``, once the net just measured has given back its memory: statically allocated
+    graphs go when the collector reaches their cycles, and EfficientNet-B0 training at 224 px
+    holds 9 GB (two of them beside PyTorch did not fit in 24 GB)."""
+    gc.collect()
+    return rate
+
+
 def run_peer(*, models=PEER_MODELS, sizes=PEER_SIZES, repeats: int = 3, batch_size: int = 32,
              seconds: float = 3.0, peer_python: Path = PEER_PYTHON, log=print) -> dict:
     """Measure both frameworks; returns the record that `bench.speed` saves."""
@@ -180,20 +188,12 @@ def run_peer(*, models=PEER_MODELS, sizes=PEER_SIZES, repeats: int = 3, batch_si
                                        f"architecture")
                 samples: List[Dict[str, float]] = []
                 for r in range(repeats):
-                    s = {}
-                    for key, measure in (
-                            ("bare_train", lambda: side.bare_train(seconds)),
-                            ("torch_train", lambda: peer.ask(mode="train", **ask)["images_per_s"]),
-                            ("fit", lambda: side.fit(seconds)),
-                            ("bare_forward", lambda: side.bare_forward(seconds)),
-                            ("torch_forward",
-                             lambda: peer.ask(mode="forward", **ask)["images_per_s"]),
-                            ("gluonft_forward", lambda: side.gluonft_forward(seconds))):
-                        s[key] = measure()
-                        # a measured net's statically allocated memory goes now, not when the
-                        # collector gets to its cycles: EfficientNet-B0 training at 224 px
-                        # holds 9 GB, and two of them beside PyTorch did not fit in 24 GB
-                        gc.collect()
+                    s = {"bare_train": _freed(side.bare_train(seconds)),
+                         "torch_train": peer.ask(mode="train", **ask)["images_per_s"],
+                         "fit": _freed(side.fit(seconds)),
+                         "bare_forward": _freed(side.bare_forward(seconds)),
+                         "torch_forward": peer.ask(mode="forward", **ask)["images_per_s"],
+                         "gluonft_forward": _freed(side.gluonft_forward(seconds))}
                     s["fit_vs_torch"] = s["fit"] / s["torch_train"]
                     s["bare_train_vs_torch"] = s["bare_train"] / s["torch_train"]
                     s["forward_vs_torch"] = s["gluonft_forward"] / s["torch_forward"]

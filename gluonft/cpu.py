@@ -14,7 +14,7 @@ import platform
 import warnings
 from typing import Dict, FrozenSet, List
 
-__all__ = ["cpu_flags", "native_bfloat16", "kernels", "check_bfloat16", "ISA_FLAGS"]
+__all__ = ["cpu_flags", "cpu_model", "native_bfloat16", "kernels", "check_bfloat16", "ISA_FLAGS"]
 
 # The instruction-set extensions that decide oneDNN's kernels, in the order they came.
 ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni",
@@ -24,16 +24,26 @@ _SETTINGS_PREFIXES = ("MXNET_ONEDNN", "MXNET_MKLDNN", "ONEDNN_", "DNNL_", "MKLDN
 
 
 @functools.lru_cache(maxsize=None)
-def cpu_flags() -> FrozenSet[str]:
-    """The CPU's feature flags as Linux reports them (``/proc/cpuinfo``); empty elsewhere."""
+def _cpuinfo(field: str) -> str:
+    """The value of the first ``field`` line of Linux's ``/proc/cpuinfo``; "" elsewhere."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
             for line in handle:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
+                if line.lower().startswith(field):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return frozenset()
+    return ""
+
+
+def cpu_flags() -> FrozenSet[str]:
+    """The CPU's feature flags as Linux reports them (``/proc/cpuinfo``); empty elsewhere."""
+    return frozenset(_cpuinfo("flags").split())
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what the platform says."""
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def native_bfloat16() -> bool:

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from .amp import active_dtype
-from .cpu import kernels
+from .cpu import cpu_model, kernels
 from .fileio import atomic_write_json, atomic_write_text, library_versions
 from .intervals import mean_interval, mean_std, wilson_interval
 from .regimes import regime_title
@@ -202,17 +202,6 @@ CSV_COLUMNS: Tuple[str, ...] = (
 
 # --- the machine ---------------------------------------------------------------------------
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def environment(*, devices: Optional[Sequence] = None) -> Dict[str, object]:
     """Where a result was produced: devices, host, CPU, OS, library versions and the kernels
     MXNet runs (`gluonft.cpu.kernels`: oneDNN, the CPU's instruction sets, their settings) and
@@ -232,7 +221,7 @@ def environment(*, devices: Optional[Sequence] = None) -> Dict[str, object]:
         "devices": [str(d) for d in devices] if devices is not None else [],
         "host": socket.gethostname(),
         "platform": platform.platform(),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "versions": library_versions(),
         "kernels": kernels(),

@@ -23,10 +23,6 @@ from gluonft.results import environment
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _has_bf16() -> bool:
-    return native_bfloat16()
-
-
 @pytest.mark.skipif("avx512f" in cpu_flags() or not cpu_flags(),
                     reason="this CPU has AVX-512: oneDNN has bfloat16 kernels for it")
 def test_bfloat16_on_a_cpu_without_avx512_is_a_clear_error_before_anything_is_patched():
@@ -113,7 +109,8 @@ print("RESULT " + json.dumps(out))
 """
 
 
-@pytest.mark.skipif(not _has_bf16(), reason="this CPU has no AVX512-BF16 for MXNet's bfloat16 AMP")
+@pytest.mark.skipif(not native_bfloat16(),
+                    reason="this CPU has no AVX512-BF16 or AMX for MXNet's bfloat16 AMP")
 def test_bfloat16_amp_trains_like_float32_on_real_images(shared):
     proc = subprocess.run([sys.executable, "-c", CHILD, str(shared)], capture_output=True,
                           text=True, cwd=ROOT, timeout=600)
