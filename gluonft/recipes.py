@@ -320,7 +320,8 @@ class _PhaseClock:
         parts = history.settings.get("stages") or [history.settings]
         stages = [dict(regime=p.get("regime", "head"), **p["timings"]) for p in parts
                   if "timings" in p]
-        return dict({f"{k}_s": round(v, 3) for k, v in self.seconds.items()}, stages=stages)
+        # Unrounded: the parts then add up to no more than the whole; the printed line rounds.
+        return dict({f"{k}_s": v for k, v in self.seconds.items()}, stages=stages)
 
 
 def _recipe_of(recipe, fast_train, *, fine_tuning: bool) -> Recipe:

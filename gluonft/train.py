@@ -370,7 +370,7 @@ class _Run:
             self.val_features = make(val) if val is not None else None
         # Not compared on resume: caching changes how, not what, is computed; timings vary.
         settings = self.history.settings
-        settings["timings"] = {"features_s": round(time.perf_counter() - begin, 3),
+        settings["timings"] = {"features_s": time.perf_counter() - begin,
                                "steps_s": 0.0, "validation_s": 0.0}
         settings["cache_features"] = use
         settings["feature_cache"] = {
@@ -461,7 +461,7 @@ class _Run:
             totals = self.cluster.allreduce("train", totals)
         seconds = time.perf_counter() - begin
         self.pace.epoch_done(seconds, totals[2])
-        self.history.settings["timings"]["steps_s"] += round(seconds, 3)
+        self.history.settings["timings"]["steps_s"] += seconds
         if bar is not None:
             bar.close()
         return {"epoch": epoch + 1, "train_loss": totals[0] / totals[2],
@@ -481,8 +481,7 @@ class _Run:
         if self.val is not None:
             begin = time.perf_counter()
             result = self._validate()
-            self.history.settings["timings"]["validation_s"] += round(
-                time.perf_counter() - begin, 3)
+            self.history.settings["timings"]["validation_s"] += time.perf_counter() - begin
             logs.update(val_loss=result["loss"], val_acc=result["accuracy"])
             if not math.isfinite(result["loss"]):
                 raise self._diverged(f"the validation loss of epoch {epoch + 1} is "
