@@ -4,7 +4,7 @@ label smoothing and mixing, backward, update), the running loss meter, and `fit`
 feature cache. `training_batch` shows a batch as the net sees it."""
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Dict, List, Optional
 
 import mxnet as mx
@@ -166,10 +166,12 @@ def frozen_features(parts, data, net, image_size, transform, contexts, batch_siz
     key = feature_key(parts.frozen, data, backbone=net.backbone, steps=parts.frozen_steps,
                       image_size=image_size, mean=transform.mean, std=transform.std,
                       weights=weights, augment_rows=rows)
-    return cached_features(parts.frozen if prefix is None else prefix, data, key=key,
-                           transform=transform, contexts=contexts, batch_size=batch_size,
-                           cache_dir=cache_dir, augment_rows=rows, hybridize=parts.hybridized,
-                           pass_images=parts.images, cluster=cluster)
+    features = cached_features(parts.frozen if prefix is None else prefix, data, key=key,
+                               transform=transform, contexts=contexts, batch_size=batch_size,
+                               cache_dir=cache_dir, augment_rows=rows,
+                               hybridize=parts.hybridized, pass_images=parts.images,
+                               cluster=cluster)
+    return replace(features, steps=parts.frozen_steps)
 
 
 def image_inputs(parts, transform, images, labels, affine, contexts, *,

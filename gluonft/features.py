@@ -15,6 +15,7 @@ match the header's sha1 is reported with a `FeatureCacheWarning` and rebuilt.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -36,7 +37,8 @@ from .regimes import frozen_prefix, split_net
 from .transforms import BatchTransform, to_device
 
 __all__ = ["Features", "FeatureCacheWarning", "feature_key", "weights_digest", "cached_features",
-           "extract_features", "batch_indices", "prefix_block", "FORMAT_VERSION"]
+           "extract_features", "deepen_features", "batch_indices", "prefix_block",
+           "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
 
@@ -58,6 +60,8 @@ class Features:
         path: the cache file, or None when kept in memory only.
         computed_here: for a worker of a distributed job, the rows it computed itself (its
             share; the others came through the kvstore).
+        steps: how many leading ``net.features`` steps computed them, when known
+            (`extract_features` and `fit` say; `deepen_features` starts from it).
     """
     values: np.ndarray
     labels: np.ndarray
@@ -66,6 +70,7 @@ class Features:
     seconds: float
     path: Optional[str] = None
     computed_here: Optional[int] = None
+    steps: Optional[int] = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -76,6 +81,8 @@ class Features:
                 "shape": list(self.values.shape), "path": self.path}
         if self.computed_here is not None:
             info["computed_here"] = self.computed_here
+        if self.steps is not None:
+            info["steps"] = self.steps
         return info
 
 
@@ -311,5 +318,61 @@ def extract_features(net, data: ImageSet, *, steps: Optional[int] = None,
     transform = BatchTransform(image_size, net.family.mean, net.family.std)
     key = feature_key(prefix, data, backbone=net.backbone, steps=steps, image_size=image_size,
                       mean=net.family.mean, std=net.family.std)
-    return cached_features(prefix, data, key=key, transform=transform, contexts=contexts,
-                           batch_size=batch_size, cache_dir=cache_dir, hybridize=hybridize)
+    features = cached_features(prefix, data, key=key, transform=transform, contexts=contexts,
+                               batch_size=batch_size, cache_dir=cache_dir, hybridize=hybridize)
+    return dataclasses.replace(features, steps=steps)
+
+
+def deepen_features(features: Features, net, steps: int, *, ctx=None, batch_size: int = 128,
+                    hybridize: bool = True, images: Optional[int] = None) -> Features:
+    """The features after the first ``steps`` steps of ``net.features``, computed from
+    ``features`` (those after fewer steps, ``features.steps``) by running only the steps in
+    between: what `fine_tune` does so that its stages share one pass over the photos.
+
+    The steps in between run in inference mode (as the frozen prefix does in `fit`), so the
+    result is `extract_features(net, data, steps=steps)` up to float rounding (the two
+    passes fuse different graphs); it is only right while the steps before ``steps`` keep the
+    weights they had when ``features`` were computed.
+
+    Args:
+        features: `Features` with ``steps`` set (from `extract_features`).
+        net: the `TransferNet` that computed them.
+        steps: the deeper cut, ``features.steps <= steps <= len(net.features)``.
+        ctx, batch_size, hybridize: as in `extract_features`; ``images``: the image count
+            that chooses the inference path (`gluonft.inference`), default ``len(features)``.
+
+    Returns:
+        `Features` (in memory, ``source="deepened"``), keyed by ``features.key`` and the
+        in-between steps' weights.
+    """
+    count = len(net.features._children)
+    start = features.steps
+    if start is None:
+        raise ValueError("features.steps is unknown: deepen_features needs features from "
+                         "extract_features (which records how many steps computed them)")
+    if isinstance(steps, bool) or not isinstance(steps, int) or not start <= steps <= count:
+        raise ValueError(f"steps must be an int in [{start}, {count}] (at least the "
+                         f"{start} steps that computed the features), got {steps!r}")
+    if steps == start:
+        return features
+    begin = time.perf_counter()
+    between = nn.HybridSequential(prefix="")
+    for step in list(net.features._children.values())[start:steps]:
+        between.add(step)
+    key = hashlib.sha1(json.dumps([features.key, start, steps, weights_digest(between)])
+                       .encode()).hexdigest()
+    contexts = as_contexts(ctx)
+    forward = inference_forward(between, contexts, hybridize=hybridize,
+                                images=len(features) if images is None else images)
+
+    def batches():
+        for idx in batch_indices(len(features), batch_size, shuffle=False):
+            values = features.values[idx[0]:idx[-1] + 1]
+            for c, x in zip(contexts, split_batch(values, len(contexts))):
+                if len(x):
+                    yield forward(to_device(x, c)).astype("float32", copy=False)
+
+    outputs = list(read_in_flight([out] for out in batches()))
+    values = np.concatenate(outputs).astype(np.float32, copy=False)
+    return Features(values, features.labels, key, "deepened", time.perf_counter() - begin,
+                    steps=steps)

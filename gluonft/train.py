@@ -25,7 +25,7 @@ import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import mxnet as mx
 import numpy as np
@@ -54,7 +54,7 @@ from .cpu import check_bfloat16
 from .datasets.imageset import ImageSet
 from .devices import as_contexts, contexts_of
 from .distributed import DIST_KVSTORES, Cluster, check_kvstore
-from .features import Features, batch_indices, weights_digest
+from .features import Features, batch_indices, deepen_features, weights_digest
 from .mixing import Mix
 from .pace import LOG, Pace, epoch_line, progress_bar, speaker
 from .pipelines import Albumentations
@@ -121,6 +121,7 @@ def fit(net: TransferNet, train: ImageSet, val: Optional[ImageSet] = None, *,
         augment: Augment = Augment(), image_size: Optional[int] = None,
         cache_features: Optional[bool] = None, cache_dir: Optional[str] = None,
         feature_views: Optional[int] = None, feature_dtype: str = "float32",
+        prefix_features: Optional[Tuple[Features, Optional[Features]]] = None,
         # where and how the loop runs, and what it leaves behind
         ctx=None, kvstore: Optional[str] = None, seed: int = 0, hybridize: bool = True,
         callbacks: Sequence[Callable] = (), checkpoint: Optional[str] = None,
@@ -164,6 +165,13 @@ def fit(net: TransferNet, train: ImageSet, val: Optional[ImageSet] = None, *,
         feature_dtype: ``"int8"`` computes the cached features through an int8 copy of the
             frozen prefix calibrated on training images (`gluonft.quantize`; one CPU
             context, needs the cache); ``"float32"`` (default) through the float net.
+        prefix_features: ``(train, val)`` `Features` of the first d backbone steps
+            (`extract_features(net, data, steps=d)`; ``val`` None without a validation set),
+            d at most this regime's frozen prefix, computed while those d steps had the weights
+            they have now: when the cache is used, its features are computed from these by
+            running only the steps between d and the frozen prefix (`deepen_features`)
+            instead of from the photos. `fine_tune` passes them so that its stages share one
+            pass over the photos. Ignored (and recorded so) when the cache is off.
 
     Where and how the loop runs, and what it leaves behind:
         ctx: a context or a list (each batch is split across them); default `devices()`.
@@ -206,7 +214,7 @@ def fit(net: TransferNet, train: ImageSet, val: Optional[ImageSet] = None, *,
         image_size=image_size, ctx=ctx, seed=seed, callbacks=callbacks, checkpoint=checkpoint,
         progress=progress, hybridize=hybridize, cache_features=cache_features,
         cache_dir=cache_dir, feature_views=feature_views, amp=amp, mix=mix,
-        feature_dtype=feature_dtype, kvstore=kvstore))
+        feature_dtype=feature_dtype, prefix_features=prefix_features, kvstore=kvstore))
     try:
         for epoch in range(run.start_epoch, epochs):
             logs = run.train_epoch(epoch)
@@ -358,7 +366,15 @@ class _Run:
         self.val_features = None
         prefix = self._feature_prefix(use, why)
         begin = time.perf_counter()
-        if use and self.start_epoch < a["epochs"]:
+        source = a["prefix_features"]
+        if use and self.start_epoch < a["epochs"] and source is not None:
+            self._check_prefix_features(source)
+            deepen = lambda f: deepen_features(  # noqa: E731
+                f, self.net, self.parts.frozen_steps, ctx=self.contexts,
+                batch_size=a["batch_size"], hybridize=self.parts.hybridized, images=len(train))
+            self.train_features = [deepen(source[0])]
+            self.val_features = deepen(source[1]) if val is not None else None
+        elif use and self.start_epoch < a["epochs"]:
             weights = weights_digest(self.parts.frozen)
             if prefix is not self.parts.frozen:  # int8: other features, another key
                 weights += f":int8:naive:{CALIBRATION_IMAGES}:{a['seed']}"
@@ -379,8 +395,40 @@ class _Run:
             "val": self.val_features.info() if self.val_features is not None else None}
         if self.views and self.train_features:
             settings["feature_cache"]["train_views"] = [f.info() for f in self.train_features]
+        if source is not None:
+            settings["feature_cache"]["from_prefix"] = (
+                {"steps": source[0].steps, "key": source[0].key} if use
+                else f"not used: the cache is off ({why})")
         self.val_share = (val_share(self.cluster, val, self.val_features)
                           if self.cluster and val is not None else None)
+
+    def _check_prefix_features(self, source) -> None:
+        """``prefix_features`` fit this run: a (train, val) pair of plain float32 features of
+        these images, from no deeper than the frozen prefix."""
+        a, frozen = self.a, self.parts.frozen_steps
+        if not (isinstance(source, (tuple, list)) and len(source) == 2
+                and isinstance(source[0], Features)):
+            raise ValueError(f"prefix_features must be a (train, val) pair of gluonft Features, "
+                             f"got {type(source).__name__}")
+        for what, why in ((self.views, "feature_views"), (self.cluster, "a distributed job"),
+                          (a["feature_dtype"] != "float32", "feature_dtype='int8'")):
+            if what:
+                raise ValueError(f"prefix_features go with plain cached features, not with "
+                                 f"{why}")
+        steps = source[0].steps
+        if steps is None or not 0 < steps <= frozen:
+            raise ValueError(f"prefix_features come from {steps} backbone steps; this regime "
+                             f"freezes the first {frozen}: expected features of 1 to {frozen} "
+                             f"steps (extract_features(net, data, steps=...))")
+        for name, data, features in (("train", self.train, source[0]),
+                                     ("val", self.val, source[1])):
+            if data is None:
+                continue
+            if not isinstance(features, Features) or features.steps != steps \
+                    or not np.array_equal(features.labels, data.labels):
+                raise ValueError(f"prefix_features[{name!r}] are not the {len(data)} "
+                                 f"{name} images' features of {steps} steps (got "
+                                 f"{'none' if features is None else len(features)})")
 
     def _feature_prefix(self, use: bool, why: str):
         """The block that computes the cached features: the frozen prefix, or its int8 copy

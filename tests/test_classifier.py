@@ -231,6 +231,40 @@ def test_fine_tune_unfreezes_gradually_with_a_lower_backbone_lr(shared):
         fine_tune(net, train, backbone_lr_mult=0)
 
 
+def test_fine_tune_stages_on_cached_features_share_one_pass_over_the_photos(shared, tmp_path):
+    """Unaugmented, the head stage and the last_k stage both cache their frozen prefix: the
+    photos go through the backbone once, to the last_k stage's cut, and the head stage runs
+    only the rest; the training is the one each stage computing its own features gives
+    (a checkpointed run does that: a rerun may skip stages, so it shares nothing)."""
+    data = clothing.data(shared)
+    train = data.train.subset(n_per_class=8, seed=0)
+    _, weights = clothing.paths(shared)
+    kwargs = dict(stages=(("head", 2), ("last_k:2", 2)), lr=0.05, image_size=64, ctx=CPU,
+                  augment=Augment.none())
+
+    def run(**extra):
+        net = load_backbone("mobilenet0.75", classes=10, weights=str(weights), ctx=CPU)
+        return net, fine_tune(net, train, data.validation, **dict(kwargs, **extra))
+    net_shared, sharing = run()
+    net_own, own = run(checkpoint=str(tmp_path / "ft"))
+    head, last_k = (st["feature_cache"] for st in sharing.settings["stages"])
+    pass_ = sharing.settings["shared_features"]
+    assert pass_["train"]["shape"][0] == len(train)
+    assert pass_["val"]["shape"][0] == len(data.validation)
+    assert head["from_prefix"]["steps"] == last_k["from_prefix"]["steps"] == pass_["steps"]
+    assert head["train"]["source"] == "deepened" and last_k["train"]["source"] == "computed"
+    assert last_k["train"]["key"] == pass_["train"]["key"]  # the very pass, not a second one
+    assert "shared_features" not in own.settings
+    # float32 rounding of other fused graphs apart (losses of order 1)
+    np.testing.assert_allclose(sharing["train_loss"], own["train_loss"], rtol=1e-4)
+    np.testing.assert_allclose(sharing["val_loss"], own["val_loss"], rtol=1e-4)
+    np.testing.assert_allclose(net_shared.output.weight.data().asnumpy(),
+                               net_own.output.weight.data().asnumpy(), rtol=1e-3, atol=1e-5)
+    # augmented backbone stages compute their own batches: nothing to share
+    _, augmented = run(augment=Augment())
+    assert "shared_features" not in augmented.settings
+
+
 def test_fine_tune_with_a_checkpoint_gives_each_stage_its_own_and_a_rerun_skips_them(
         shared, tmp_path):
     """The audit's crash: every stage got the same checkpoint, and stage 2 met stage 1's

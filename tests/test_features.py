@@ -15,6 +15,7 @@ from gluonft.datasets.imageset import iterate_batches
 from gluonft.features import (
     FeatureCacheWarning,
     batch_indices,
+    deepen_features,
     extract_features,
     feature_key,
     prefix_block,
@@ -214,6 +215,64 @@ def test_extracted_features_are_the_backbone_output_in_stored_order(data):
     assert np.array_equal(feats.labels, train.labels) and feats.source == "computed"
     with pytest.raises(ValueError, match="steps must be an int in"):
         extract_features(net, train, steps=0, ctx=CPU)
+
+
+def test_features_deepened_from_a_shallower_cut_equal_those_extracted_at_the_deeper_one(data):
+    train = data[0]
+    net = _net()
+    steps = len(net.features._children)
+    shallow = extract_features(net, train, steps=3, image_size=32, ctx=CPU, batch_size=16)
+    deep = extract_features(net, train, steps=steps, image_size=32, ctx=CPU, batch_size=16)
+    deepened = deepen_features(shallow, net, steps, ctx=CPU, batch_size=16)
+    assert shallow.steps == 3 and deep.steps == deepened.steps == steps
+    assert deepened.source == "deepened" and deepened.values.shape == deep.values.shape
+    # The same layers in other fused graphs: float32 rounding apart (values of order 1),
+    # the tolerance the cached-vs-uncached tests use.
+    np.testing.assert_allclose(deepened.values, deep.values, rtol=1e-4, atol=1e-5)
+    assert np.array_equal(deepened.labels, train.labels)
+    assert deepen_features(shallow, net, 3) is shallow  # nothing in between
+    with pytest.raises(ValueError, match=r"steps must be an int in \[3, "):
+        deepen_features(shallow, net, 2)
+
+
+def test_fit_from_shallower_prefix_features_trains_as_from_the_photos(data):
+    """What fine_tune's stages share: a head-only fit given the features of the first 3
+    steps runs only the rest over them, and trains as when it computes its own."""
+    train, val = data
+    net_s, net_o = _net(), _net()
+    source = tuple(extract_features(net_s, d, steps=3, image_size=32, ctx=CPU, batch_size=16)
+                   for d in (train, val))
+    shared = _fit(net_s, train, val, prefix_features=source)
+    own = _fit(net_o, train, val)
+    info = shared.settings["feature_cache"]
+    assert info["train"]["source"] == "deepened" and info["from_prefix"]["steps"] == 3
+    assert own.settings["feature_cache"]["train"]["source"] == "computed"
+    for key in ("train_loss", "val_loss"):
+        assert shared[key] == pytest.approx(own[key], rel=1e-4)
+    assert shared["val_acc"] == own["val_acc"]
+    weights_s, weights_o = _trainable_weights(net_s), _trainable_weights(net_o)
+    for name in weights_s:
+        np.testing.assert_allclose(weights_s[name], weights_o[name], rtol=1e-4, atol=1e-5,
+                                   err_msg=name)
+
+
+def test_prefix_features_that_do_not_fit_the_run_are_refused(data):
+    train, val = data
+    net = _net("last_k:1")
+    frozen = gluonft.regimes.frozen_prefix(net)
+    whole = len(net.features._children)
+    deep = tuple(extract_features(net, d, steps=whole, image_size=32, ctx=CPU) for d in data)
+    with pytest.raises(ValueError, match=f"come from {whole} backbone steps; this regime "
+                                         f"freezes the first {frozen}"):
+        _fit(net, train, val, prefix_features=deep)
+    shallow = tuple(extract_features(net, d, steps=2, image_size=32, ctx=CPU) for d in data)
+    with pytest.raises(ValueError, match=r"prefix_features\['val'\] are not the 22 val"):
+        _fit(net, train, val, prefix_features=(shallow[0], shallow[0]))
+    with pytest.raises(ValueError, match="a \\(train, val\\) pair"):
+        _fit(net, train, val, prefix_features=shallow[0])
+    # with the cache off they are not used, and the history says so
+    off = _fit(net, train, val, epochs=1, prefix_features=shallow, cache_features=False)
+    assert off.settings["feature_cache"]["from_prefix"].startswith("not used: the cache is off")
 
 
 @pytest.mark.parametrize("shuffle", [True, False])
