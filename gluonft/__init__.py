@@ -16,9 +16,10 @@ Architecture: one home per concept, in layers. A module imports only modules of 
 (tests/test_architecture.py reads this table and checks every import, function-level ones
 too; names starting with "_" stay inside their module).
 
-    L10  __main__      the command line (`python -m gluonft`)
+    L11  __main__      the command line (`python -m gluonft`)
+    L10  recipes       train_classifier; RECIPES as data
     L9  evaluation_report  an evaluation written to a folder: JSON, CSV, figures, report.html
-        recipes       train_classifier, fine_tune (one fit per stage); RECIPES as data
+        fine_tuning   fine_tune: one fit per stage, the caching stages sharing one pass
         lr_finder     lr_find: the learning-rate range test (a step hook on fit)
     L8  figures       the confusion matrix, reliability diagram and photo gallery figures
         train         fit: one loop (named parts in _Run), History, TrainingDiverged
@@ -111,6 +112,7 @@ from .callbacks import BestCheckpoint, Callback, CSVLogger, EarlyStopping, Reduc
 from .candidates import pick_backbone
 from .devices import devices
 from .fileio import FolderBusy, FolderLock
+from .fine_tuning import fine_tune
 from .gradcam import grad_cam, overlay
 from .interpretation import Interpretation, interpret
 from .lr_finder import lr_find
@@ -131,7 +133,7 @@ from .predict import (
     predict_files,
     predict_proba,
 )
-from .recipes import RECIPES, fine_tune, train_classifier
+from .recipes import RECIPES, train_classifier
 from .regimes import Plan, Regime, apply_regime, parse_regime
 from .schedules import Schedule
 from .settings import TrainSettings

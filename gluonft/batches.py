@@ -13,7 +13,7 @@ from mxnet import autograd
 
 from .datasets.imageset import ImageSet
 from .devices import read_in_flight, split_batch
-from .features import Features, batch_indices, cached_features, feature_key
+from .features import Features, batch_indices, cached_features, deepen_features, feature_key
 from .inference import inference_forward
 from .mixing import Mix, draw_mix, mix_images
 from .pipelines import Albumentations
@@ -172,6 +172,32 @@ def frozen_features(parts, data, net, image_size, transform, contexts, batch_siz
                                hybridize=parts.hybridized, pass_images=parts.images,
                                cluster=cluster)
     return replace(features, steps=parts.frozen_steps)
+
+
+def features_from_prefix(source, parts, net, train, val, *, contexts, batch_size):
+    """`fit`'s cached (train, val) features computed from ``source``, a ``(train, val)`` pair
+    of `Features` of fewer steps than the frozen prefix (``fit(prefix_features=...)``):
+    only the steps in between run (`deepen_features`)."""
+    frozen = parts.frozen_steps
+    if not (isinstance(source, (tuple, list)) and len(source) == 2
+            and isinstance(source[0], Features)):
+        raise ValueError(f"prefix_features must be a (train, val) pair of gluonft Features, "
+                         f"got {type(source).__name__}")
+    steps = source[0].steps
+    if steps is None or not 0 < steps <= frozen:
+        raise ValueError(f"prefix_features come from {steps} backbone steps; this regime "
+                         f"freezes the first {frozen}: expected features of 1 to {frozen} "
+                         f"steps (extract_features(net, data, steps=...))")
+    for name, data, features in (("train", train, source[0]), ("val", val, source[1])):
+        if data is not None and not (isinstance(features, Features) and features.steps == steps
+                                     and np.array_equal(features.labels, data.labels)):
+            raise ValueError(f"prefix_features[{name!r}] are not the {len(data)} {name} "
+                             f"images' features of {steps} steps (got "
+                             f"{'none' if features is None else len(features)})")
+    deepen = lambda f: deepen_features(  # noqa: E731
+        f, net, frozen, ctx=contexts, batch_size=batch_size, hybridize=parts.hybridized,
+        images=len(train))
+    return deepen(source[0]), deepen(source[1]) if val is not None else None
 
 
 def image_inputs(parts, transform, images, labels, affine, contexts, *,

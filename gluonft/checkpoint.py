@@ -24,9 +24,10 @@ import os
 from typing import Dict, Optional
 
 from . import fileio
+from .devices import contexts_of
 
-__all__ = ["save_checkpoint", "read_checkpoint", "checkpoint_files", "remove_checkpoint",
-           "FORMAT"]
+__all__ = ["save_checkpoint", "read_checkpoint", "resume_checkpoint", "checkpoint_files",
+           "remove_checkpoint", "FORMAT"]
 
 FORMAT = 2
 
@@ -72,6 +73,33 @@ def read_checkpoint(path: str) -> Optional[dict]:
         raise ValueError(f"checkpoint {manifest_path} names files that are missing: "
                          f"{', '.join(missing)}; remove {manifest_path} to start afresh")
     return manifest
+
+
+def resume_checkpoint(path: Optional[str], net, trainer, settings: dict) -> list:
+    """Resume from the checkpoint at ``path`` (when there is one) if it was written with the
+    same ``settings``: its parameters and optimizer state are loaded into ``net`` and
+    ``trainer``; returns its epochs' rows (``[]`` without a checkpoint: start afresh).
+
+    Raises:
+        ValueError: the checkpoint was written with other settings (the devices, the feature
+            cache and the timings may differ: how, not what, was computed).
+    """
+    manifest = read_checkpoint(path) if path else None
+    if manifest is None:
+        return []
+    if _comparable(manifest["settings"]) != _comparable(settings):
+        raise ValueError(f"checkpoint {path}.json was written with other settings; remove it or "
+                         f"choose another checkpoint path")
+    files = checkpoint_files(path, manifest)
+    net.load_parameters(files["params"], ctx=contexts_of(net))
+    trainer.load_states(files["states"])
+    return list(manifest["epochs"])
+
+
+def _comparable(settings: dict) -> dict:
+    """Settings as they read back from JSON (tuples become lists), without how they ran."""
+    skip = ("contexts", "cache_features", "feature_cache", "timings")
+    return json.loads(json.dumps({k: v for k, v in settings.items() if k not in skip}))
 
 
 def checkpoint_files(path: str, manifest: Optional[dict] = None) -> Dict[str, str]:

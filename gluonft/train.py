@@ -21,7 +21,6 @@ data-parallel training.
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -43,18 +42,19 @@ from .batches import (
     describe_augment,
     drops_last_batch,
     evaluate_parts,
+    features_from_prefix,
     frozen_features,
     image_inputs,
     train_step,
     val_share,
 )
 from .callbacks import StopTraining, as_callback
-from .checkpoint import checkpoint_files, read_checkpoint, save_checkpoint
+from .checkpoint import resume_checkpoint, save_checkpoint
 from .cpu import check_bfloat16
 from .datasets.imageset import ImageSet
-from .devices import as_contexts, contexts_of
+from .devices import as_contexts
 from .distributed import DIST_KVSTORES, Cluster, check_kvstore
-from .features import Features, batch_indices, deepen_features, weights_digest
+from .features import Features, batch_indices, weights_digest
 from .mixing import Mix
 from .pace import LOG, Pace, epoch_line, progress_bar, speaker
 from .pipelines import Albumentations
@@ -165,13 +165,10 @@ def fit(net: TransferNet, train: ImageSet, val: Optional[ImageSet] = None, *,
         feature_dtype: ``"int8"`` computes the cached features through an int8 copy of the
             frozen prefix calibrated on training images (`gluonft.quantize`; one CPU
             context, needs the cache); ``"float32"`` (default) through the float net.
-        prefix_features: ``(train, val)`` `Features` of the first d backbone steps
-            (`extract_features(net, data, steps=d)`; ``val`` None without a validation set),
-            d at most this regime's frozen prefix, computed while those d steps had the weights
-            they have now: when the cache is used, its features are computed from these by
-            running only the steps between d and the frozen prefix (`deepen_features`)
-            instead of from the photos. `fine_tune` passes them so that its stages share one
-            pass over the photos. Ignored (and recorded so) when the cache is off.
+        prefix_features: ``(train, val)`` features of the first d backbone steps, d at most
+            the frozen prefix, computed with the weights those steps have now
+            (`extract_features`): the cache then runs only the steps past d over them
+            (`fine_tune`'s stages share one pass over the photos so). Unused if uncached.
 
     Where and how the loop runs, and what it leaves behind:
         ctx: a context or a list (each batch is split across them); default `devices()`.
@@ -309,8 +306,9 @@ class _Run:
         run.history = History(settings=run._settings(params, trainable))
         run.parts = split_net(net, hybridize=a["hybridize"], images=len(train))
         run.transform = BatchTransform(run.image_size, net.family.mean, net.family.std)
-        run.start_epoch = _resume(a["checkpoint"], net, run.trainer, run.history,
-                                  run.history.settings)
+        run.history.epochs[:] = resume_checkpoint(a["checkpoint"], net, run.trainer,
+                                                  run.history.settings)
+        run.start_epoch = len(run.history.epochs)
         run.per_epoch = -(-len(train) // run.global_batch)
         run.drop_last = drops_last_batch(len(train), run.global_batch,
                                           run.workers * len(run.contexts), net)
@@ -368,12 +366,13 @@ class _Run:
         begin = time.perf_counter()
         source = a["prefix_features"]
         if use and self.start_epoch < a["epochs"] and source is not None:
-            self._check_prefix_features(source)
-            deepen = lambda f: deepen_features(  # noqa: E731
-                f, self.net, self.parts.frozen_steps, ctx=self.contexts,
-                batch_size=a["batch_size"], hybridize=self.parts.hybridized, images=len(train))
-            self.train_features = [deepen(source[0])]
-            self.val_features = deepen(source[1]) if val is not None else None
+            if self.views or self.cluster or a["feature_dtype"] != "float32":
+                raise ValueError("prefix_features go with plain cached features: not with "
+                                 "feature_views, a distributed job or feature_dtype='int8'")
+            train_features, self.val_features = features_from_prefix(
+                source, self.parts, self.net, train, val, contexts=self.contexts,
+                batch_size=a["batch_size"])
+            self.train_features = [train_features]
         elif use and self.start_epoch < a["epochs"]:
             weights = weights_digest(self.parts.frozen)
             if prefix is not self.parts.frozen:  # int8: other features, another key
@@ -401,34 +400,6 @@ class _Run:
                 else f"not used: the cache is off ({why})")
         self.val_share = (val_share(self.cluster, val, self.val_features)
                           if self.cluster and val is not None else None)
-
-    def _check_prefix_features(self, source) -> None:
-        """``prefix_features`` fit this run: a (train, val) pair of plain float32 features of
-        these images, from no deeper than the frozen prefix."""
-        a, frozen = self.a, self.parts.frozen_steps
-        if not (isinstance(source, (tuple, list)) and len(source) == 2
-                and isinstance(source[0], Features)):
-            raise ValueError(f"prefix_features must be a (train, val) pair of gluonft Features, "
-                             f"got {type(source).__name__}")
-        for what, why in ((self.views, "feature_views"), (self.cluster, "a distributed job"),
-                          (a["feature_dtype"] != "float32", "feature_dtype='int8'")):
-            if what:
-                raise ValueError(f"prefix_features go with plain cached features, not with "
-                                 f"{why}")
-        steps = source[0].steps
-        if steps is None or not 0 < steps <= frozen:
-            raise ValueError(f"prefix_features come from {steps} backbone steps; this regime "
-                             f"freezes the first {frozen}: expected features of 1 to {frozen} "
-                             f"steps (extract_features(net, data, steps=...))")
-        for name, data, features in (("train", self.train, source[0]),
-                                     ("val", self.val, source[1])):
-            if data is None:
-                continue
-            if not isinstance(features, Features) or features.steps != steps \
-                    or not np.array_equal(features.labels, data.labels):
-                raise ValueError(f"prefix_features[{name!r}] are not the {len(data)} "
-                                 f"{name} images' features of {steps} steps (got "
-                                 f"{'none' if features is None else len(features)})")
 
     def _feature_prefix(self, use: bool, why: str):
         """The block that computes the cached features: the frozen prefix, or its int8 copy
@@ -570,28 +541,3 @@ class _Run:
                 bad = values[~np.isfinite(values)][0]
                 raise self._diverged(f"the training loss became {bad} in epoch {epoch + 1} "
                                      f"(step {step} of the epoch)")
-
-
-
-
-def _comparable(settings: dict) -> dict:
-    """Settings as they read back from JSON (tuples become lists); devices and the feature
-    cache may differ."""
-    skip = ("contexts", "cache_features", "feature_cache", "timings")  # how, not what
-    return json.loads(json.dumps({k: v for k, v in settings.items() if k not in skip}))
-
-
-def _resume(path, net, trainer, history: History, settings: dict) -> int:
-    """Load a checkpoint of the same settings; returns the epoch to start from."""
-    manifest = read_checkpoint(path) if path else None
-    if manifest is None:
-        return 0
-    saved = History.from_dict(manifest)
-    if _comparable(saved.settings) != _comparable(settings):
-        raise ValueError(f"checkpoint {path}.json was written with other settings; remove it or "
-                         f"choose another checkpoint path")
-    files = checkpoint_files(path, manifest)
-    net.load_parameters(files["params"], ctx=contexts_of(net))
-    trainer.load_states(files["states"])
-    history.epochs[:] = saved.epochs
-    return len(saved.epochs)

@@ -8,10 +8,11 @@ import pytest
 from gluonft.backbones import UnknownBackbone, load_backbone
 from gluonft.candidates import CANDIDATES, model_params, pick_backbone
 from gluonft.datasets.folder import DatasetNotFound, UnreadableImagesWarning
+from gluonft.fine_tuning import fine_tune
 from gluonft.lr_finder import lr_find
 from gluonft.model_io import MODEL_JSON, count_params, load_classifier
 from gluonft.predict import classify, ensemble, predict_files
-from gluonft.recipes import fine_tune, train_classifier
+from gluonft.recipes import train_classifier
 from gluonft.regimes import apply_regime
 from gluonft.train import evaluate, fit
 from gluonft.transforms import Augment
