@@ -427,5 +427,3 @@ def _check_out(out: Path, overwrite: bool) -> None:
             raise FileExistsError(f"{out} already holds a model; pass overwrite=True "
                                   f"(--overwrite) to replace it, or choose another folder")
 
-
-# --- fine-tuning and the learning-rate finder -------------------------------------------------
