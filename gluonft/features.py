@@ -180,21 +180,34 @@ def compute_features(prefix: nn.HybridBlock, data: ImageSet, *, transform, conte
     forward = inference_forward(prefix, contexts, hybridize=hybridize,
                                 images=len(data) if pass_images is None else pass_images)
 
-    def batches():
-        for idx in batch_indices(len(data), batch_size, shuffle=False):
-            images = data.images[idx[0]:idx[-1] + 1]
-            rows = None if augment_rows is None else split_batch(
-                augment_rows[idx[0]:idx[-1] + 1], len(contexts))
-            for i, (ctx, x) in enumerate(zip(contexts, split_batch(images, len(contexts)))):
-                if len(x) == 0:
-                    continue
-                x = transform(to_device(x, ctx, "uint8"), None if rows is None else rows[i])
-                # float32 on the device: under AMP the prefix may compute in bfloat16, whose
-                # asnumpy() bytes numpy cannot read as numbers.
-                yield forward(x).astype("float32", copy=False)
+    def place(images, ctx, batch, part):
+        rows = None if augment_rows is None else split_batch(augment_rows[batch],
+                                                             len(contexts))[part]
+        return transform(to_device(images, ctx, "uint8"), rows)
 
-    outputs = list(read_in_flight([out] for out in batches()))
-    return np.concatenate(outputs).astype(np.float32, copy=False)
+    return _forward_in_order(forward, data.images, contexts=contexts, batch_size=batch_size,
+                             place=place)
+
+
+def _forward_in_order(forward, inputs, *, contexts, batch_size: int, place) -> np.ndarray:
+    """``forward`` over ``inputs`` in stored order, each batch split over ``contexts``, with
+    batches kept in flight (`read_in_flight`); float32 (N, ...).
+
+    ``place(part_inputs, ctx, batch_slice, part_index)`` puts one context's part of a batch on
+    its device, ready for ``forward``.
+    """
+    def outputs():
+        for idx in batch_indices(len(inputs), batch_size, shuffle=False):
+            batch = slice(idx[0], idx[-1] + 1)
+            parts = split_batch(inputs[batch], len(contexts))
+            for part, (ctx, x) in enumerate(zip(contexts, parts)):
+                if len(x):
+                    # float32 on the device: under AMP the net may compute in bfloat16, whose
+                    # asnumpy() bytes numpy cannot read as numbers.
+                    yield forward(place(x, ctx, batch, part)).astype("float32", copy=False)
+
+    values = list(read_in_flight([out] for out in outputs()))
+    return np.concatenate(values).astype(np.float32, copy=False)
 
 
 def cached_features(prefix: nn.HybridBlock, data: ImageSet, *, key: str, transform, contexts,
@@ -364,15 +377,8 @@ def deepen_features(features: Features, net, steps: int, *, ctx=None, batch_size
     contexts = as_contexts(ctx)
     forward = inference_forward(between, contexts, hybridize=hybridize,
                                 images=len(features) if images is None else images)
-
-    def batches():
-        for idx in batch_indices(len(features), batch_size, shuffle=False):
-            values = features.values[idx[0]:idx[-1] + 1]
-            for c, x in zip(contexts, split_batch(values, len(contexts))):
-                if len(x):
-                    yield forward(to_device(x, c)).astype("float32", copy=False)
-
-    outputs = list(read_in_flight([out] for out in batches()))
-    values = np.concatenate(outputs).astype(np.float32, copy=False)
+    values = _forward_in_order(forward, features.values, contexts=contexts,
+                               batch_size=batch_size,
+                               place=lambda x, ctx, batch, part: to_device(x, ctx))
     return Features(values, features.labels, key, "deepened", time.perf_counter() - begin,
                     steps=steps)
