@@ -3,14 +3,19 @@
 Its default configuration is the one a practitioner starts with: `train_classifier(...,
 fast_train=True)` on all of ../shared/data/clothing-small with mobilenet0.75's ImageNet weights
 (about a minute on 2 cores). The model folder goes to a temporary folder via GLUONFT_MODEL_DIR.
+With GLUONFT_COLAB_PYTHON set (CI), it runs in that Colab-like Python's kernel (3.12, numpy 2,
+PyTorch) instead, where its install cell put gluonft (tests/test_colab.py): the practitioner's
+first run, checked once rather than twice.
 """
 import re
+import subprocess
+import sys
 
 import pytest
 
 from gluonft.model_io import load_classifier
 
-from .notebooks import ROOT, code, errors, execute, outputs, require, stream_text
+from .notebooks import COLAB_PYTHON, ROOT, code, errors, execute, outputs, require, stream_text
 
 NOTEBOOK = ROOT / "notebooks" / "own_images.ipynb"
 
@@ -20,7 +25,8 @@ def executed(shared, tmp_path_factory):
     require(shared / "data" / "clothing-small",
             shared / "weights" / "mobilenet0.75-imagenet.params")
     model_dir = tmp_path_factory.mktemp("own_images") / "model"
-    notebook = execute(NOTEBOOK, {"GLUONFT_SHARED": shared, "GLUONFT_MODEL_DIR": model_dir})
+    notebook = execute(NOTEBOOK, {"GLUONFT_SHARED": shared, "GLUONFT_MODEL_DIR": model_dir},
+                       python=COLAB_PYTHON)
     return notebook, model_dir
 
 
@@ -44,6 +50,11 @@ def test_the_notebook_runs_without_an_error_cell_and_calls_the_package(executed)
         assert call in source
     for loop_part in ("autograd.record", ".backward(", "Trainer(", "gluonft.fit("):
         assert loop_part not in source
+    # The kernel's own numpy, as the install cell left it (2.x in a Colab-like Python).
+    numpy = subprocess.run([COLAB_PYTHON or sys.executable, "-c",
+                            "import numpy; print(numpy.__version__)"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    assert f"on cpu(0); numpy {numpy}" in stream_text(notebook)
 
 
 def test_fast_training_classifies_real_test_photos_with_honest_confidence(executed):
