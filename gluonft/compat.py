@@ -19,6 +19,16 @@ back). `apply` (run by ``gluonft/__init__`` before MXNet loads) repairs the rest
   raises ``RuntimeError: Legacy torch==2.x detected`` whenever torch >= 2 is installed;
 - the interpreter and numpy are checked against the range this release supports (one line
   below it, one warning above the range CI tests);
+- MXNet's optional imports that gluonft never uses cost nothing (`MXNET_OPTIONAL_IMPORTS`,
+  `QuietMXNetImports`): ``mxnet.model`` imports scikit-learn only to make its legacy
+  ``FeedForward`` an sklearn estimator, ``mxnet.contrib.quantization`` imports scipy.stats
+  only to check that it exists, MXNet's ONNX exporter imports onnx for when it exports.
+  Where they are installed (scipy always: GluonCV needs it; scikit-learn on Colab) they took
+  more than half of ``import gluonft``'s 12 seconds here, in every process that loads MXNet
+  (each kvstore worker and server, each CLI call). Now that scikit-learn import fails as if
+  it were absent (``FeedForward`` derives from ``object``), and scipy.stats and onnx load on
+  their first use; a program that imported one of them before keeps it as it is, and
+  importing them anywhere else works as usual;
 - OpenCV's decoder limit (``OPENCV_IO_MAX_IMAGE_PIXELS``, 1 gigapixel by default: 3 GB of RGB)
   is lowered to `DECODE_MAX_PIXELS` unless the user set it: OpenCV reads it once, when it
   loads (GluonCV loads it), so it must be set before.
@@ -45,7 +55,8 @@ from typing import Any, Callable, Dict, List, Tuple
 
 __all__ = ["APPLIED", "DECODE_MAX_PIXELS", "NUMPY_SHIMS", "Shim", "UntestedVersionWarning",
            "SUPPORTED_PYTHON", "TESTED_PYTHON", "SUPPORTED_NUMPY", "TESTED_NUMPY", "apply",
-           "prepare", "check_versions", "missing_numpy_names", "numpy_has", "onnx_for_mxnet"]
+           "QuietMXNetImports", "MXNET_OPTIONAL_IMPORTS", "prepare", "check_versions",
+           "missing_numpy_names", "numpy_has", "onnx_for_mxnet"]
 
 # The oldest release supported, and the newest one CI runs (major, minor). Older: an error;
 # newer: a warning (it may well work, but nothing here has checked it).
@@ -303,9 +314,146 @@ def onnx_for_mxnet():
     """The onnx module, with ``onnx.mapping`` put back where onnx (>= 1.19) removed it, for
     ``mx.onnx.export_model``. Raises ImportError when onnx is not installed."""
     import onnx
-    if not hasattr(onnx, "mapping") and "onnx.mapping" not in sys.modules:
-        onnx.mapping = sys.modules["onnx.mapping"] = _onnx_mapping(onnx)
-    return onnx
+    onnx.IR_VERSION  # a use: loads onnx now if MXNet's import deferred it (QuietMXNetImports)
+    real = sys.modules["onnx"]
+    if not hasattr(real, "mapping") and "onnx.mapping" not in sys.modules:
+        sys.modules["onnx.mapping"] = _onnx_mapping(real)
+    for module in (onnx, real):  # MXNet's translations hold the deferred one
+        if not hasattr(module, "mapping"):
+            module.mapping = sys.modules["onnx.mapping"]
+    return real
+
+
+# Optional imports MXNet makes at import time that cost seconds and that gluonft never needs
+# loaded then: {module: (the MXNet modules importing it, what to do)}. "fail": the import
+# fails as if the library were absent (mxnet.model's legacy FeedForward then derives from
+# object instead of scikit-learn's estimator base); "lazy": the module is there but runs on
+# first use (mxnet.contrib.quantization only checks that scipy.stats is not None;
+# mxnet.test_utils uses it inside two of its functions; MXNet's ONNX translations use onnx
+# when they export).
+MXNET_OPTIONAL_IMPORTS = {
+    "sklearn": (("mxnet.model",), "fail"),
+    "scipy.stats": (("mxnet.test_utils", "mxnet.contrib.quantization"), "lazy"),
+    "onnx": (tuple(f"mxnet.onnx.mx2onnx._op_translations._op_translations_opset{v}"
+                   for v in (12, 13)), "lazy")}
+
+
+class QuietMXNetImports:
+    """A meta-path finder for `MXNET_OPTIONAL_IMPORTS`: while the named MXNet module runs
+    (found on the call stack), its import of the library fails or is deferred. Imports from
+    anywhere else are not its business, but for one: a submodule of a deferred package loads
+    that package for real first, so that the submodule is imported once, by its package."""
+
+    def __init__(self):
+        self.searching = False
+        self.left = dict(MXNET_OPTIONAL_IMPORTS)
+
+    def find_spec(self, name, path=None, target=None):
+        parent = sys.modules.get(name.rpartition(".")[0])
+        if isinstance(parent, _Deferred) and not parent._gluonft_loaded:
+            parent._gluonft_load()
+            # the package imported it: that module is the one (importing it again would run
+            # its code twice); else it loads as usual, and its package gets it (_Deferred)
+            return (importlib.util.spec_from_loader(name, _Loaded()) if name in sys.modules
+                    else None)
+        top = name if name in self.left else name.partition(".")[0]
+        if top not in self.left or self.searching:
+            return None
+        importers, action = self.left[top]
+        frame = sys._getframe(1)
+        while frame is not None and frame.f_globals.get("__name__") not in importers:
+            frame = frame.f_back
+        if frame is None:
+            return None
+        if action == "fail":
+            del self.left[top]
+            raise ImportError(f"gluonft.compat: {frame.f_globals['__name__']} goes without "
+                              f"{top}", name=name)
+        self.searching = True  # where the other finders find it
+        try:
+            real = importlib.util.find_spec(name)
+        finally:
+            self.searching = False
+        del self.left[top]
+        if real is None:
+            return None
+        # importlib.util.LazyLoader would not do: CPython's import reads the new module's
+        # __spec__ at once, which makes a LazyLoader module load there and then. The real
+        # spec's location and package path stay: its submodules import as usual.
+        spec = importlib.util.spec_from_loader(
+            name, _DeferredLoader(), origin=real.origin,
+            is_package=real.submodule_search_locations is not None)
+        spec.has_location = real.has_location
+        if real.submodule_search_locations is not None:
+            spec.submodule_search_locations = list(real.submodule_search_locations)
+        return spec
+
+
+class _Deferred(types.ModuleType):
+    """A module that is loaded for real when one of its names is first asked for: its names
+    are then this object's too (for whoever holds it), and what is set on it is set on the
+    real module as well."""
+
+    # Names no module has: the real module's names are copied into this object's.
+    @property
+    def _gluonft_loaded(self) -> bool:
+        return "_gluonft_real" in vars(self)
+
+    def _gluonft_load(self) -> types.ModuleType:
+        if not self._gluonft_loaded:
+            name = self.__name__
+            if sys.modules.get(name) is self:
+                del sys.modules[name]
+            real = importlib.import_module(name)
+            parent, _, child = name.rpartition(".")
+            if parent in sys.modules:
+                setattr(sys.modules[parent], child, real)
+            vars(self).update(vars(real))
+            vars(self)["_gluonft_real"] = real
+        return vars(self)["_gluonft_real"]
+
+    def __getattr__(self, attr):
+        return getattr(self._gluonft_load(), attr)
+
+    def __setattr__(self, attr, value):
+        super().__setattr__(attr, value)
+        if self._gluonft_loaded:
+            setattr(vars(self)["_gluonft_real"], attr, value)
+
+
+class _DeferredLoader:
+    """Creates a `_Deferred` module: nothing of the real one runs at import."""
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        module.__class__ = _Deferred
+
+
+class _Loaded:
+    """Gives the module already in ``sys.modules`` (imported by its package as it loaded)."""
+
+    def create_module(self, spec):
+        return sys.modules[spec.name]
+
+    def exec_module(self, module):
+        pass
+
+
+def _quiet_mxnet_imports() -> List[str]:
+    if "mxnet" in sys.modules and getattr(sys.modules["mxnet"], "__version__", None):
+        return []  # MXNet has loaded already
+    if any(isinstance(f, QuietMXNetImports) for f in sys.meta_path):
+        return []
+    finder = QuietMXNetImports()
+    for name in list(finder.left):
+        if name in sys.modules:  # loaded already by the program: nothing left to save
+            finder.left.pop(name)
+    if not finder.left:
+        return []
+    sys.meta_path.insert(0, finder)
+    return [f"{action}: {name}" for name, (_, action) in finder.left.items()]
 
 
 APPLIED: Dict[str, List[str]] = {}  # what `prepare` and `apply` changed in this process
@@ -315,13 +463,15 @@ def prepare() -> Dict[str, List[str]]:
     """Everything that must happen before MXNet or GluonCV loads, without loading them: the
     version checks, the numpy names, GluonCV's import checks. Run by the startup hook when a
     program imports mxnet or gluoncv first, and by `apply`; the second call changes nothing.
-    Returns {"numpy": names added, "gluoncv": ["check"] when its checks were replaced}."""
+    Returns {"numpy": names added, "mxnet_imports": MXNet's optional imports skipped or
+    deferred, "gluoncv": ["check"] when its checks were replaced, ...}."""
     if APPLIED:
         return APPLIED
     np = _numpy()
     check_versions()
     _check_distutils()
-    changed = {"numpy": _shim_numpy(np), "mxnet": [], "gluoncv": [], "opencv": []}
+    changed = {"numpy": _shim_numpy(np), "mxnet_imports": _quiet_mxnet_imports(), "mxnet": [],
+               "gluoncv": [], "opencv": []}
     if "cv2" not in sys.modules and OPENCV_LIMIT_VARIABLE not in os.environ:
         os.environ[OPENCV_LIMIT_VARIABLE] = str(DECODE_MAX_PIXELS)
         changed["opencv"].append(f"{OPENCV_LIMIT_VARIABLE}={DECODE_MAX_PIXELS}")

@@ -172,6 +172,38 @@ def test_mxnet_or_gluoncv_imported_before_gluonft_load_through_the_startup_hook(
         assert off.returncode != 0 and "numpy" in off.stderr.lower()
 
 
+@pytest.mark.parametrize("first", ["gluonft", "mxnet", "sklearn.base, scipy.stats"])
+def test_mxnets_optional_imports_load_only_when_used(first):
+    """scikit-learn, scipy.stats and onnx (all installed here) are not loaded by importing
+    MXNet: scipy.stats and onnx load when MXNet's code uses them, scikit-learn imports as
+    usual afterwards, and a program that imported them first keeps them as they are."""
+    missing = [m for m in ("sklearn", "scipy", "onnx") if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not installed")
+    code = (f"import {first}\n"
+            "import sys, gluonft, mxnet as mx\n"
+            "real = lambda name: type(sys.modules.get(name)) is type(sys)\n"
+            "print([real(m) for m in ('sklearn.base', 'scipy.stats', 'onnx')],"
+            " mx.model.BASE_ESTIMATOR.__name__)\n"
+            # used by MXNet: a chi-square test of its own, an ONNX dtype table
+            "print(round(float(mx.test_utils.ss.chisquare([1, 2], [1.5, 1.5])[0]), 4),"
+            " gluonft.compat.onnx_for_mxnet().mapping.NP_TYPE_TO_TENSOR_TYPE[__import__("
+            "'numpy').dtype('float32')])\n"
+            "import onnx.defs, scipy.stats.qmc, onnx\n"  # submodules of the deferred packages
+            "assert onnx.__version__ and onnx.defs.onnx_opset_version() >= 13\n"
+            "import sklearn.base\n"
+            "print(sklearn.base.BaseEstimator.__name__, real('scipy.stats'), real('onnx'))\n")
+    out = _fresh_python(code)
+    assert out.returncode == 0, out.stderr[-3000:]
+    loaded, used, after = out.stdout.strip().splitlines()[-3:]
+    if first == "sklearn.base, scipy.stats":
+        assert loaded == "[True, True, False] BaseEstimator"
+    else:
+        assert loaded == "[False, False, False] object"
+    assert used == "0.3333 1"  # (1-1.5)^2/1.5 + (2-1.5)^2/1.5; onnx's FLOAT
+    assert after == "BaseEstimator True True"
+
+
 def _torch_available() -> bool:
     return importlib.util.find_spec("torch") is not None
 
