@@ -15,10 +15,11 @@ timed steps, then profiled steps. Printed and saved (``operators.json``):
 
 ``--cut N`` trains only the steps of ``net.features`` from N on (and the head) on the
 features after the first N, as `fit` does in a ``last_k`` regime with its frozen prefix cached:
-``--model efficientnet_lite2 --size 260 --cut 21`` is the default recipe's second stage.
+``--model efficientnet_lite2 --size 260 --cut 22`` is the default recipe's second stage
+(``last_k:4``: 22 frozen steps).
 
     python -m bench.operators --model efficientnet_lite0 --size 160 --onednn
-    python -m bench.operators --model efficientnet_lite2 --size 260 --cut 21 --onednn
+    python -m bench.operators --model efficientnet_lite2 --size 260 --cut 22 --onednn
 """
 from __future__ import annotations
 
