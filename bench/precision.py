@@ -32,12 +32,13 @@ import mxnet as mx
 import numpy as np
 
 import gluonft
+from gluonft.amp import active_dtype
 from gluonft.cpu import check_bfloat16
 from gluonft.datasets import ImageSet
 from gluonft.fileio import atomic_write_text
 from gluonft.results import environment
 
-__all__ = ["main", "PRECISIONS"]
+__all__ = ["main", "PRECISIONS", "bfloat16_unavailable"]
 
 PRECISIONS = ("float32", "bfloat16")
 _RESULT = "bench.precision result: "
@@ -57,7 +58,8 @@ def _child(model: str, size: int, precision: str, images: int, batch_size: int,
                           image_size=size, amp=False if precision == "float32" else precision)
     return {"images_per_s": statistics.median(e["images_per_s"] for e in history.epochs[1:]),
             "train_loss": history.epochs[-1]["train_loss"],
-            "precision": environment()["precision"], "image_size": history.settings["image_size"]}
+            "precision": active_dtype() or "float32",  # MXNet AMP's own state
+            "image_size": history.settings["image_size"]}
 
 
 def _run_child(args, model: str, size: int, precision: str) -> dict:
@@ -122,13 +124,13 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     rows: List[dict] = []
     for model in models:
         for size in sizes:
-            row = {"model": model, "size": size}
+            row = {"model": model, "size": size, "trained_at": sorted(
+                {r["image_size"] for p in precisions for r in runs[(model, size, p)]})}
             for precision in precisions:
                 done = runs[(model, size, precision)]
                 row[precision] = statistics.median(r["images_per_s"] for r in done)
                 row[f"{precision}_computed_in"] = sorted({r["precision"] for r in done})
                 row[f"{precision}_train_loss"] = done[-1]["train_loss"]
-                row["trained_at"] = sorted({r["image_size"] for r in done})
             if why_not is None:
                 row["bfloat16_vs_float32"] = row["bfloat16"] / row["float32"]
             rows.append(row)
